@@ -1,0 +1,113 @@
+"""The two I/O contracts of an exported model, and the metadata that names them.
+
+``float32-nchw``: input ``lr`` float32 ``[N,3,H,W]`` RGB in 0..255, output ``sr`` float32
+``[N,3,sH,sW]``, not clipped (the network's own output).
+
+``uint8-nhwc``: input ``lr`` uint8 ``[N,H,W,3]``; inside the graph: cast to float, transpose
+to NCHW, the network, Round (half to even, as ``numpy.round``), Clip 0..255, cast to uint8,
+transpose to NHWC; output ``sr`` uint8 ``[N,sH,sW,3]``. A quarter of the transfer bytes.
+
+The metadata (ONNX ``metadata_props`` key ``fourpp_eusr``, a JSON object) is read by
+``runtime.model_info.parse_metadata``; the key and the I/O names come from there so the
+two sides cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from runtime.model_info import METADATA_KEY, ModelIO
+
+__all__ = [
+    "METADATA_KEY",
+    "ModelIO",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "METADATA_FORMAT",
+    "Uint8NHWC",
+    "wrap_for_io",
+    "parse_io",
+    "variant_paths",
+    "set_metadata",
+    "read_metadata",
+]
+
+INPUT_NAME = "lr"
+OUTPUT_NAME = "sr"
+METADATA_FORMAT = 1
+UINT8_SUFFIX = ".uint8"
+"""``--io both`` writes ``<stem>.onnx`` (float32-nchw) and ``<stem>.uint8.onnx`` (uint8-nhwc)."""
+
+
+class Uint8NHWC(nn.Module):
+    """uint8 NHWC in, uint8 NHWC out around a float NCHW [0, 255] network."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        x = lr.to(torch.float32).permute(0, 3, 1, 2)
+        y = self.net(x)
+        # torch.round and ONNX Round both round half to even, as numpy.round does.
+        y = torch.clamp(torch.round(y), 0.0, 255.0).to(torch.uint8)
+        return y.permute(0, 2, 3, 1)
+
+
+def parse_io(io: str | ModelIO) -> ModelIO:
+    try:
+        return ModelIO(io)
+    except ValueError:
+        raise ValueError(f"io must be one of {[m.value for m in ModelIO]}, got {io!r}") from None
+
+
+def wrap_for_io(net: nn.Module, io: str | ModelIO) -> nn.Module:
+    """The module to export: ``net`` itself (float32-nchw) or wrapped for uint8-nhwc."""
+    io = parse_io(io)
+    return net if io is ModelIO.FLOAT32_NCHW else Uint8NHWC(net)
+
+
+def variant_paths(output: str | os.PathLike, ios: Iterable[str | ModelIO]) -> dict[ModelIO, Path]:
+    """Where each I/O variant goes: ``output`` for a single one; for several, the
+    float32-nchw model at ``output`` and the uint8-nhwc one at ``<stem>.uint8<suffix>``
+    beside it (``model.onnx`` → ``model.uint8.onnx``)."""
+    output = Path(output)
+    ios = list(dict.fromkeys(parse_io(i) for i in ios))
+    if len(ios) == 1:
+        return {ios[0]: output}
+    suffix = output.suffix or ".onnx"
+    stem = output.name[: -len(output.suffix)] if output.suffix else output.name
+    paths = {}
+    for io in ios:
+        tag = "" if io is ModelIO.FLOAT32_NCHW else UINT8_SUFFIX
+        paths[io] = output.with_name(f"{stem}{tag}{suffix}")
+    return paths
+
+
+def set_metadata(model: Any, metadata: dict[str, Any]) -> None:
+    """Store ``metadata`` as JSON under :data:`METADATA_KEY` of an ``onnx.ModelProto``."""
+    text = json.dumps(metadata, sort_keys=True)
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            prop.value = text
+            return
+    prop = model.metadata_props.add()
+    prop.key, prop.value = METADATA_KEY, text
+
+
+def read_metadata(model: Any) -> dict[str, Any] | None:
+    """The :data:`METADATA_KEY` JSON of a ModelProto or an ``.onnx`` file; None if absent."""
+    if isinstance(model, (str, os.PathLike)):
+        import onnx
+
+        model = onnx.load(os.fspath(model), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    return None

@@ -1,0 +1,274 @@
+"""Command line: ``fourpp-eusr upscale IMAGES... -o OUT`` and ``fourpp-eusr info MODEL``.
+
+Batch-friendly: each image that fails prints one ``error: <file>: <reason>`` line on
+stderr and the others are still processed. Exit status: 0 when every image was written,
+1 when some failed, 2 for usage or set-up errors (bad options, no images, unloadable
+model) where nothing could be attempted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .errors import MissingDependencyError, UpscaleError
+from .image_io import WRITE_FORMATS, is_image_path
+from .upscaler import DEFAULT_BATCH, DEFAULT_HALO, DEFAULT_TILE, Upscaler
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _UsageError(Exception):
+    """A problem with the command line as a whole: exit status 2."""
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fourpp-eusr",
+        description="4PP-EUSR super-resolution: upscale images with a tiled ONNX model.",
+        epilog="exit status: 0 all written, 1 some images failed, 2 usage or set-up error",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "upscale",
+        help="upscale image files or folders of images",
+        description="Upscale images. Folders expand to the image files directly inside them.",
+    )
+    up.add_argument("images", nargs="+", type=Path, metavar="IMAGES", help="image files or folders")
+    up.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="OUT",
+        help="output folder (created if missing); with one input image, may be a file path "
+        f"with an image extension ({', '.join(sorted(WRITE_FORMATS))})",
+    )
+    up.add_argument("--model", type=Path, help="ONNX model (default: the bundled compact x4 model)")
+    up.add_argument("--backend", default="auto", help="inference backend: auto, onnxruntime (default: auto)")
+    up.add_argument("--tile", type=_int_at_least(1), default=DEFAULT_TILE, help=f"tile edge in input pixels (default {DEFAULT_TILE})")
+    up.add_argument("--halo", type=_int_at_least(0), default=DEFAULT_HALO, help=f"context around each tile (default {DEFAULT_HALO})")
+    up.add_argument("--batch", type=_int_at_least(1), default=DEFAULT_BATCH, help=f"tiles per model call (default {DEFAULT_BATCH})")
+    up.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    up.add_argument(
+        "--format",
+        choices=("png", "same"),
+        default="png",
+        help="output format in a folder: png (default) or the same as the input",
+    )
+    up.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-file lines")
+    up.add_argument("-v", "--verbose", action="store_true", help="log backend and tiling details")
+
+    demo = commands.add_parser(
+        "demo",
+        help="upscale the bundled photo and write a comparison with bicubic",
+        description="Shrink the bundled photo (not used in training) ×1/4 with MATLAB-bicubic imresize, "
+        "upscale it with the model and with bicubic, and write the LR input, the result and a labelled "
+        "side-by-side comparison PNG with PSNR/SSIM on Y.",
+    )
+    demo.add_argument("-o", "--output", type=Path, default=Path("out/demo"), metavar="DIR", help="output folder (default out/demo)")
+    demo.add_argument("--photo", type=Path, help="HR photo to use instead of the bundled one")
+    demo.add_argument("--model", type=Path, help="ONNX model (default: the bundled compact x4 model)")
+    demo.add_argument("--backend", default="auto", help="inference backend (default: auto)")
+
+    info = commands.add_parser("info", help="print a model's I/O contract and metadata")
+    info.add_argument("model", type=Path, metavar="MODEL", help="ONNX model file")
+    info.add_argument("--json", action="store_true", help="print the raw metadata JSON only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (``--help`` included)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
+        return int(exc.code or 0)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+    )
+    try:
+        if args.command == "info":
+            return _info(args)
+        if args.command == "demo":
+            return _demo(args)
+        return _upscale(args)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# --------------------------------------------------------------------------- upscale
+
+
+def _expand_inputs(paths: Sequence[Path]) -> list[Path]:
+    images: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p))
+            if not found:
+                log.warning("%s: folder has no image files", path)
+            images.extend(found)
+        else:
+            images.append(path)  # missing files fail later, one error line each
+    return images
+
+
+def _plan_outputs(args: argparse.Namespace, images: list[Path], scale: int) -> list[Path]:
+    out: Path = args.output
+    single_file = (
+        len(args.images) == 1 and not args.images[0].is_dir() and out.suffix.lower() in WRITE_FORMATS
+    )
+    if single_file:
+        return [out]
+    if out.suffix.lower() in WRITE_FORMATS and not out.is_dir():
+        raise _UsageError(
+            f"-o {out}: several images or a folder were given, so OUT must be a folder, not an image file name"
+        )
+    if out.exists() and not out.is_dir():
+        raise _UsageError(f"-o {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _UsageError(f"-o {out}: cannot create the output folder ({exc.strerror})") from exc
+    suffix = lambda src: ".png" if args.format == "png" else src.suffix.lower()  # noqa: E731
+    return [out / f"{src.stem}_x{scale}{suffix(src)}" for src in images]
+
+
+def _progress(images: list[Path], quiet: bool) -> tuple[Any, Callable[..., None]]:
+    """An iterator over ``images`` (with a tqdm bar unless quiet) and a bar-safe printer."""
+    plain = lambda line, file=sys.stderr: print(line, file=file)  # noqa: E731
+    if quiet or len(images) < 2:
+        return images, plain
+    try:
+        from ._deps import require
+
+        tqdm = require("tqdm", pip="tqdm", purpose="the progress bar").tqdm
+    except MissingDependencyError as exc:
+        print(f"warning: no progress bar: {exc}", file=sys.stderr)
+        return images, plain
+    bar = tqdm(images, unit="image", file=sys.stderr)
+    return bar, lambda line, file=sys.stderr: tqdm.write(line, file=file)
+
+
+def _upscale(args: argparse.Namespace) -> int:
+    images = _expand_inputs(args.images)
+    if not images:
+        raise _UsageError("no images to upscale: " + ", ".join(map(str, args.images)) + " hold no image files")
+    try:
+        upscaler = Upscaler(args.model, backend=args.backend, tile=args.tile, halo=args.halo, batch=args.batch)
+    except UpscaleError as exc:
+        raise _UsageError(str(exc)) from exc
+
+    failed = 0
+    with upscaler:
+        outputs = _plan_outputs(args, images, upscaler.scale)
+        claimed: dict[Path, Path] = {}
+        iterator, say = _progress(images, args.quiet)
+        for src, dst in zip(iterator, outputs):
+            if dst in claimed:
+                say(f"error: {src}: its output {dst} is also the output of {claimed[dst]}; rename one input")
+                failed += 1
+                continue
+            claimed[dst] = src
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    upscaler.upscale_file(src, dst, overwrite=args.overwrite)
+                except UpscaleError as exc:
+                    failed += 1
+                    say(f"error: {exc}" if getattr(exc, "path", None) == str(src) else f"error: {src}: {exc}")
+                except Exception as exc:  # noqa: BLE001 - one bad image must not stop a batch
+                    failed += 1
+                    log.debug("unexpected failure on %s", src, exc_info=True)
+                    say(f"error: {src}: unexpected {type(exc).__name__}: {exc}")
+                else:
+                    if not args.quiet:
+                        say(f"{src} -> {dst}", file=sys.stdout)
+            for warning in caught:
+                say(f"warning: {warning.message}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    try:
+        result = run_demo(args.output, photo=args.photo, model=args.model, backend=args.backend)
+    except UpscaleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"input (LR):  {result.lr_path}")
+    print(f"upscaled:    {result.sr_path}")
+    print(f"comparison:  {result.comparison_path}")
+    print(
+        f"PSNR-Y {result.psnr_y_model:.2f} dB vs bicubic {result.psnr_y_bicubic:.2f} dB "
+        f"({result.psnr_y_model - result.psnr_y_bicubic:+.2f} dB); "
+        f"SSIM-Y {result.ssim_y_model:.4f} vs {result.ssim_y_bicubic:.4f}"
+    )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- info
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    try:
+        with OnnxRuntimeBackend(args.model) as backend:
+            info = backend.info
+    except UpscaleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(dict(info.metadata), indent=2, sort_keys=True))
+        return EXIT_OK
+    rows = [
+        ("model", str(args.model)),
+        ("io", info.io.value),
+        ("scale", str(info.scale)),
+        ("input", info.input_name),
+        ("output", info.output_name),
+        ("recommended halo", "-" if info.recommended_halo is None else str(info.recommended_halo)),
+        ("config", info.config_name or "-"),
+        ("checkpoint sha256", str(info.metadata.get("checkpoint_sha256", "-"))),
+        ("facts from", info.source),
+    ]
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key + ':':<{width + 2}}{value}")
+    if info.metadata.get("config"):
+        print("model config:")
+        print(json.dumps(info.metadata["config"], indent=2, sort_keys=True))
+    return EXIT_OK

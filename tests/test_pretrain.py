@@ -1,0 +1,306 @@
+"""Phase-1 pre-training (train.pretrain) and its data pipeline (train.data), tiny config."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from train import pretrain
+from train.checkpoint import load_checkpoint
+from train.data import PatchDataset, load_rgb, make_lr, mod_crop
+from train.models.eusr import build_eusr
+
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
+
+TRAIN_SOURCES = [("astronaut.png", (60, 150)), ("coffee.png", (100, 200)), ("brick.png", (0, 0))]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, photos_dir):
+    """Small crops of the bundled photos: 3 train images of 200×200, 1 val image of 64×64."""
+    root = tmp_path_factory.mktemp("pretrain_data")
+    train, val = root / "train", root / "val"
+    train.mkdir()
+    val.mkdir()
+    for name, (y, x) in TRAIN_SOURCES:
+        img = load_rgb(photos_dir / "train" / name)[y : y + 200, x : x + 200]
+        assert img.shape == (200, 200, 3)
+        Image.fromarray(img).save(train / (Path(name).stem + ".png"))
+    Image.fromarray(load_rgb(photos_dir / "test" / "ihc.png")[100:164, 100:164]).save(val / "ihc64.png")
+    (train / "notes.txt").write_text("not an image: must be ignored")
+    return train, val
+
+
+def _args(folders, out: Path, steps: int, *extra: str) -> list[str]:
+    train, val = folders
+    return [
+        "--config", "tiny", "--train-dir", str(train), "--val-dir", str(val), "--patch", "16",
+        "--batch-size", "2", "--steps", str(steps), "--out", str(out), "--device", "cpu",
+        "--threads", "1", "--quiet", "--log-every", "1", "--val-every", "2", "--save-every", "2", "--seed", "5",
+        *extra,
+    ]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# --- end-to-end runs -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def straight_run(folders, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    threads = torch.get_num_threads()
+    try:
+        assert pretrain.main(_args(folders, out, 4)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def test_run_writes_checkpoint_and_logs(straight_run):
+    out = straight_run
+    assert (out / "last.safetensors").is_file()
+    train_log = _read_jsonl(out / "train_log.jsonl")
+    assert [r["step"] for r in train_log] == [1, 2, 3, 4]
+    for r in train_log:
+        assert math.isfinite(r["loss"]) and r["loss"] > 0
+        assert r["scale"] in (2, 4, 8)
+        assert r["lr"] == pytest.approx(1e-4)
+    val_log = _read_jsonl(out / "val_log.jsonl")
+    assert [r["step"] for r in val_log] == [2, 4]
+    for r in val_log:
+        for key in ("psnr_y", "bicubic_psnr_y", "gain_db", "psnr_y/ihc64.png"):
+            assert math.isfinite(r[key]), key
+        assert r["gain_db"] == pytest.approx(r["psnr_y"] - r["bicubic_psnr_y"])
+        assert 10 < r["bicubic_psnr_y"] < 60
+    ck = load_checkpoint(out / "last.safetensors")
+    assert ck.train_state["step"] == 4 and ck.train_state["phase"] == "pretrain"
+    assert ck.config_name == "tiny"
+    assert ck.optim_groups and ck.rng_numpy is not None and ck.rng_torch is not None
+    for k, v in ck.model_state.items():
+        assert torch.isfinite(v).all(), k
+    assert json.loads((out / "args.json").read_text())["steps"] == "4"
+
+
+def test_training_changes_the_weights(straight_run):
+    torch.manual_seed(5)
+    init = build_eusr("tiny").state_dict()
+    trained = load_checkpoint(straight_run / "last.safetensors").model_state
+    changed = [k for k in init if not torch.equal(init[k], trained[k])]
+    assert changed, "4 Adam steps left every weight untouched"
+
+
+def test_resume_is_bit_exact(straight_run, folders, tmp_path):
+    out = tmp_path / "split"
+    threads = torch.get_num_threads()
+    try:
+        assert pretrain.main(_args(folders, out, 2)) == 0
+        assert load_checkpoint(out / "last.safetensors").train_state["step"] == 2
+        assert pretrain.main(_args(folders, out, 4, "--resume", str(out / "last.safetensors"))) == 0
+    finally:
+        torch.set_num_threads(threads)
+    a = load_checkpoint(straight_run / "last.safetensors")
+    b = load_checkpoint(out / "last.safetensors")
+    assert b.train_state["step"] == 4
+    assert a.model_state.keys() == b.model_state.keys()
+    for k in a.model_state:
+        assert torch.equal(a.model_state[k], b.model_state[k]), f"weight {k} differs after resume"
+    assert a.optim_state.keys() == b.optim_state.keys() and a.optim_state
+    for k in a.optim_state:
+        assert torch.equal(a.optim_state[k], b.optim_state[k]), f"Adam state {k} differs after resume"
+    assert a.optim_groups == b.optim_groups
+    assert a.rng_numpy == b.rng_numpy
+    assert torch.equal(a.rng_torch, b.rng_torch)
+    # the per-step losses agree too (logs are appended on resume)
+    la = _read_jsonl(straight_run / "train_log.jsonl")
+    lb = _read_jsonl(out / "train_log.jsonl")
+    assert [r["step"] for r in lb] == [1, 2, 3, 4]
+    assert [(r["loss"], r["scale"]) for r in la] == [(r["loss"], r["scale"]) for r in lb]
+
+
+def test_resume_at_final_step_does_nothing(straight_run, folders, tmp_path):
+    out = tmp_path / "again"
+    threads = torch.get_num_threads()
+    try:
+        assert pretrain.main(_args(folders, out, 4, "--resume", str(straight_run / "last.safetensors"))) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert not (out / "last.safetensors").exists()
+    assert _read_jsonl(out / "train_log.jsonl") == []
+
+
+def test_resume_from_broken_checkpoint_fails_clearly(folders, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("garbage")
+    with pytest.raises(SystemExit, match=r"error: .*bad.safetensors"):
+        pretrain.main(_args(folders, tmp_path / "o", 2, "--resume", str(bad)))
+
+
+# --- optimisation sanity ---------------------------------------------------------------------
+
+
+def test_loss_decreases_on_a_fixed_batch(folders):
+    """The pretrain recipe (L1 on 0-255, Adam 0.9/0.999/1e-8) fits a fixed batch."""
+    torch.manual_seed(0)
+    data = PatchDataset(folders[0], [2], lr_patch=16, augment=False)
+    lr_np, hr_np = data.sample(np.random.default_rng(0), 2, 2)
+    lr, hr = torch.from_numpy(lr_np), torch.from_numpy(hr_np)
+    model = build_eusr("tiny")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.l1_loss(model(lr, 2), hr)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+def test_help_mentions_key_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        pretrain.main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for opt in ("--train-dir", "--val-dir", "--config", "--scales", "--patch", "--batch-size", "--steps",
+                "--lr", "--resume", "--init", "--out", "--device", "--seed"):
+        assert opt in text, opt
+    assert "last.safetensors" in text
+
+
+@pytest.mark.parametrize(
+    "scales, needle",
+    [("3", "the model has paths [2, 4, 8]"), ("2,16", "the model has paths [2, 4, 8]"),
+     ("x,4", "comma-separated integers"), ("", "the model has paths")],
+)
+def test_bad_scales(folders, tmp_path, scales, needle):
+    with pytest.raises(SystemExit) as exc:
+        pretrain.main(_args(folders, tmp_path / "o", 1, "--scales", scales))
+    msg = str(exc.value.code)
+    assert needle in msg and "--scales" in msg
+    assert not (tmp_path / "o" / "last.safetensors").exists()
+
+
+def test_bad_scale_weights(folders, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        pretrain.main(_args(folders, tmp_path / "o", 1, "--scale-weights", "1,2"))
+    assert "--scale-weights needs 3" in str(exc.value.code)
+
+
+def test_unknown_config_rejected_by_argparse(capsys):
+    with pytest.raises(SystemExit) as exc:
+        pretrain.main(["--config", "huge"])
+    assert exc.value.code == 2
+    assert "huge" in capsys.readouterr().err
+
+
+def test_missing_train_dir(folders, tmp_path):
+    args = _args(folders, tmp_path / "o", 1)
+    args[args.index("--train-dir") + 1] = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        pretrain.main(args)
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def noise_dataset(tmp_path_factory):
+    """One 96×80 random image: every 8×8 LR patch is unique, so positions can be recovered."""
+    folder = tmp_path_factory.mktemp("noise")
+    img = np.random.default_rng(1).integers(0, 256, (96, 80, 3), dtype=np.uint8)
+    Image.fromarray(img).save(folder / "noise.png")
+    return folder, img
+
+
+def _find(full: np.ndarray, patch: np.ndarray) -> list[tuple[int, int]]:
+    p = patch.shape[0]
+    win = np.lib.stride_tricks.sliding_window_view(full, (p, p, full.shape[2]))[:, :, 0]
+    hits = np.argwhere(np.all(win == patch, axis=(2, 3, 4)))
+    return [tuple(map(int, h)) for h in hits]
+
+
+def _dihedral_undo(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    if flip:
+        a = a[:, ::-1]
+    return np.rot90(a, -k)
+
+
+def test_dataset_lr_is_make_lr_of_hr(noise_dataset):
+    folder, img = noise_dataset
+    ds = PatchDataset(folder, [2, 4], lr_patch=8, augment=False)
+    item = ds.items[0]
+    np.testing.assert_array_equal(item.hr, img)
+    for s in (2, 4):
+        np.testing.assert_array_equal(item.lr[s], make_lr(img, s))
+        assert item.lr[s].shape == (96 // s, 80 // s, 3)
+    assert make_lr(img[:95, :79], 4).shape == (23, 19, 3)
+    np.testing.assert_array_equal(make_lr(img[:95, :79], 4), make_lr(mod_crop(img[:95, :79], 4), 4))
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_patches_are_aligned_crops_without_augmentation(noise_dataset, scale):
+    folder, img = noise_dataset
+    ds = PatchDataset(folder, [scale], lr_patch=8, augment=False)
+    lr, hr = ds.sample(np.random.default_rng(3), scale, 12)
+    assert lr.shape == (12, 3, 8, 8) and hr.shape == (12, 3, 8 * scale, 8 * scale)
+    assert lr.dtype == np.float32 and hr.dtype == np.float32
+    full_lr = ds.items[0].lr[scale]
+    positions = set()
+    for b in range(12):
+        lr_p = lr[b].transpose(1, 2, 0).astype(np.uint8)
+        hr_p = hr[b].transpose(1, 2, 0).astype(np.uint8)
+        hits = _find(full_lr, lr_p)
+        assert len(hits) == 1, "LR patch is not a crop of the LR image"
+        y, x = hits[0]
+        positions.add((y, x))
+        np.testing.assert_array_equal(hr_p, img[y * scale : (y + 8) * scale, x * scale : (x + 8) * scale])
+    assert len(positions) > 1, "patch positions are not random"
+
+
+def test_augmentation_applies_the_same_transform_to_both(noise_dataset):
+    folder, img = noise_dataset
+    scale = 2
+    ds = PatchDataset(folder, [scale], lr_patch=8, augment=True)
+    lr, hr = ds.sample(np.random.default_rng(4), scale, 32)
+    full_lr = ds.items[0].lr[scale]
+    transforms = set()
+    for b in range(32):
+        lr_p = lr[b].transpose(1, 2, 0).astype(np.uint8)
+        hr_p = hr[b].transpose(1, 2, 0).astype(np.uint8)
+        found = []
+        for k in range(4):
+            for flip in (False, True):
+                for y, x in _find(full_lr, _dihedral_undo(lr_p, k, flip)):
+                    hr_src = img[y * scale : (y + 8) * scale, x * scale : (x + 8) * scale]
+                    if np.array_equal(_dihedral_undo(hr_p, k, flip), hr_src):
+                        found.append((k, flip))
+        assert len(found) == 1, f"sample {b}: LR and HR are not the same rot/flip of aligned crops"
+        transforms.add(found[0])
+    assert len(transforms) >= 5, f"augmentation draws few of the 8 rot/flip combinations: {transforms}"
+
+
+def test_same_rng_seed_same_batch(noise_dataset):
+    folder, _ = noise_dataset
+    ds = PatchDataset(folder, [2], lr_patch=8)
+    a = ds.sample(np.random.default_rng(9), 2, 4)
+    b = ds.sample(np.random.default_rng(9), 2, 4)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_dataset_rejects_too_small_images(noise_dataset):
+    folder, _ = noise_dataset
+    with pytest.raises(ValueError, match=r"×8.*at least 384 px"):
+        PatchDataset(folder, [8], lr_patch=48)

@@ -1,0 +1,177 @@
+"""Tile planning, padding, gather and scatter: pure functions, no model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.errors import InvalidArgumentError
+from runtime.model_info import ModelIO
+from runtime.stitching import allocate_batch, gather_windows, scatter_cores
+from runtime.tiling import pad_image, plan_tiles, required_size
+
+TILE, HALO = 16, 4
+SIZES = [
+    (1, 1),
+    (1, 500),
+    (500, 1),
+    (7, 13),
+    (TILE - 1, TILE + 1),
+    (TILE, TILE),
+    (TILE + 1, 2 * TILE),
+    (2 * TILE + 2 * HALO - 1, 2 * TILE + 2 * HALO + 1),
+    (TILE + 2 * HALO, 3 * TILE + 5),
+    (123, 77),
+]
+
+
+def ownership(plan) -> np.ndarray:  # noqa: ANN001
+    count = np.zeros((plan.image_height, plan.image_width), dtype=np.int32)
+    for t in plan:
+        count[t.core.slices] += 1
+    return count
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("tile,halo", [(TILE, HALO), (TILE, 0), (5, 7), (1, 2), (10_000, 16)])
+def test_cores_partition_the_image(size: tuple[int, int], tile: int, halo: int) -> None:
+    plan = plan_tiles(*size, tile, halo)
+    count = ownership(plan)
+    assert count.min() == 1 and count.max() == 1, "every LR pixel must be owned by exactly one tile"
+    assert len(plan) == plan.rows * plan.cols == -(-size[0] // tile) * -(-size[1] // tile)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("tile,halo", [(TILE, HALO), (5, 7), (10_000, 16)])
+def test_windows_have_one_shape_and_stay_inside(size: tuple[int, int], tile: int, halo: int) -> None:
+    h, w = size
+    plan = plan_tiles(h, w, tile, halo)
+    expected = (min(tile + 2 * halo, h), min(tile + 2 * halo, w))
+    assert plan.window_shape == expected
+    for t in plan:
+        win, core = t.window, t.core
+        assert (win.height, win.width) == expected
+        assert 0 <= win.y0 and win.y1 <= h and 0 <= win.x0 and win.x1 <= w
+        assert win.y0 <= core.y0 and core.y1 <= win.y1 and win.x0 <= core.x0 and core.x1 <= win.x1
+        assert core.height <= tile and core.width <= tile
+
+
+@pytest.mark.parametrize("size", [(57, 83), (TILE * 3, TILE * 3 + 1), (40, 500)])
+def test_halo_is_full_except_at_image_borders(size: tuple[int, int]) -> None:
+    h, w = size
+    plan = plan_tiles(h, w, TILE, HALO)
+    for t in plan:
+        c, win = t.core, t.window
+        # context on each side is at least the halo, or everything up to the border
+        assert c.y0 - win.y0 >= min(HALO, c.y0)
+        assert c.x0 - win.x0 >= min(HALO, c.x0)
+        assert win.y1 - c.y1 >= min(HALO, h - c.y1)
+        assert win.x1 - c.x1 >= min(HALO, w - c.x1)
+
+
+def test_last_tile_is_shifted_inward_not_padded() -> None:
+    plan = plan_tiles(40, 40, 16, 4)  # cores at 0, 16, 32 (the last owns 8 pixels)
+    last = plan.tiles[-1]
+    assert last.core.y0 == 32 and last.core.y1 == 40
+    assert last.window.y1 == 40 and last.window.height == 24  # ends at the border, full shape
+    assert last.core_in_window.y0 == 32 - 16
+    assert last.crop_box(4).y0 == (32 - 16) * 4 and last.output_box(4).y1 == 160
+
+
+def test_first_tile_window_starts_at_border() -> None:
+    t = plan_tiles(100, 100, 16, 4).tiles[0]
+    assert (t.window.y0, t.window.x0) == (0, 0)
+    assert (t.window.height, t.window.width) == (24, 24)
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(tile=0), "tile"),
+        (dict(tile=-3), "tile"),
+        (dict(halo=-1), "halo"),
+        (dict(height=0), "height"),
+        (dict(width=-2), "width"),
+        (dict(tile=8.0), "tile"),
+        (dict(tile=True), "tile"),
+        (dict(min_size=0), "min_size"),
+    ],
+)
+def test_invalid_arguments_raise_named_error(kwargs: dict, name: str) -> None:
+    args = dict(height=10, width=10, tile=8, halo=1) | kwargs
+    with pytest.raises(InvalidArgumentError, match=rf"^{name} must be an integer"):
+        plan_tiles(**args)
+
+
+def test_numpy_integers_are_accepted() -> None:
+    plan = plan_tiles(np.int64(20), np.int32(30), np.int64(8), np.int16(2))
+    assert len(plan) == 3 * 4
+
+
+def test_min_size_pads_small_images_but_cores_stay_real() -> None:
+    plan = plan_tiles(3, 50, 16, 4, min_size=24)
+    assert (plan.input_height, plan.input_width) == (24, 50)
+    assert plan.needs_padding and plan.window_shape == (24, 24)
+    assert ownership(plan).min() == 1 == ownership(plan).max()
+    assert all(t.core.y1 <= 3 for t in plan)
+    assert required_size(3, 50, min_size=24) == (24, 50)
+    assert not plan_tiles(30, 50, 16, 4, min_size=24).needs_padding
+
+
+@pytest.mark.parametrize("shape,target", [((1, 1), (5, 4)), ((2, 3), (9, 2 + 1 + 10)), ((4, 4, 3), (4, 11))])
+def test_pad_image_reflects_then_replicates(shape: tuple[int, ...], target: tuple[int, int]) -> None:
+    image = np.arange(np.prod(shape), dtype=np.uint16).reshape(shape)
+    padded = pad_image(image, *target)
+    assert padded.shape[:2] == target and padded.dtype == image.dtype
+    h, w = shape[:2]
+    np.testing.assert_array_equal(padded[:h, :w], image)
+    if w >= 2 and target[1] > w:  # first padded column mirrors the column before the edge
+        np.testing.assert_array_equal(padded[:h, w], image[:, w - 2])
+    if target[1] > 2 * w - 1:  # beyond what reflection reaches: the edge is replicated
+        np.testing.assert_array_equal(padded[:h, -1], padded[:h, 2 * w - 2])
+
+
+def test_pad_image_no_op_and_errors() -> None:
+    image = np.zeros((4, 5), np.uint8)
+    assert pad_image(image, 4, 5) is image
+    with pytest.raises(InvalidArgumentError, match="smaller than the image"):
+        pad_image(image, 3, 5)
+
+
+@pytest.mark.parametrize("io", list(ModelIO))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_gather_then_scatter_round_trips_with_identity_model(io: ModelIO, channels: int) -> None:
+    """Gather windows, 'upscale' them with np.repeat, scatter: must rebuild the image."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (37, 45, channels), dtype=np.uint8)
+    plan = plan_tiles(37, 45, 16, 3)
+    scale = 2
+    out = np.zeros((74, 90, channels), np.uint8)
+    buffer = allocate_batch(io, 3, *plan.window_shape)
+    for start in range(0, len(plan), 3):
+        tiles = plan.tiles[start : start + 3]
+        batch = gather_windows(image, tiles, buffer, io=io)
+        assert np.shares_memory(batch, buffer)
+        spatial = (2, 3) if io is ModelIO.FLOAT32_NCHW else (1, 2)
+        upscaled = batch.repeat(scale, spatial[0]).repeat(scale, spatial[1])
+        scatter_cores(upscaled, tiles, out, scale=scale, io=io, to_gray=channels == 1)
+    np.testing.assert_array_equal(out, image.repeat(2, 0).repeat(2, 1))
+
+
+def test_gather_scales_uint16_and_scatter_rounds_and_clips() -> None:
+    image = np.array([[[0, 257, 65535]]], dtype=np.uint16).repeat(4, 0).repeat(4, 1)
+    plan = plan_tiles(4, 4, 4, 0)
+    buffer = allocate_batch(ModelIO.FLOAT32_NCHW, 1, 4, 4)
+    batch = gather_windows(image, plan.tiles, buffer, io=ModelIO.FLOAT32_NCHW, input_scale=1 / 257)
+    np.testing.assert_allclose(batch[0, :, 0, 0], [0, 1, 255], rtol=1e-6)
+    batch[0, 0] = -3.0  # below range: clipped to 0
+    batch[0, 2] = 300.0  # above range: clipped to 65535
+    out = np.zeros((4, 4, 3), np.uint16)
+    scatter_cores(batch, plan.tiles, out, scale=1, io=ModelIO.FLOAT32_NCHW, output_scale=257)
+    assert out[0, 0].tolist() == [0, 257, 65535]
+
+
+def test_gather_rejects_wrong_buffer() -> None:
+    plan = plan_tiles(8, 8, 8, 0)
+    with pytest.raises(InvalidArgumentError, match="uint8"):
+        gather_windows(np.zeros((8, 8, 3), np.uint8), plan.tiles, np.zeros((1, 3, 8, 8), np.float32), io=ModelIO.UINT8_NHWC)

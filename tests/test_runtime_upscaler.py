@@ -1,0 +1,376 @@
+"""Upscaler and backends end to end, with tiny exported ONNX models (see _runtime_models)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import runtime.upscaler
+from _runtime_models import (  # noqa: F401 - fixtures
+    RECEPTIVE_RADIUS,
+    conv_model,
+    conv_uint8_model,
+    export_model,
+    models_dir,
+    nearest_model,
+    nearest_uint8_model,
+    reference,
+)
+from runtime import Upscaler
+from runtime.backends import BACKENDS, Backend, get_backend
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from runtime.errors import (
+    BackendUnavailableError,
+    ImageReadError,
+    ImageWriteError,
+    InvalidArgumentError,
+    ModelError,
+    OutputExistsError,
+    UpscaleError,
+)
+from runtime.image_io import read_image, write_image
+from runtime.model_info import ModelInfo, ModelIO
+
+
+def nearest4(a: np.ndarray) -> np.ndarray:
+    return a.repeat(4, 0).repeat(4, 1)
+
+
+def whole_image(model: Path, image: np.ndarray) -> np.ndarray:
+    """Reference: the whole H×W×3 float image through onnxruntime in one call, as HWC."""
+    nchw = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+    return reference(model, nchw)[0].transpose(1, 2, 0)
+
+
+# ------------------------------------------------------------------ tiling correctness
+
+TILING_CASES = [
+    # (height, width, tile, halo, batch)
+    (1, 1, 8, 3, 4),
+    (1, 37, 8, 3, 2),
+    (7, 13, 4, 3, 1),
+    (23, 41, 8, 3, 3),
+    (33, 17, 16, 4, 4),
+    (40, 40, 5, 7, 5),
+    (29, 31, 100, 8, 2),
+]
+
+
+@pytest.mark.parametrize("height,width,tile,halo,batch", TILING_CASES)
+def test_tiled_equals_whole_image(conv_model: Path, rng: np.random.Generator, height: int, width: int, tile: int, halo: int, batch: int) -> None:
+    image = rng.uniform(0, 255, (height, width, 3)).astype(np.float32)
+    with Upscaler(conv_model, backend="onnxruntime", tile=tile, halo=halo, batch=batch) as up:
+        tiled = up.upscale(image)
+    expected = whole_image(conv_model, image)
+    assert tiled.dtype == np.float32 and tiled.shape == expected.shape
+    err = np.abs(tiled - expected).max()
+    assert err < 1e-4, f"max abs error {err} between tiled and whole-image output"
+
+
+def test_halo_zero_shows_seams(conv_model: Path, rng: np.random.Generator) -> None:
+    """Negative control: without enough context the comparison above must fail."""
+    image = rng.uniform(0, 255, (23, 41, 3)).astype(np.float32)
+    expected = whole_image(conv_model, image)
+    for halo in (0, RECEPTIVE_RADIUS - 1):
+        with Upscaler(conv_model, backend="onnxruntime", tile=8, halo=halo) as up:
+            err = np.abs(up.upscale(image) - expected).max()
+        assert err > 0.1, f"halo={halo} should differ from whole-image output, max error {err}"
+
+
+def test_uint8_output_is_rounded_and_clipped_whole_image(conv_model: Path, rng: np.random.Generator) -> None:
+    image = rng.integers(0, 256, (19, 26, 3), dtype=np.uint8)
+    with Upscaler(conv_model, backend="onnxruntime", tile=8, halo=4, batch=3) as up:
+        out = up.upscale(image)
+    expected = np.clip(np.rint(whole_image(conv_model, image.astype(np.float32))), 0, 255)
+    assert out.dtype == np.uint8
+    # float32 summation order differs between tile shapes: allow a flip at .5 boundaries
+    assert np.abs(out.astype(int) - expected).max() <= 1
+    assert (out == expected).mean() > 0.999
+
+
+def test_uint8_nhwc_model_tiled_equals_whole(conv_uint8_model: Path, rng: np.random.Generator) -> None:
+    image = rng.integers(0, 256, (21, 30, 3), dtype=np.uint8)
+    with Upscaler(conv_uint8_model, backend="onnxruntime", tile=8, halo=4, batch=2) as up:
+        assert up.backend.io is ModelIO.UINT8_NHWC
+        out = up.upscale(image)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(conv_uint8_model), providers=["CPUExecutionProvider"])
+    expected = session.run(["sr"], {"lr": image[None]})[0][0]
+    assert out.dtype == np.uint8 and np.abs(out.astype(int) - expected).max() <= 1
+
+
+# ------------------------------------------------------------------ layouts and dtypes
+
+
+@pytest.mark.parametrize("model_fixture", ["nearest_model", "nearest_uint8_model"])
+@pytest.mark.parametrize(
+    "shape",
+    [(9, 11), (9, 11, 1), (9, 11, 2), (9, 11, 3), (9, 11, 4), (1, 1, 3), (1, 17), (17, 1, 4)],
+)
+def test_layout_and_dtype_preserved_uint8(request: pytest.FixtureRequest, rng: np.random.Generator, model_fixture: str, shape: tuple) -> None:
+    model = request.getfixturevalue(model_fixture)
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    with Upscaler(model, backend="onnxruntime", tile=4, halo=2, batch=3) as up:
+        out = up.upscale(image)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, nearest4(image))  # gray via luma and alpha via the model are exact
+
+
+@pytest.mark.parametrize("shape", [(9, 11), (9, 11, 3), (9, 11, 4), (1, 1)])
+def test_uint16_is_exact_through_a_float_model(nearest_model: Path, rng: np.random.Generator, shape: tuple) -> None:
+    image = rng.integers(0, 65536, shape, dtype=np.uint16)
+    with Upscaler(nearest_model, backend="onnxruntime", tile=4, halo=1) as up:
+        out = up.upscale(image)
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, nearest4(image))
+
+
+def test_constant_alpha_skips_the_model(nearest_model: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = rng.integers(0, 256, (10, 12, 4), dtype=np.uint8)
+    image[:, :, 3] = 255
+    with Upscaler(nearest_model, backend="onnxruntime", tile=4, halo=1) as up:
+        calls = []
+        original = up.backend.infer
+        monkeypatch.setattr(up.backend, "infer", lambda b: calls.append(len(b)) or original(b))
+        out = up.upscale(image)
+    assert sum(calls) == 9  # 3×3 tiles, colour pass only
+    assert (out[:, :, 3] == 255).all()
+
+
+def test_non_uint8_images_need_a_float_model(nearest_uint8_model: Path) -> None:
+    with Upscaler(nearest_uint8_model, backend="onnxruntime") as up:
+        for dtype in (np.uint16, np.float32):
+            with pytest.raises(InvalidArgumentError, match="need a float32-nchw model"):
+                up.upscale(np.zeros((4, 4, 3), dtype))
+
+
+def test_pil_and_path_inputs(nearest_model: Path, tmp_path: Path) -> None:
+    gray = Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4))
+    gray.save(tmp_path / "g.png")
+    with Upscaler(nearest_model, backend="onnxruntime") as up:
+        from_pil = up.upscale(gray)
+        from_path = up.upscale(tmp_path / "g.png")
+        many = list(up.upscale_many([np.zeros((2, 2), np.uint8), str(tmp_path / "g.png")]))
+    assert from_pil.shape == from_path.shape == (12, 16)  # 2-D like np.asarray(gray)
+    np.testing.assert_array_equal(from_path, nearest4(np.asarray(gray)))
+    assert [m.shape for m in many] == [(8, 8), (12, 16)]
+
+
+def test_peak_memory_scales_with_tile_not_image(nearest_model: Path) -> None:
+    image = np.zeros((384, 384, 3), np.uint8)
+    output_bytes = image.nbytes * 16
+    with Upscaler(nearest_model, backend="onnxruntime", tile=32, halo=4, batch=4) as up:
+        up.upscale(image[:8, :8])  # warm up lazy allocations
+        tracemalloc.start()
+        try:
+            out = up.upscale(image)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert out.nbytes == output_bytes
+    # Only tile-sized buffers beyond the output (measured ~0.4 MB; onnxruntime's own
+    # allocations are not traced). A float32 copy of the image would add 1.8 MB, one of
+    # the output 28 MB.
+    assert peak - output_bytes < 1_200_000, f"peak {peak / 1e6:.1f} MB beyond the {output_bytes / 1e6:.1f} MB output"
+
+
+# ------------------------------------------------------------------ files
+
+
+def test_upscale_file_16bit_png(nearest_model: Path, tmp_path: Path, rng: np.random.Generator) -> None:
+    pixels = rng.integers(0, 65536, (5, 7), dtype=np.uint16)
+    write_image(tmp_path / "in16.png", pixels)
+    with Upscaler(nearest_model, backend="onnxruntime") as up:
+        dst = up.upscale_file(tmp_path / "in16.png", tmp_path / "out.png")
+    array, info = read_image(dst)
+    assert info.dtype == np.uint16 and array.shape == (20, 28, 1)
+    np.testing.assert_array_equal(array[:, :, 0], nearest4(pixels))
+
+
+def test_upscale_file_cmyk_jpeg_warns_and_works(nearest_model: Path, tmp_path: Path) -> None:
+    Image.new("CMYK", (6, 5), (0, 255, 255, 0)).save(tmp_path / "c.jpg")
+    with Upscaler(nearest_model, backend="onnxruntime") as up, pytest.warns(UserWarning, match="c.jpg: CMYK"):
+        up.upscale_file(tmp_path / "c.jpg", tmp_path / "c_x4.png")
+    with Image.open(tmp_path / "c_x4.png") as im:
+        assert im.mode == "RGB" and im.size == (24, 20)
+
+
+def test_upscale_file_keeps_icc_and_refuses_to_overwrite(nearest_model: Path, tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.new("RGB", (3, 3), (5, 6, 7)).save(tmp_path / "a.png", icc_profile=icc)
+    (tmp_path / "a_x4.png").write_bytes(b"keep me")
+    with Upscaler(nearest_model, backend="onnxruntime") as up:
+        with pytest.raises(OutputExistsError, match="a_x4.png: already exists"):
+            up.upscale_file(tmp_path / "a.png", tmp_path / "a_x4.png")
+        assert (tmp_path / "a_x4.png").read_bytes() == b"keep me"
+        up.upscale_file(tmp_path / "a.png", tmp_path / "a_x4.png", overwrite=True)
+    with Image.open(tmp_path / "a_x4.png") as im:
+        assert im.size == (12, 12) and im.info["icc_profile"] == icc
+
+
+@pytest.mark.parametrize(
+    "name,content,error,reason",
+    [
+        ("missing.png", None, ImageReadError, "file not found"),
+        ("empty.png", b"", ImageReadError, "empty (0 bytes)"),
+        ("text.png", b"hello, I am text\n", ImageReadError, "not a recognised image"),
+        ("cut.png", "truncated", ImageReadError, "corrupt or truncated"),
+    ],
+)
+def test_bad_inputs_fail_clearly_and_write_nothing(nearest_model: Path, tmp_path: Path, name: str, content, error: type, reason: str) -> None:  # noqa: ANN001
+    src_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    src_dir.mkdir()
+    out_dir.mkdir()
+    src = src_dir / name
+    if content == "truncated":
+        write_image(src, np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        src.write_bytes(src.read_bytes()[:-300])
+    elif content is not None:
+        src.write_bytes(content)
+    with Upscaler(nearest_model, backend="onnxruntime") as up, pytest.raises(error) as info:
+        up.upscale_file(src, out_dir / "out.png")
+    assert info.value.path == str(src) and reason in str(info.value)
+    assert os.listdir(out_dir) == []
+
+
+def test_unwritable_destination_fails_before_compute(nearest_model: Path, tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "plain_file").write_text("not a folder")
+    dst = tmp_path / "plain_file" / "out.png"  # fails for root too, unlike chmod 0o500
+    with Upscaler(nearest_model, backend="onnxruntime") as up:
+        up.backend.infer = None  # any attempt to compute would crash differently
+        with pytest.raises(ImageWriteError) as info:
+            up.upscale_file(tmp_path / "a.png", dst)
+    assert info.value.path == str(dst) and "is not a folder" in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "plain_file"]
+
+
+# ------------------------------------------------------------------ models and backends
+
+
+def test_missing_default_model_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(runtime.upscaler, "default_model_path", lambda: tmp_path / "eusr-compact-x4.onnx")
+    with pytest.raises(ModelError, match="bundled default model .* is missing.*pass model="):
+        Upscaler()
+
+
+def test_model_errors(tmp_path: Path, models_dir: Path) -> None:
+    with pytest.raises(ModelError, match="model file not found"):
+        OnnxRuntimeBackend(tmp_path / "nope.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(ModelError, match="junk.onnx: ONNX Runtime cannot load the model"):
+        OnnxRuntimeBackend(tmp_path / "junk.onnx")
+    lying = export_model(models_dir / "lying.onnx", "nearest", metadata={"scale": 2})
+    with OnnxRuntimeBackend(lying) as backend, pytest.raises(ModelError, match="x2 float32-nchw"):
+        backend.infer(np.zeros((1, 3, 4, 4), np.float32))
+    with pytest.raises(ModelError, match="format 9 is not supported"):
+        OnnxRuntimeBackend(export_model(models_dir / "future.onnx", "nearest", metadata={"format": 9}))
+
+
+def test_models_without_metadata(models_dir: Path) -> None:
+    dynamic = export_model(models_dir / "bare.onnx", "nearest", metadata=False)
+    with pytest.raises(ModelError, match="lacks 'fourpp_eusr' metadata.*pass scale="):
+        OnnxRuntimeBackend(dynamic)
+    with OnnxRuntimeBackend(dynamic, scale=4) as backend:
+        assert backend.info.source == "inferred" and backend.io is ModelIO.FLOAT32_NCHW
+    static = export_model(models_dir / "static_u8.onnx", "nearest", io="uint8-nhwc", metadata=False, static_hw=8)
+    with OnnxRuntimeBackend(static) as backend:
+        assert (backend.io, backend.scale) == (ModelIO.UINT8_NHWC, 4)
+    meta = export_model(models_dir / "x4.onnx", "nearest")
+    with pytest.raises(ModelError, match="scale=2 was asked for but the model's metadata says scale 4"):
+        OnnxRuntimeBackend(meta, scale=2)
+
+
+def test_backend_registry(nearest_model: Path) -> None:
+    with pytest.raises(BackendUnavailableError, match="'tensorrt' .* not implemented"):
+        get_backend("tensorrt", nearest_model)
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'tpu'"):
+        get_backend("tpu", nearest_model)
+    with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider.*onnxruntime-gpu"):
+        get_backend("onnxruntime", nearest_model, providers=["CUDAExecutionProvider"])
+    with get_backend("auto", nearest_model) as backend:
+        assert backend.name == "onnxruntime" and backend.scale == 4
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_backend_contract(name: str, nearest_model: Path, nearest_uint8_model: Path) -> None:
+    """Every registered backend validates input and output the same way."""
+    for model, good, two_channels in [
+        (nearest_model, np.ones((2, 3, 5, 6), np.float32), np.ones((2, 2, 5, 6), np.float32)),
+        (nearest_uint8_model, np.ones((2, 5, 6, 3), np.uint8), np.ones((2, 5, 6, 2), np.uint8)),
+    ]:
+        backend = get_backend(name, model)
+        with backend:
+            out = backend.infer(good)
+            assert out.dtype == good.dtype and out.sum() == good.sum() * 16
+            bad_batches = [good.astype(np.float64), good[0], two_channels, good[:0], good.tolist()]
+            for bad in bad_batches:
+                with pytest.raises(InvalidArgumentError):
+                    backend.infer(bad)
+        assert backend.closed
+        with pytest.raises(UpscaleError, match="closed"):
+            backend.infer(good)
+
+
+def test_upscaler_arguments(nearest_model: Path) -> None:
+    for kwargs, name in [(dict(tile=0), "tile"), (dict(halo=-1), "halo"), (dict(batch=0), "batch")]:
+        with pytest.raises(InvalidArgumentError, match=f"^{name} must be"):
+            Upscaler(nearest_model, backend="onnxruntime", **kwargs)
+    with OnnxRuntimeBackend(nearest_model) as backend:
+        with pytest.raises(InvalidArgumentError, match="cannot be given together with a Backend"):
+            Upscaler(nearest_model, backend=backend)
+        up = Upscaler(backend=backend, tile=4, progress=True)
+        assert up.upscale(np.zeros((9, 9, 3), np.uint8)).shape == (36, 36, 3)
+        up.close()
+        assert not backend.closed  # the caller's backend stays the caller's
+
+
+def test_low_halo_warns(conv_model: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with Upscaler(conv_model, backend="onnxruntime", halo=1):
+        pass
+    assert "below the model's recommended halo 3" in caplog.text
+
+
+def test_metadata_json_is_what_the_exporter_writes(conv_model: Path) -> None:
+    with OnnxRuntimeBackend(conv_model) as backend:
+        info = backend.info
+    assert info.recommended_halo == RECEPTIVE_RADIUS and info.config_name == "test-conv"
+    assert json.loads(json.dumps(dict(info.metadata)))["io"] == "float32-nchw"
+
+
+class RepeatBackend(Backend):
+    """A pure-numpy ×2 nearest backend with a minimum input size, like a fixed-shape engine."""
+
+    name = "numpy-repeat"
+
+    def __init__(self, min_size: int) -> None:
+        super().__init__(ModelInfo(io=ModelIO.FLOAT32_NCHW, scale=2, input_name="lr", output_name="sr"))
+        self._min_size = min_size
+        self.shapes: list[tuple[int, ...]] = []
+
+    @property
+    def min_input_size(self) -> int:
+        return self._min_size
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        self.shapes.append(batch.shape)
+        return batch.repeat(2, 2).repeat(2, 3)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 50, 3), (15, 16, 4), (40, 9)])
+def test_images_below_the_backend_minimum_are_padded(rng: np.random.Generator, shape: tuple) -> None:
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    backend = RepeatBackend(min_size=16)
+    with Upscaler(backend=backend, tile=8, halo=4, batch=3) as up:
+        out = up.upscale(image)
+    np.testing.assert_array_equal(out, image.repeat(2, 0).repeat(2, 1))
+    assert {s[2:] for s in backend.shapes} == {(16, 16)}  # one input shape for every call

@@ -1,0 +1,128 @@
+"""Training data for phase 1: random LR/HR patch pairs from a folder of HR images.
+
+DIV2K layout works as is: point ``hr_dir`` at ``DIV2K_train_HR`` and LR images are made on
+the fly with MATLAB-bicubic ``imresize`` (cached per image and scale), or pass
+``lr_dirs={4: "DIV2K_train_LR_bicubic/X4", ...}`` to use DIV2K's own LR files
+(``0001x4.png`` beside ``0001.png``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from runtime.imresize import imresize
+
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "load_rgb", "mod_crop", "PatchDataset", "make_lr"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist or is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"image folder {folder} holds no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """H×W×3 uint8; gray images are replicated to three channels, alpha dropped."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise OSError(f"{path}: cannot read as an image ({e})") from None
+
+
+def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
+    """Crop so both sides are multiples of ``scale`` (the field's convention)."""
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-bicubic LR image (uint8) of a mod-cropped HR image."""
+    return imresize(mod_crop(hr, scale), 1.0 / scale)
+
+
+@dataclass
+class _Item:
+    path: Path
+    hr: np.ndarray
+    lr: dict[int, np.ndarray]
+
+
+class PatchDataset:
+    """Random aligned patch pairs, drawn with a caller-owned numpy Generator (reproducible)."""
+
+    def __init__(
+        self,
+        hr_dir: str | Path | Sequence[str | Path],
+        scales: Sequence[int],
+        *,
+        lr_patch: int = 48,
+        augment: bool = True,
+        lr_dirs: Mapping[int, str | Path] | None = None,
+    ) -> None:
+        paths = list_images(hr_dir) if isinstance(hr_dir, (str, Path)) else [Path(p) for p in hr_dir]
+        self.scales = tuple(scales)
+        self.lr_patch = lr_patch
+        self.augment = augment
+        self.items: list[_Item] = []
+        for path in paths:
+            hr = load_rgb(path)
+            lrs = {}
+            for s in self.scales:
+                if lr_dirs and s in lr_dirs:
+                    lr_path = Path(lr_dirs[s]) / f"{path.stem}x{s}{path.suffix}"
+                    lrs[s] = load_rgb(lr_path)
+                else:
+                    lrs[s] = make_lr(hr, s)
+            self.items.append(_Item(path, hr, lrs))
+        self._eligible = {s: [i for i, it in enumerate(self.items) if min(it.lr[s].shape[:2]) >= lr_patch] for s in self.scales}
+        for s, idx in self._eligible.items():
+            skipped = len(self.items) - len(idx)
+            if not idx:
+                raise ValueError(
+                    f"no image in {hr_dir} is large enough for ×{s} patches "
+                    f"(LR patch {lr_patch} needs HR images of at least {lr_patch * s} px per side)"
+                )
+            if skipped:
+                log.warning("×%d: %d image(s) smaller than %d px skipped", s, skipped, lr_patch * s)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def sample(self, rng: np.random.Generator, scale: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(lr, hr) float32 NCHW batches in [0, 255] for one scale."""
+        p = self.lr_patch
+        lr_out = np.empty((batch, 3, p, p), np.float32)
+        hr_out = np.empty((batch, 3, p * scale, p * scale), np.float32)
+        eligible = self._eligible[scale]
+        for b in range(batch):
+            item = self.items[eligible[rng.integers(len(eligible))]]
+            lr_img = item.lr[scale]
+            y = int(rng.integers(lr_img.shape[0] - p + 1))
+            x = int(rng.integers(lr_img.shape[1] - p + 1))
+            lr = lr_img[y : y + p, x : x + p]
+            hr = item.hr[y * scale : (y + p) * scale, x * scale : (x + p) * scale]
+            if self.augment:
+                k = int(rng.integers(4))
+                flip = bool(rng.integers(2))
+                lr, hr = np.rot90(lr, k), np.rot90(hr, k)
+                if flip:
+                    lr, hr = lr[:, ::-1], hr[:, ::-1]
+            lr_out[b] = lr.transpose(2, 0, 1)
+            hr_out[b] = hr.transpose(2, 0, 1)
+        return lr_out, hr_out
