@@ -66,8 +66,10 @@ DEFAULT_HALO = 16
 large enough that tiled output matches whole-image output, small enough to waste little
 compute on overlap."""
 
-DEFAULT_BATCH = 4
-"""Tiles per backend call."""
+DEFAULT_BATCH = 1
+"""Tiles per backend call. On CPU a 128² tile already fills the cores, and each extra tile
+in a call adds its activations (~50 MB for the compact model at ×4) to peak memory; GPU
+backends want larger batches and say so when they are chosen."""
 
 DEFAULT_MODEL_NAME = "eusr-compact-x4.onnx"
 

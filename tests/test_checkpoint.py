@@ -320,3 +320,28 @@ def test_successful_save_leaves_only_the_checkpoint(tmp_path):
     for _ in range(2):  # overwriting works too
         save_checkpoint(tmp_path / "ck.safetensors", model, config=model.config.to_dict())
     assert _files(tmp_path) == ["ck.safetensors"]
+
+
+def test_slim_keeps_the_averaged_weights_only(tmp_path):
+    import torch
+
+    from train.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from train.models.eusr import build_eusr
+    from train.slim import main as slim_main
+
+    torch.manual_seed(0)
+    model = build_eusr("tiny")
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.rand(1, 3, 8, 8) * 255).mean().backward()
+    opt.step()
+    ema = {k: v + 1 for k, v in model.state_dict().items()}
+    full = save_checkpoint(tmp_path / "full.safetensors", model, config=model.config.to_dict(), config_name="tiny",
+                           optimizer=opt, ema_state=ema, train_state={"step": 7})
+    assert slim_main([str(full), str(tmp_path / "slim.safetensors")]) == 0
+    slim = load_checkpoint(tmp_path / "slim.safetensors")
+    assert not slim.optim_state and not slim.ema_state and slim.rng_torch is None
+    assert slim.train_state["step"] == 7 and slim.train_state["slimmed_from"]["weights"] == "ema"
+    got = load_model(tmp_path / "slim.safetensors").state_dict()
+    for k, v in ema.items():
+        assert torch.equal(got[k], v), k
+    assert (tmp_path / "slim.safetensors").stat().st_size < full.stat().st_size / 2

@@ -304,3 +304,68 @@ def test_dataset_rejects_too_small_images(noise_dataset):
     folder, _ = noise_dataset
     with pytest.raises(ValueError, match=r"×8.*at least 384 px"):
         PatchDataset(folder, [8], lr_patch=48)
+
+
+# --- scale schedule: warm start of the other paths ------------------------------------------
+
+
+def test_copy_path_makes_x2_and_x8_start_from_x4():
+    from train.models.eusr import build_eusr
+
+    torch.manual_seed(0)
+    model = build_eusr("tiny")
+    model.copy_path(4, 8)
+    model.copy_path(4, 2)
+    four, eight, two = model.upscalers["4"], model.upscalers["8"], model.upscalers["2"]
+    for (k, a), b, c in zip(four[0].state_dict().items(), two[0].state_dict().values(), eight[0].state_dict().values()):
+        assert torch.equal(a, b) and torch.equal(a, c), k
+    for a, b in zip(four[1].state_dict().values(), eight[2].state_dict().values()):
+        assert torch.equal(a, b)  # ×8's third EUM repeats ×4's last
+    assert torch.equal(model.outputs["8"].weight, model.outputs["4"].weight)
+    assert torch.equal(model.scale_features["2"][0].conv1.weight, model.scale_features["4"][0].conv1.weight)
+
+
+def test_warm_start_needs_a_trained_model(folders, tmp_path):
+    with pytest.raises(SystemExit, match="--warm-start-from needs --resume or --init"):
+        pretrain.main(_args(folders, tmp_path / "o", 2, "--warm-start-from", "4"))
+
+
+def test_warm_start_on_resume_copies_then_trains(folders, straight_run, tmp_path):
+    from train.checkpoint import load_model
+
+    out = tmp_path / "warm"
+    ckpt = straight_run / "last.safetensors"
+    args = _args(folders, out, 5, "--resume", str(ckpt), "--scales", "2,4", "--warm-start-from", "4")
+    assert pretrain.main(args) == 0
+    before, after = load_model(ckpt), load_model(out / "last.safetensors")
+    assert not torch.equal(before.outputs["2"].weight, after.outputs["2"].weight)
+    # One step from the copy: ×2's output conv is now close to ×4's trained one, not to its old random init.
+    gap_copy = (after.outputs["2"].weight - before.outputs["4"].weight).abs().max()
+    gap_old = (after.outputs["2"].weight - before.outputs["2"].weight).abs().max()
+    assert gap_copy < gap_old
+
+
+# --- moving average of the weights ----------------------------------------------------------
+
+
+def test_ema_is_saved_resumed_exactly_and_used_by_load_model(folders, tmp_path):
+    from train.checkpoint import load_checkpoint, load_model
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert pretrain.main(_args(folders, straight, 4, "--ema", "0.9")) == 0
+    assert pretrain.main(_args(folders, split, 2, "--ema", "0.9")) == 0
+    assert pretrain.main(_args(folders, split, 4, "--ema", "0.9", "--resume", str(split / "last.safetensors"))) == 0
+    a, b = load_checkpoint(straight / "last.safetensors"), load_checkpoint(split / "last.safetensors")
+    assert a.ema_state and set(a.ema_state) == set(a.model_state)
+    for k in a.ema_state:
+        assert torch.equal(a.ema_state[k], b.ema_state[k]), k
+    # The average lags the live weights, and load_model serves it by default.
+    k = "outputs.4.weight"
+    assert not torch.equal(a.ema_state[k], a.model_state[k])
+    assert torch.equal(load_model(straight / "last.safetensors").state_dict()[k], a.ema_state[k])
+    assert torch.equal(load_model(straight / "last.safetensors", weights="raw").state_dict()[k], a.model_state[k])
+
+
+def test_bad_ema_decay_is_refused(folders, tmp_path):
+    with pytest.raises(SystemExit, match="--ema must be in"):
+        pretrain.main(_args(folders, tmp_path / "o", 2, "--ema", "1.5"))

@@ -5,6 +5,7 @@ The model configuration and the training state live in that header as JSON, so a
 self-describing: ``load_model(path)`` rebuilds the network with nothing else.
 
 Layout: tensors ``model.<name>`` (weights), ``optim.<group>.<param>.<key>`` (Adam moments),
+``ema.<name>`` (exponential moving average of the weights, when training keeps one),
 ``rng.torch`` (CPU generator state); header keys ``format``, ``config``, ``config_name``,
 ``train_state``, ``optim_groups``, ``rng_numpy``.
 """
@@ -52,6 +53,7 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     train_state: dict[str, Any] = field(default_factory=dict)
     optim_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    ema_state: dict[str, torch.Tensor] = field(default_factory=dict)
     optim_groups: list[dict[str, Any]] = field(default_factory=list)
     rng_torch: torch.Tensor | None = None
     rng_numpy: dict[str, Any] | None = None
@@ -86,6 +88,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     train_state: dict[str, Any] | None = None,
     numpy_rng: np.random.Generator | None = None,
+    ema_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write atomically (temp file + os.replace): a crash never leaves half a checkpoint."""
     from safetensors.torch import save_file
@@ -105,6 +108,8 @@ def save_checkpoint(
         tensors.update(optim_tensors)
         header["optim_groups"] = json.dumps(groups)
         tensors["rng.torch"] = torch.get_rng_state()
+    if ema_state:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema_state.items()})
     if numpy_rng is not None:
         header["rng_numpy"] = json.dumps(numpy_rng.bit_generator.state)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -158,6 +163,7 @@ def load_checkpoint(path: str | os.PathLike, *, expect_kind: str | None = "eusr"
         model_state={k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
         train_state=train_state,
         optim_state={k: v for k, v in tensors.items() if k.startswith("optim.")},
+        ema_state={k[4:]: v for k, v in tensors.items() if k.startswith("ema.")},
         optim_groups=groups,
         rng_torch=tensors.get("rng.torch"),
         rng_numpy=rng_numpy,
@@ -165,7 +171,7 @@ def load_checkpoint(path: str | os.PathLike, *, expect_kind: str | None = "eusr"
     )
 
 
-def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path, *, assign: bool = False) -> None:
     """load_state_dict(strict) with a message that lists what does not fit."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -181,7 +187,7 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path
             k = wrong[0]
             parts.append(f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)})")
         raise CheckpointError(f"{path}: weights do not fit the model: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
@@ -209,9 +215,24 @@ def model_config(ckpt: Checkpoint) -> EUSRConfig:
         raise CheckpointError(f"{ckpt.path}: invalid model config in header ({e})") from None
 
 
-def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> EUSR:
-    """Rebuild the EUSR stored in a checkpoint, weights loaded, in eval mode."""
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", weights: str = "auto") -> EUSR:
+    """Rebuild the EUSR stored in a checkpoint, weights loaded, in eval mode.
+
+    ``weights``: "auto" takes the moving average of the weights when the checkpoint has
+    one (what a run is evaluated and exported with), else the raw weights; "ema" or "raw"
+    insist on one.
+    """
+    if weights not in ("auto", "ema", "raw"):
+        raise ValueError(f"weights must be 'auto', 'ema' or 'raw', got {weights!r}")
     ckpt = load_checkpoint(path)
-    model = EUSR(model_config(ckpt))
-    load_state_into(model, ckpt.model_state, ckpt.path)
+    if weights == "ema" and not ckpt.ema_state:
+        raise CheckpointError(f"{ckpt.path}: holds no moving-average weights (train with --ema to keep them)")
+    state = ckpt.ema_state if ckpt.ema_state and weights != "raw" else ckpt.model_state
+    config = model_config(ckpt)
+    # Built on the meta device: the weights are about to be replaced, so running the
+    # (slow, for the paper config) initialisers would be wasted work.
+    with torch.device("meta"):
+        model = EUSR(config)
+    load_state_into(model, state, ckpt.path, assign=True)
+    model.reset_buffers()
     return model.to(device).eval()

@@ -12,6 +12,7 @@ states are in the checkpoint. ``--scales`` may change on resume (e.g. ×4 first,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -51,12 +52,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     m = p.add_argument_group("model")
     m.add_argument("--config", choices=sorted(CONFIGS), default="paper", help="named EUSR configuration")
     m.add_argument("--scales", default="2,4,8", help="scales trained, comma-separated (must be paths of the model)")
+    m.add_argument("--warm-start-from", type=int, default=None, metavar="SCALE",
+                   help="before training, copy this scale's own modules (feature blocks, EUMs, output conv) into the "
+                   "other --scales: a warm start when a run trained on one scale continues on all (use with --resume/--init)")
     m.add_argument("--scale-weights", default=None, help="probabilities of drawing each scale (default uniform), e.g. 0.4,0.4,0.2")
     o = p.add_argument_group("optimisation")
     o.add_argument("--steps", type=int, default=1_000_000, help="total steps (a resumed run stops at this step too)")
     o.add_argument("--batch-size", type=int, default=16)
     o.add_argument("--lr", type=float, default=1e-4, help="initial learning rate")
     o.add_argument("--lr-halve-every", type=int, default=200_000, help="halve the learning rate every N steps")
+    o.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
+                   "validation, export and load_model use it. Smooths the step-to-step jitter of short runs")
     o.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("run")
     r.add_argument("--out", type=Path, default=Path("runs/pretrain"), help="output folder")
@@ -103,6 +110,35 @@ def _parse_lr_dirs(items: list[str]) -> dict[int, Path]:
     return out
 
 
+class WeightAverage:
+    """Exponential moving average of a model's floating-point state (weights and buffers)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, state: dict[str, torch.Tensor] | None = None) -> None:
+        self.decay = decay
+        own = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        if state:
+            if set(state) != set(own):
+                raise SystemExit("error: the checkpoint's moving-average weights do not match the model")
+            own = {k: state[k].to(own[k].device, own[k].dtype).clone() for k in own}
+        self.state = own
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        current = model.state_dict()
+        for k, avg in self.state.items():
+            avg.lerp_(current[k].detach(), 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def swapped_in(self, model: torch.nn.Module):
+        """Run the block with the averaged weights, then put the live ones back."""
+        live = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.state}
+        model.load_state_dict(self.state, strict=False)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(live, strict=False)
+
+
 class Validator:
     """PSNR-Y of the model vs HR and of bicubic vs HR on whole validation images."""
 
@@ -116,7 +152,7 @@ class Validator:
             lr = make_lr(hr, scale)
             self.pairs.append((path.name, lr, hr))
         self._psnr_y = psnr_y
-        self.bicubic = float(np.mean([psnr_y(_bicubic_up(lr, scale), hr, border=scale) for _, lr, hr in self.pairs]))
+        self.bicubic = float(np.mean([psnr_y(*_as_scored(_bicubic_up(lr, scale), hr), border=scale) for _, lr, hr in self.pairs]))
 
     @torch.no_grad()
     def __call__(self, model: EUSR, device: torch.device) -> dict[str, float]:
@@ -125,10 +161,19 @@ class Validator:
         for name, lr, hr in self.pairs:
             x = torch.from_numpy(lr.transpose(2, 0, 1).copy()).float()[None].to(device)
             sr = model(x, self.scale)[0].permute(1, 2, 0).cpu().numpy()
-            per[name] = self._psnr_y(sr, hr, border=self.scale)
+            per[name] = self._psnr_y(*_as_scored(sr, hr), border=self.scale)
         model.train()
         mean = float(np.mean(list(per.values())))
         return {"psnr_y": mean, "bicubic_psnr_y": self.bicubic, "gain_db": mean - self.bicubic, **{f"psnr_y/{k}": v for k, v in per.items()}}
+
+
+def _as_scored(sr: np.ndarray, hr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gray photos (loaded as RGB) are scored on their gray values, as the field does, not
+    on Y of the replicated RGB (which would shrink the range to 16..235 and add 1.3 dB)."""
+    if np.array_equal(hr[..., 0], hr[..., 1]) and np.array_equal(hr[..., 0], hr[..., 2]):
+        luma = 0.299 * sr[..., 0] + 0.587 * sr[..., 1] + 0.114 * sr[..., 2]
+        return luma, hr[..., 0]
+    return sr, hr
 
 
 def _bicubic_up(lr: np.ndarray, scale: int) -> np.ndarray:
@@ -167,6 +212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_state_into(model, source.model_state, source.path)
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
+    scales, weights = _parse_scales(args, config.scales)
+    if args.warm_start_from is not None:
+        if source is None:
+            raise SystemExit("error: --warm-start-from needs --resume or --init (a model trained on that scale)")
+        if args.warm_start_from not in config.scales:
+            raise SystemExit(f"error: --warm-start-from {args.warm_start_from}: the model has paths {list(config.scales)}")
+        for s in scales:
+            model.copy_path(args.warm_start_from, s)
+        log.info("warm start: scales %s initialised from ×%d", [s for s in scales if s != args.warm_start_from], args.warm_start_from)
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
     if resume is not None:
@@ -181,7 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_rng_state(resume.rng_torch)
         log.info("resumed %s at step %d", resume.path, start_step)
 
-    scales, weights = _parse_scales(args, config.scales)
+    if not 0.0 <= args.ema < 1.0:
+        raise SystemExit(f"error: --ema must be in [0, 1), got {args.ema}")
+    ema = WeightAverage(model, args.ema, resume.ema_state if resume is not None else None) if args.ema > 0 else None
+    if ema is None and resume is not None and resume.ema_state:
+        log.warning("%s has moving-average weights but --ema is 0: they are not kept in this run", resume.path)
     data = PatchDataset(args.train_dir, scales, lr_patch=args.patch, augment=not args.no_augment, lr_dirs=_parse_lr_dirs(args.lr_dir))
     validator = Validator(args.val_dir, args.val_scale) if str(args.val_dir) not in ("", ".") else None
     args.out.mkdir(parents=True, exist_ok=True)
@@ -193,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def save(step: int) -> Path:
         return save_checkpoint(
             args.out / "last.safetensors", model, config=config.to_dict(), config_name=config_name,
-            optimizer=optimizer, numpy_rng=rng,
+            optimizer=optimizer, numpy_rng=rng, ema_state=ema.state if ema is not None else None,
             train_state={"step": step, "phase": "pretrain", "scales": scales, "seed": args.seed, "lr": args.lr},
         )
 
@@ -221,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if ema is not None:
+            ema.update(model)
         window.append(loss.item())
         bar.update(1)
         if step % args.log_every == 0 or step == args.steps:
@@ -230,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.set_postfix(loss=f"{rec['loss']:.3f}")
             window.clear()
         if validator is not None and (step % args.val_every == 0 or step == args.steps):
-            res = validator(model, device)
+            with ema.swapped_in(model) if ema is not None else contextlib.nullcontext():
+                res = validator(model, device)
             val_log.write(json.dumps({"step": step, **res}) + "\n")
             val_log.flush()
             log.info("step %d: val PSNR-Y ×%d %.3f dB (bicubic %.3f, gain %+.3f)", step, validator.scale, res["psnr_y"], res["bicubic_psnr_y"], res["gain_db"])

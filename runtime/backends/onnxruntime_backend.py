@@ -67,6 +67,9 @@ class OnnxRuntimeBackend(Backend):
                 f"{available}); for CUDA install onnxruntime-gpu, or use the default CPU provider"
             )
         options = ort.SessionOptions()
+        # The CPU arena grows in power-of-two chunks and keeps them: peak memory then tracks
+        # the arena, not the tile. Plain allocation keeps the peak at what a batch needs.
+        options.enable_cpu_mem_arena = False
         if intra_op_threads is not None:
             if isinstance(intra_op_threads, bool) or not isinstance(intra_op_threads, int) or intra_op_threads < 0:
                 raise InvalidArgumentError(f"intra_op_threads must be an integer >= 0, got {intra_op_threads!r}")

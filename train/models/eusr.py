@@ -161,7 +161,8 @@ class EUSR(nn.Module):
             config = EUSRConfig.from_dict({**config.to_dict(), **overrides})
         self.config = config
         f = config.features
-        self.register_buffer("rgb_mean", torch.tensor(config.rgb_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("rgb_mean", torch.empty(1, 3, 1, 1), persistent=False)
+        self.reset_buffers()
         self.first = nn.Conv2d(3, f, 3, padding=1)
         self.scale_features = nn.ModuleDict(
             {
@@ -182,6 +183,11 @@ class EUSR(nn.Module):
         for conv in [self.first, *self.outputs.values(), *self._rm_convs()]:
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
+
+    def reset_buffers(self) -> None:
+        """(Re)fill the non-persistent mean buffer, e.g. after building on the meta device."""
+        device = self.rgb_mean.device if self.rgb_mean.device.type != "meta" else torch.device("cpu")
+        self.rgb_mean = torch.tensor(self.config.rgb_mean, device=device).view(1, 3, 1, 1)
 
     def _rm_convs(self) -> Iterable[nn.Conv2d]:
         for module in self.modules():
@@ -209,6 +215,23 @@ class EUSR(nn.Module):
     def path(self, scale: int = 4) -> "EUSRPath":
         """A single-scale view (shares weights): what ONNX export and inference use."""
         return EUSRPath(self, scale)
+
+    @torch.no_grad()
+    def copy_path(self, source: int, target: int) -> None:
+        """Initialise ``target``'s own modules from ``source``'s (a warm start for a scale).
+
+        Feature blocks and output conv are copied as they are; EUM i of the target takes EUM
+        min(i, n_source - 1) of the source, so ×8 gets ×4's two EUMs plus a second copy of
+        its last one, and ×2 gets ×4's first. Shared modules are shared already.
+        """
+        src, dst = self._check_scale(source), self._check_scale(target)
+        if src == dst:
+            return
+        self.scale_features[dst].load_state_dict(self.scale_features[src].state_dict())
+        self.outputs[dst].load_state_dict(self.outputs[src].state_dict())
+        src_eums, dst_eums = self.upscalers[src], self.upscalers[dst]
+        for i, eum in enumerate(dst_eums):
+            eum.load_state_dict(src_eums[min(i, len(src_eums) - 1)].state_dict())
 
     def path_parameters(self, scale: int) -> list[nn.Parameter]:
         key = self._check_scale(scale)
