@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.upscaler import DEFAULT_BATCH, DEFAULT_TILE
 from benchmarks._common import (
     BenchmarkError,
     expected_errors,
@@ -235,7 +236,7 @@ def make_runner(args: argparse.Namespace) -> Iterator[tuple[Callable[[np.ndarray
                 raise BenchmarkError(f"{model} is a x{up.scale} model; this benchmark was asked for x{args.scale} (--scale)")
             info = up.backend.info
             yield up.upscale, up.scale, {
-                **prepared.description, "runner": "upscaler", "tile": args.tile, "halo": args.halo, "batch": args.batch,
+                **prepared.description, "runner": "upscaler", "tile": args.tile, "halo": up.halo, "batch": args.batch,
                 "backend": up.backend.name, "providers": list(getattr(up.backend, "providers", ())),
                 "config_name": info.config_name, "recommended_halo": info.recommended_halo,
             }
@@ -338,9 +339,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="upscaler: runtime.Upscaler on ONNX (default for .onnx); torch: whole-image PyTorch "
                    "(default for .safetensors)")
     p.add_argument("--scale", type=int, default=4, help="super-resolution factor (the model must have it)")
-    p.add_argument("--tile", type=int, default=128, help="Upscaler tile (LR pixels)")
-    p.add_argument("--halo", type=int, default=16, help="Upscaler halo (LR pixels)")
-    p.add_argument("--batch", type=int, default=4, help="Upscaler tiles per call")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="Upscaler tile (LR pixels)")
+    p.add_argument("--halo", type=int, default=None, help="Upscaler halo (LR pixels; default: the model's recommended halo)")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="Upscaler tiles per call")
     p.add_argument("--strips", type=int, default=3, help="write comparison strips for the first N images of each dataset")
     p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
                    help="torch.onnx exporter when a .safetensors model runs with --runner upscaler")
@@ -354,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("tile", "batch", "scale"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
-    if args.halo < 0 or args.strips < 0:
+    if (args.halo is not None and args.halo < 0) or args.strips < 0:
         parser.error("--halo and --strips must be >= 0")
     env = environment(threads=args.threads)
     datasets: list[dict[str, Any]] = []

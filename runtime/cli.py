@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--model", type=Path, help="ONNX model (default: the bundled compact x4 model)")
     up.add_argument("--backend", default="auto", help="inference backend: auto, onnxruntime (default: auto)")
     up.add_argument("--tile", type=_int_at_least(1), default=DEFAULT_TILE, help=f"tile edge in input pixels (default {DEFAULT_TILE})")
-    up.add_argument("--halo", type=_int_at_least(0), default=DEFAULT_HALO, help=f"context around each tile (default {DEFAULT_HALO})")
+    up.add_argument("--halo", type=_int_at_least(0), default=None,
+                    help=f"context around each tile, in input pixels (default: the model's recommended halo, else {DEFAULT_HALO})")
     up.add_argument("--batch", type=_int_at_least(1), default=DEFAULT_BATCH, help=f"tiles per model call (default {DEFAULT_BATCH})")
     up.add_argument("--overwrite", action="store_true", help="replace existing output files")
     up.add_argument(

@@ -62,9 +62,9 @@ DEFAULT_TILE = 128
 """Core edge of a tile, in low-resolution pixels."""
 
 DEFAULT_HALO = 16
-"""Context kept around each tile, in low-resolution pixels. The one place to tune it:
-large enough that tiled output matches whole-image output, small enough to waste little
-compute on overlap."""
+"""Context kept around each tile, in low-resolution pixels, for models whose metadata
+gives no ``recommended_halo`` (the export measures nothing; benchmarks/seams.py does, and
+the bundled model records the halo chosen from that curve)."""
 
 DEFAULT_BATCH = 1
 """Tiles per backend call. On CPU a 128² tile already fills the cores, and each extra tile
@@ -94,7 +94,8 @@ class Upscaler:
     registry name (``"auto"``, ``"onnxruntime"``) or a ready :class:`Backend`, which the
     caller keeps ownership of; ``backend_options`` go to the backend's constructor (e.g.
     ``{"providers": [...], "intra_op_threads": 2, "scale": 4}``). ``tile``, ``halo`` and
-    ``batch`` trade memory for speed, see :mod:`runtime.tiling`. ``progress`` shows a tqdm
+    ``batch`` trade memory for speed, see :mod:`runtime.tiling`; ``halo=None`` takes the
+    model's ``recommended_halo`` (else :data:`DEFAULT_HALO`). ``progress`` shows a tqdm
     bar over tiles. Not thread-safe: use one Upscaler per thread.
     """
 
@@ -104,14 +105,15 @@ class Upscaler:
         *,
         backend: str | Backend = "auto",
         tile: int = DEFAULT_TILE,
-        halo: int = DEFAULT_HALO,
+        halo: int | None = None,
         batch: int = DEFAULT_BATCH,
         progress: bool = False,
         backend_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.tile = check_int("tile", tile, 1)
-        self.halo = check_int("halo", halo, 0)
         self.batch = check_int("batch", batch, 1)
+        if halo is not None:
+            check_int("halo", halo, 0)  # refuse a bad value before loading any model
         self._tqdm = require("tqdm", pip="tqdm", purpose="progress=True").tqdm if progress else None
 
         if isinstance(backend, Backend):
@@ -136,6 +138,9 @@ class Upscaler:
             )
 
         recommended = self._backend.info.recommended_halo
+        if halo is None:
+            halo = DEFAULT_HALO if recommended is None else recommended
+        self.halo = check_int("halo", halo, 0)
         if recommended is not None and self.halo < recommended:
             log.warning(
                 "halo=%d is below the model's recommended halo %d: tile seams may show",

@@ -345,3 +345,14 @@ def test_slim_keeps_the_averaged_weights_only(tmp_path):
     for k, v in ema.items():
         assert torch.equal(got[k], v), k
     assert (tmp_path / "slim.safetensors").stat().st_size < full.stat().st_size / 2
+
+
+def test_checkpoint_is_readable_by_others(tmp_path):
+    import stat
+
+    from train.checkpoint import save_checkpoint
+    from train.models.eusr import build_eusr
+
+    model = build_eusr("tiny")
+    path = save_checkpoint(tmp_path / "c.safetensors", model, config=model.config.to_dict(), config_name="tiny")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -369,3 +369,19 @@ def test_ema_is_saved_resumed_exactly_and_used_by_load_model(folders, tmp_path):
 def test_bad_ema_decay_is_refused(folders, tmp_path):
     with pytest.raises(SystemExit, match="--ema must be in"):
         pretrain.main(_args(folders, tmp_path / "o", 2, "--ema", "1.5"))
+
+
+def test_warm_start_also_restarts_the_moving_average_of_copied_modules(folders, tmp_path):
+    from train.checkpoint import load_checkpoint
+
+    first = tmp_path / "first"
+    assert pretrain.main(_args(folders, first, 2, "--scales", "4", "--ema", "0.99")) == 0
+    warm = tmp_path / "warm"
+    ckpt = first / "last.safetensors"
+    args = _args(folders, warm, 3, "--resume", str(ckpt), "--scales", "2,4", "--warm-start-from", "4", "--ema", "0.99")
+    assert pretrain.main(args) == 0
+    before, after = load_checkpoint(ckpt), load_checkpoint(warm / "last.safetensors")
+    k2, k4 = "outputs.2.weight", "outputs.4.weight"
+    # With decay 0.99 one step barely moves the average: it must sit near ×4's averaged
+    # conv (the copy), not near ×2's never-trained initial weights.
+    assert (after.ema_state[k2] - before.ema_state[k4]).abs().max() < (after.ema_state[k2] - before.ema_state[k2]).abs().max()

@@ -114,9 +114,9 @@ def save_checkpoint(
         header["rng_numpy"] = json.dumps(numpy_rng.bit_generator.state)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a checkpoint is meant to be shared
     try:
         save_file(tensors, tmp, metadata=header)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 (and save_file keeps it); a checkpoint is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

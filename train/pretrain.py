@@ -237,7 +237,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not 0.0 <= args.ema < 1.0:
         raise SystemExit(f"error: --ema must be in [0, 1), got {args.ema}")
-    ema = WeightAverage(model, args.ema, resume.ema_state if resume is not None else None) if args.ema > 0 else None
+    ema_state = resume.ema_state if resume is not None else None
+    if ema_state and args.warm_start_from is not None:
+        # The average must start from the warm-started modules too, not from their old values.
+        averaged = EUSR(config)
+        averaged.load_state_dict(ema_state)
+        for s in scales:
+            averaged.copy_path(args.warm_start_from, s)
+        ema_state = averaged.state_dict()
+    ema = WeightAverage(model, args.ema, ema_state) if args.ema > 0 else None
     if ema is None and resume is not None and resume.ema_state:
         log.warning("%s has moving-average weights but --ema is 0: they are not kept in this run", resume.path)
     data = PatchDataset(args.train_dir, scales, lr_patch=args.patch, augment=not args.no_augment, lr_dirs=_parse_lr_dirs(args.lr_dir))
