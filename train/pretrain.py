@@ -199,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     if args.resume and args.init:
         raise SystemExit("error: give --resume or --init, not both")
+    if not 0.0 <= args.ema < 1.0:
+        raise SystemExit(f"error: --ema must be in [0, 1), got {args.ema}")
     try:
         resume = load_checkpoint(args.resume) if args.resume else None
         init = load_checkpoint(args.init) if args.init else None
@@ -235,8 +237,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_rng_state(resume.rng_torch)
         log.info("resumed %s at step %d", resume.path, start_step)
 
-    if not 0.0 <= args.ema < 1.0:
-        raise SystemExit(f"error: --ema must be in [0, 1), got {args.ema}")
     ema_state = resume.ema_state if resume is not None else None
     if ema_state and args.warm_start_from is not None:
         # The average must start from the warm-started modules too, not from their old values.
