@@ -3,9 +3,11 @@
 Why tiles: memory (and TensorRT engine shapes) must not grow with the image. Why this
 particular plan:
 
-* **Cores partition the image.** Each tile *owns* a core of at most ``tile`` × ``tile``
-  low-resolution pixels; cores are laid on a regular grid from the top-left, so every
-  pixel is owned by exactly one tile and the last row/column owns whatever is left.
+* **Cores partition the image.** Each tile *owns* a core; inner cores are ``tile`` pixels
+  per axis, and the first and last ones also own the border strip their window covers
+  (a window needs no context beyond the image edge), so every pixel is owned by exactly
+  one tile and no window is spent on a sliver: a 135-pixel axis with tile 128 and halo 8
+  is one 135-pixel window, not two.
 * **One input shape.** Every window (the core plus its context) has the same shape,
   ``min(tile + 2*halo, image size)`` per axis, so one engine shape serves every tile and
   every batch. Near the bottom/right border the window is *shifted inward* rather than
@@ -137,13 +139,24 @@ def required_size(height: int, width: int, *, min_size: int = 1) -> tuple[int, i
 
 
 def _plan_axis(length: int, padded: int, tile: int, window: int) -> list[tuple[int, int, int, int]]:
-    """``(core0, core1, win0, win1)`` along one axis; see the module docstring."""
+    """``(core0, core1, win0, win1)`` along one axis; see the module docstring.
+
+    Each window is as large as allowed and each core as large as its window permits while
+    keeping ``halo`` pixels of context inside the window (or the image border): the first
+    and last cores reach the image border, so an axis only a little longer than ``tile``
+    still needs a single window when ``tile + 2*halo`` covers it.
+    """
+    if window >= padded:
+        return [(0, length, 0, window)]
+    halo = (window - min(tile, window)) // 2
     spans = []
-    halo_before = (window - min(tile, window)) // 2
-    for core0 in range(0, length, tile):
-        core1 = min(core0 + tile, length)
-        win0 = min(max(core0 - halo_before, 0), padded - window)
-        spans.append((core0, core1, win0, win0 + window))
+    core0 = 0
+    while core0 < length:
+        win0 = min(max(core0 - halo, 0), padded - window)
+        win1 = win0 + window
+        core1 = length if win1 >= padded else min(win1 - halo, length)
+        spans.append((core0, core1, win0, win1))
+        core0 = core1
     return spans
 
 

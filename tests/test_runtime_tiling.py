@@ -32,13 +32,21 @@ def ownership(plan) -> np.ndarray:  # noqa: ANN001
     return count
 
 
+def windows_needed(size: int, tile: int, halo: int) -> int:
+    """Fewest windows of tile + 2·halo: the first and last cores reach the border (tile + halo each)."""
+    if tile + 2 * halo >= size:
+        return 1
+    return 2 + max(0, -(-(size - 2 * (tile + halo)) // tile))
+
+
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("tile,halo", [(TILE, HALO), (TILE, 0), (5, 7), (1, 2), (10_000, 16)])
 def test_cores_partition_the_image(size: tuple[int, int], tile: int, halo: int) -> None:
     plan = plan_tiles(*size, tile, halo)
     count = ownership(plan)
     assert count.min() == 1 and count.max() == 1, "every LR pixel must be owned by exactly one tile"
-    assert len(plan) == plan.rows * plan.cols == -(-size[0] // tile) * -(-size[1] // tile)
+    assert len(plan) == plan.rows * plan.cols == windows_needed(size[0], tile, halo) * windows_needed(size[1], tile, halo)
+    assert len(plan) <= -(-size[0] // tile) * -(-size[1] // tile)  # never more than a plain grid
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -53,7 +61,9 @@ def test_windows_have_one_shape_and_stay_inside(size: tuple[int, int], tile: int
         assert (win.height, win.width) == expected
         assert 0 <= win.y0 and win.y1 <= h and 0 <= win.x0 and win.x1 <= w
         assert win.y0 <= core.y0 and core.y1 <= win.y1 and win.x0 <= core.x0 and core.x1 <= win.x1
-        assert core.height <= tile and core.width <= tile
+        # Inner cores are `tile`; the border ones add the halo they need not keep; one window = whole axis.
+        assert core.height <= (tile + halo if plan.rows > 1 else h)
+        assert core.width <= (tile + halo if plan.cols > 1 else w)
 
 
 @pytest.mark.parametrize("size", [(57, 83), (TILE * 3, TILE * 3 + 1), (40, 500)])
@@ -70,12 +80,20 @@ def test_halo_is_full_except_at_image_borders(size: tuple[int, int]) -> None:
 
 
 def test_last_tile_is_shifted_inward_not_padded() -> None:
-    plan = plan_tiles(40, 40, 16, 4)  # cores at 0, 16, 32 (the last owns 8 pixels)
+    plan = plan_tiles(48, 48, 16, 4)  # cores [0, 20), [20, 36), [36, 48): border cores keep no halo outside
+    assert plan.rows == 3
     last = plan.tiles[-1]
-    assert last.core.y0 == 32 and last.core.y1 == 40
-    assert last.window.y1 == 40 and last.window.height == 24  # ends at the border, full shape
-    assert last.core_in_window.y0 == 32 - 16
-    assert last.crop_box(4).y0 == (32 - 16) * 4 and last.output_box(4).y1 == 160
+    assert last.core.y0 == 36 and last.core.y1 == 48
+    assert last.window.y0 == 24 and last.window.y1 == 48 and last.window.height == 24  # ends at the border, full shape
+    assert last.core_in_window.y0 == 36 - 24
+    assert last.crop_box(4).y0 == (36 - 24) * 4 and last.output_box(4).y1 == 192
+
+
+def test_an_axis_the_window_covers_is_one_tile() -> None:
+    """135 rows with tile 128 and halo 8: one 135-row window, not a second one for 7 rows."""
+    plan = plan_tiles(135, 240, 128, 8)
+    assert (plan.rows, plan.cols) == (1, 2)
+    assert plan.window_shape == (135, 144)
 
 
 def test_first_tile_window_starts_at_border() -> None:
@@ -105,7 +123,7 @@ def test_invalid_arguments_raise_named_error(kwargs: dict, name: str) -> None:
 
 def test_numpy_integers_are_accepted() -> None:
     plan = plan_tiles(np.int64(20), np.int32(30), np.int64(8), np.int16(2))
-    assert len(plan) == 3 * 4
+    assert len(plan) == windows_needed(20, 8, 2) * windows_needed(30, 8, 2) == 2 * 4
 
 
 def test_min_size_pads_small_images_but_cores_stay_real() -> None:

@@ -140,7 +140,7 @@ def test_constant_alpha_skips_the_model(nearest_model: Path, rng: np.random.Gene
         original = up.backend.infer
         monkeypatch.setattr(up.backend, "infer", lambda b: calls.append(len(b)) or original(b))
         out = up.upscale(image)
-    assert sum(calls) == 9  # 3×3 tiles, colour pass only
+    assert sum(calls) == 6  # 2×3 tiles (windows of 6 with halo 1), colour pass only
     assert (out[:, :, 3] == 255).all()
 
 

@@ -1,0 +1,360 @@
+"""Parity: does a runtime backend/precision reproduce PyTorch float32 on real images?
+
+    python benchmarks/parity.py data/photos/test/ihc.png data/photos/test/coins.png
+    python benchmarks/parity.py --backend onnxruntime --model m.onnx --tile 64 --halo 8 data/photos/test
+    python benchmarks/parity.py --precision fp16 --model m_fp16.onnx data/photos/test
+
+Reference: the ×scale path of the ``--reference`` checkpoint (``train.checkpoint.load_model``)
+run in PyTorch float32 on the whole image. Candidate: ``runtime.Upscaler(--model,
+backend=--backend)`` fed the same float32 array (0..255), so its raw float output comes
+back unrounded (needs a float32-nchw model); once on the whole image (tile >= the image's
+sides: "whole") and once tiled with ``--tile``/``--halo`` ("tiled"). Each image is the LR
+input as it is (gray replicated to RGB, alpha dropped; ``--max-size N`` centre-crops).
+
+Metrics per image and mode, candidate vs reference: PSNR (peak 255, float, over the
+values where both are finite), max abs error (grey levels), the share of values
+whose uint8-rounded results differ by more than one level, and the count of NaN/Inf
+values in the candidate. An image/mode passes when PSNR >= ``--min-psnr`` (default by
+``--precision``: fp32 80 dB, fp16 50 dB, int8 40 dB) and NaN/Inf count <= ``--max-nan``
+(0). Exit status 1 when any image/mode fails, 2 when the benchmark cannot run.
+
+``--precision`` only chooses the default threshold and is recorded: the candidate's
+precision is the model's/backend's own (e.g. an fp16 ONNX or a TensorRT engine).
+Tests and other tools can call :func:`run_parity` with any candidate function.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from runtime.upscaler import DEFAULT_TILE
+from benchmarks._common import (
+    REPO_ROOT,
+    BenchmarkError,
+    HelpFormatter,
+    IMAGE_SUFFIXES,
+    add_common_args,
+    backend_options,
+    environment,
+    file_sha256,
+    fmt_float,
+    list_images,
+    load_image_uint8,
+    markdown_table,
+    prepared_model,
+    expected_errors,
+    write_results,
+)
+
+DEFAULT_REFERENCE = REPO_ROOT / "models" / "eusr-compact.safetensors"
+MIN_PSNR_BY_PRECISION = {"fp32": 80.0, "fp16": 50.0, "int8": 40.0}
+MODES = ("whole", "tiled")
+
+Image = tuple[str, np.ndarray]
+"""(name, H×W×3 float32 array in 0..255)."""
+CandidateFn = Callable[[np.ndarray, str], np.ndarray]
+"""candidate(image, mode) -> H·s×W·s×3 float array; mode is one of MODES."""
+ReferenceFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_psnr: float = 80.0
+    max_nan: int = 0
+
+    @classmethod
+    def for_precision(cls, precision: str, *, min_psnr: float | None = None, max_nan: int = 0) -> Thresholds:
+        return cls(MIN_PSNR_BY_PRECISION[precision] if min_psnr is None else min_psnr, max_nan)
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def compare(candidate: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    """Candidate vs reference float outputs (same shape): PSNR, max abs error, uint8
+    differ share (> 1 level), non-finite counts. Error metrics use the values where both
+    are finite; with none such, PSNR is nan (fails)."""
+    from runtime.metrics import psnr
+
+    cand = np.asarray(candidate, np.float64)
+    ref = np.asarray(reference, np.float64)
+    if cand.shape != ref.shape:
+        raise BenchmarkError(f"candidate output shape {cand.shape} differs from the reference's {ref.shape}")
+    cand_bad = ~np.isfinite(cand)
+    ref_bad = ~np.isfinite(ref)
+    ok = ~(cand_bad | ref_bad)
+    if ok.any():
+        c, r = cand[ok], ref[ok]
+        p = psnr(c, r, peak=255.0)
+        max_abs = float(np.max(np.abs(c - r)))
+        cq = np.clip(np.rint(c), 0, 255)
+        rq = np.clip(np.rint(r), 0, 255)
+        diff_q = np.abs(cq - rq)
+        differ = float(np.mean(diff_q > 1))
+        differ_any = float(np.mean(diff_q > 0))
+    else:
+        p = max_abs = differ = differ_any = math.nan
+    return {
+        "psnr": p,
+        "max_abs_err": max_abs,
+        "uint8_differ_gt1": differ,
+        "uint8_differ_any": differ_any,
+        "nonfinite": int(cand_bad.sum()),
+        "nan": int(np.isnan(cand).sum()),
+        "inf": int(np.isinf(cand).sum()),
+        "reference_nonfinite": int(ref_bad.sum()),
+        "values": int(cand.size),
+    }
+
+
+def run_parity(
+    candidate_fn: CandidateFn,
+    reference_fn: ReferenceFn,
+    images: Sequence[Image],
+    thresholds: Thresholds,
+    *,
+    modes: Sequence[str] = MODES,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Compare ``candidate_fn(image, mode)`` with ``reference_fn(image)`` on every image and
+    mode. Returns ``{"passed", "thresholds", "rows", "failures"}``; each row has the image,
+    mode, size, metrics of :func:`compare`, seconds, ``passed`` and ``reasons``."""
+    echo = echo or (lambda line: None)
+    rows: list[dict[str, Any]] = []
+    for name, image in images:
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        t0 = time.perf_counter()
+        ref = np.asarray(reference_fn(image), np.float32)
+        ref_seconds = time.perf_counter() - t0
+        for mode in modes:
+            t0 = time.perf_counter()
+            cand = candidate_fn(image, mode)
+            seconds = time.perf_counter() - t0
+            m = compare(cand, ref)
+            reasons = []
+            if not (m["psnr"] >= thresholds.min_psnr):  # nan fails too
+                reasons.append(f"PSNR {fmt_float(m['psnr'])} < {thresholds.min_psnr:g} dB")
+            if m["nonfinite"] > thresholds.max_nan:
+                reasons.append(f"{m['nonfinite']} NaN/Inf values > {thresholds.max_nan}")
+            row = {
+                "image": name, "mode": mode, "size": [int(image.shape[1]), int(image.shape[0])], **m,
+                "seconds": seconds, "reference_seconds": ref_seconds, "passed": not reasons, "reasons": reasons,
+            }
+            rows.append(row)
+            echo(f"  {name} {mode}: PSNR {fmt_float(m['psnr'])} dB, max abs err {fmt_float(m['max_abs_err'], 4)}, "
+                 f"uint8 >1 {100 * m['uint8_differ_gt1']:.4f}%, NaN/Inf {m['nonfinite']}"
+                 + ("" if not reasons else "  FAIL: " + "; ".join(reasons)))
+    failures = [f"{r['image']} ({r['mode']}): {'; '.join(r['reasons'])}" for r in rows if not r["passed"]]
+    return {"passed": bool(rows) and not failures, "thresholds": asdict(thresholds), "rows": rows, "failures": failures}
+
+
+# --------------------------------------------------------------------------- inputs and runners
+
+
+def collect_images(entries: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for entry in entries:
+        if entry.is_dir():
+            found = list_images(entry)
+            if not found:
+                raise BenchmarkError(f"{entry}: no images in this folder")
+            files += found
+        elif entry.is_file():
+            if entry.suffix.lower() not in IMAGE_SUFFIXES:
+                raise BenchmarkError(f"{entry}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            files.append(entry)
+        else:
+            raise BenchmarkError(f"{entry}: no such file or folder")
+    return files
+
+
+def load_input(path: Path, max_size: int | None = None) -> np.ndarray:
+    """H×W×3 float32 in 0..255: gray replicated to RGB, alpha dropped, optionally centre-cropped."""
+    img = load_image_uint8(path)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if max_size is not None:
+        h, w = img.shape[:2]
+        ch, cw = min(h, max_size), min(w, max_size)
+        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        img = img[y0 : y0 + ch, x0 : x0 + cw]
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+class TorchReference:
+    """Whole-image PyTorch float32 output of a checkpoint's ×scale path (H×W×3 in, float out)."""
+
+    def __init__(self, checkpoint: Path, scale: int, threads: int | None = None) -> None:
+        try:
+            import torch
+
+            from train.checkpoint import load_model
+        except ImportError as exc:
+            raise BenchmarkError(f"the PyTorch reference needs the train extra (torch): {exc}") from exc
+        if not Path(checkpoint).is_file():
+            raise BenchmarkError(f"--reference {checkpoint}: no such file")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            model = load_model(checkpoint)
+        except Exception as exc:  # CheckpointError and friends
+            raise BenchmarkError(f"--reference {checkpoint}: cannot load the checkpoint: {exc}") from exc
+        if scale not in model.scales:
+            raise BenchmarkError(f"--reference {checkpoint}: the model has scales {list(model.scales)}, not {scale}")
+        self._torch = torch
+        self._path = model.path(scale).float().eval()
+        self.scale = scale
+        self.info = {"path": str(checkpoint), "sha256": file_sha256(Path(checkpoint)), "scale": scale,
+                     "config": model.config.to_dict(), "torch_threads": torch.get_num_threads(),
+                     "runner": "torch float32, whole image"}
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None]
+        with torch.inference_mode():
+            y = self._path(x)[0]
+        return y.float().numpy().transpose(1, 2, 0)
+
+
+@contextlib.contextmanager
+def upscaler_candidate(model: str | Path | None, *, backend: str, tile: int, halo: int | None,
+                       threads: int | None, whole_tile: int) -> Iterator[tuple[CandidateFn, dict[str, Any]]]:
+    """``candidate(image, mode)`` from ``runtime.Upscaler``: "whole" uses one tile of
+    ``whole_tile`` (>= every image side), "tiled" uses ``tile``/``halo``; both share one
+    backend instance."""
+    from runtime import Upscaler
+    from runtime.model_info import ModelIO
+
+    with prepared_model(model) as prepared:
+        with Upscaler(prepared.onnx_path, backend=backend, tile=tile, halo=halo,
+                      backend_options=backend_options(threads)) as tiled:
+            if tiled.backend.io is not ModelIO.FLOAT32_NCHW:
+                raise BenchmarkError(f"--model {prepared.onnx_path}: parity needs a float32-nchw model (raw float "
+                                     f"output), this one has {tiled.backend.io.value} I/O")
+            whole = Upscaler(backend=tiled.backend, tile=whole_tile, halo=tiled.halo)  # one tile: halo unused
+            ups = {"whole": whole, "tiled": tiled}
+
+            def candidate(image: np.ndarray, mode: str) -> np.ndarray:
+                return ups[mode].upscale(image)
+
+            info = tiled.backend.info
+            yield candidate, {
+                **prepared.description, "backend_requested": backend, "backend": tiled.backend.name,
+                "providers": list(getattr(tiled.backend, "providers", ())), "scale": tiled.scale,
+                "tile": tile, "halo": tiled.halo, "whole_tile": whole_tile,
+                "config_name": info.config_name, "recommended_halo": info.recommended_halo,
+            }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def table(rows: Sequence[dict[str, Any]]) -> str:
+    headers = ["image", "mode", "size", "PSNR dB", "max abs err", "uint8 >1 level", "NaN/Inf", "pass"]
+    body = [[r["image"], r["mode"], f"{r['size'][0]}x{r['size'][1]}", fmt_float(r["psnr"]),
+             fmt_float(r["max_abs_err"], 4),
+             "-" if math.isnan(r["uint8_differ_gt1"]) else f"{100 * r['uint8_differ_gt1']:.4f}%",
+             r["nonfinite"], "yes" if r["passed"] else "**NO**"] for r in rows]
+    return markdown_table(headers, body)
+
+
+def _parser() -> argparse.ArgumentParser:
+    doc = __doc__ or ""
+    p = argparse.ArgumentParser(prog="parity.py", description=doc.split("\n\n")[0] + "\n\n" + "\n\n".join(doc.split("\n\n")[2:5]),
+                                formatter_class=HelpFormatter)
+    p.add_argument("images", type=Path, nargs="+", help="image files or folders of images (used as LR input)")
+    p.add_argument("--model", default=None,
+                   help="candidate: an .onnx model or a .safetensors checkpoint (exported to a temporary ONNX) "
+                   "(default: runtime/models/eusr-compact-x4.onnx)")
+    p.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE,
+                   help="PyTorch float32 reference checkpoint (.safetensors) (default: models/eusr-compact.safetensors)")
+    p.add_argument("--precision", choices=sorted(MIN_PSNR_BY_PRECISION), default="fp32",
+                   help="the candidate's precision: picks the default --min-psnr (fp32 80, fp16 50, int8 40 dB)")
+    p.add_argument("--min-psnr", type=float, default=None, help="PSNR threshold in dB (default: by --precision)")
+    p.add_argument("--max-nan", type=int, default=0, help="most NaN/Inf output values allowed per image and mode")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="Upscaler tile for the tiled mode (LR pixels)")
+    p.add_argument("--halo", type=int, default=None, help="Upscaler halo for the tiled mode (default: the model's recommended halo)")
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes to run: whole, tiled")
+    p.add_argument("--max-size", type=int, default=None, help="centre-crop inputs to at most N×N (quick runs)")
+    add_common_args(p, name="parity")
+    p.set_defaults(backend="auto")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.tile < 1:
+        parser.error("--tile must be >= 1")
+    if (args.halo is not None and args.halo < 0) or args.max_nan < 0:
+        parser.error("--halo and --max-nan must be >= 0")
+    if args.max_size is not None and args.max_size < 1:
+        parser.error("--max-size must be >= 1")
+    modes = [m for m in args.modes.replace(" ", "").split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes: choose from {', '.join(MODES)}")
+    thresholds = Thresholds.for_precision(args.precision, min_psnr=args.min_psnr, max_nan=args.max_nan)
+    env = environment(threads=args.threads)
+    try:
+        paths = collect_images(args.images)
+        images = [(p.stem, load_input(p, args.max_size)) for p in paths]
+        whole_tile = max(max(img.shape[:2]) for _, img in images)
+        with upscaler_candidate(args.model, backend=args.backend, tile=args.tile, halo=args.halo,
+                                threads=args.threads, whole_tile=whole_tile) as (candidate, model):
+            reference = TorchReference(args.reference, model["scale"], args.threads)
+            print(f"parity: {model['path']} on {model['backend']} ({args.precision}) vs PyTorch float32 "
+                  f"{args.reference}; {len(images)} images; PSNR >= {thresholds.min_psnr:g} dB, "
+                  f"NaN/Inf <= {thresholds.max_nan}", flush=True)
+            report = run_parity(candidate, reference, images, thresholds, modes=modes, echo=lambda s: print(s, flush=True))
+    except expected_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for row, path in zip(report["rows"], [p for p in paths for _ in modes]):
+        row["path"] = str(path)
+    data = {
+        "benchmark": "parity",
+        "environment": env,
+        "passed": report["passed"],
+        "model": model,
+        "reference": reference.info,
+        "settings": {"precision": args.precision, "thresholds": report["thresholds"], "modes": modes,
+                     "max_size": args.max_size, "input": "each image as LR input, float32 0..255, gray -> RGB",
+                     "metrics": "candidate vs reference float output: PSNR (peak 255), max abs error, share of "
+                                "values whose uint8-rounded results differ by > 1 level, NaN/Inf count"},
+        "rows": report["rows"],
+        "failures": report["failures"],
+    }
+    md_table = table(report["rows"])
+    verdict = "PASS" if report["passed"] else "FAIL: " + "; ".join(report["failures"])
+    markdown = "\n\n".join([
+        f"# Parity: {Path(model['path']).name} on {model['backend']} ({args.precision}) vs PyTorch float32",
+        f"{env['date']}, commit {env['git']['commit']}, {env['host']['cpu']}; reference {reference.info['path']}; "
+        f"tiled: tile {model['tile']}, halo {model['halo']}; whole: one tile of {whole_tile}; "
+        f"thresholds PSNR >= {thresholds.min_psnr:g} dB, NaN/Inf <= {thresholds.max_nan}.",
+        f"**{verdict}**",
+        md_table,
+    ])
+    paths_out = write_results(args.out, args.name, data, markdown)
+    print(f"wrote {paths_out['json']}, {paths_out['md']}")
+    print(verdict)
+    print()
+    print(md_table)
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,483 @@
+"""Throughput: the tiled ONNX Runtime upscaler against PyTorch eager on the same model.
+
+    python benchmarks/throughput.py                               # compact + paper, 3 CPU sizes
+    python benchmarks/throughput.py --configs compact --sizes 960x540 --repeats 5
+    python benchmarks/throughput.py --configs compact --sizes 120x68 --sweep 64,128,256,512
+    python benchmarks/throughput.py --configs tiny --sizes 32x24 --warmup 0 --repeats 1   # smoke test
+
+For each configuration (--configs: compact = the bundled checkpoint
+models/eusr-compact.safetensors; paper and tiny = build_eusr(name), random init seeded by
+--seed, since throughput does not depend on the weights' values) the ×4 path is exported
+once to a temporary float32-nchw ONNX file (TorchScript exporter) and, on a random uint8
+W×H×3 image of every --sizes entry, three modes are timed:
+
+* ort-tiled   runtime.Upscaler, backend --backend, default tile (128) and halo (the
+              model's recommended halo: 8 for compact, as the bundled model, 16 otherwise),
+              end to end: uint8 in, tile gather, inference, stitching, uint8 out.
+* ort-whole   the same Upscaler with tile >= image and halo 0: one window, the whole image
+              (close to engine-only time plus the uint8 <-> float32 conversions).
+* torch-eager the same model in PyTorch, whole image, float32, torch.inference_mode,
+              torch.set_num_threads(--threads) when given; timed from the uint8 H×W×3
+              array to the rounded uint8 result, like the Upscaler.
+
+Each mode runs --warmup untimed calls, then --repeats timed ones. Reported per row:
+min / median / p90 / max latency (with a handful of repeats p90 is close to the max and
+a p99 would be meaningless, so none is given), input and output megapixels per second
+and images per second (from the median), speedup = torch-eager median / this mode's
+median (same configuration and size, same run), the tiled overhead = ort-tiled median /
+ort-whole median, the largest |difference| of the uint8 output from torch-eager's, and
+the process's peak RSS (ru_maxrss) after the row. ru_maxrss only ever grows: it is the
+high-water mark of the whole process so far (models, torch and all earlier rows
+included), not the memory of that row alone; benchmarks/memory.py measures the
+upscaler's memory in a fresh process.
+
+--sweep 64,128,256,512 adds square sizes for the compact configuration (all three modes)
+to show time per megapixel against image size (tiles pay off only once the image is
+larger than a tile). The PNG plots output MP/s against input size per mode and
+configuration (and ms per input megapixel for the sweep).
+
+Timings on a shared or busy machine are noisy: run on a quiet one and say which.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import contextlib
+import logging
+import re
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from benchmarks._common import (
+    REPO_ROOT,
+    BenchmarkError,
+    HelpFormatter,
+    add_common_args,
+    backend_options,
+    environment,
+    expected_errors,
+    file_sha256,
+    fmt_float,
+    import_pyplot,
+    markdown_table,
+    parse_int_list,
+    write_results,
+)
+
+MODES = ("ort-tiled", "ort-whole", "torch-eager")
+CONFIGS = ("compact", "paper", "tiny")
+DEFAULT_SIZES = "120x68,240x135,480x270"
+COMPACT_CHECKPOINT = REPO_ROOT / "models" / "eusr-compact.safetensors"
+COMPACT_HALO = 8  # the bundled model's recommended halo (benchmarks/seams.py)
+SCALE = 4
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """'120x68,240x135' -> [(120, 68), (240, 135)] (width, height) for argparse ``type=``."""
+    sizes = []
+    for item in (t for t in text.split(",") if t.strip()):
+        m = _SIZE_RE.match(item)
+        if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated WIDTHxHEIGHT sizes of positive integers (e.g. 120x68,240x135), "
+                f"got {item.strip()!r} in {text!r}")
+        sizes.append((int(m.group(1)), int(m.group(2))))
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected at least one WIDTHxHEIGHT size, got {text!r}")
+    return sizes
+
+
+def parse_configs(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in CONFIGS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown configuration(s) {bad or text!r}; choose from {','.join(CONFIGS)}")
+    return list(dict.fromkeys(names))
+
+
+def parse_modes(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in MODES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown mode(s) {bad or text!r}; choose from {','.join(MODES)}")
+    return [m for m in MODES if m in names]
+
+
+def _parser() -> argparse.ArgumentParser:
+    doc = __doc__.split("\n\n")
+    p = argparse.ArgumentParser(prog="throughput.py", description=doc[0] + "\n\n" + doc[1], formatter_class=HelpFormatter)
+    p.add_argument("--configs", type=parse_configs, default=["compact", "paper"],
+                   help=f"comma-separated EUSR configurations out of {','.join(CONFIGS)} (default: compact,paper)")
+    p.add_argument("--sizes", type=parse_sizes, default=parse_sizes(DEFAULT_SIZES),
+                   help=f"comma-separated input sizes WIDTHxHEIGHT (default: {DEFAULT_SIZES})")
+    p.add_argument("--modes", type=parse_modes, default=list(MODES),
+                   help=f"comma-separated modes out of {','.join(MODES)}; speedups need torch-eager (default: all)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing each mode")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per mode and size")
+    p.add_argument("--sweep", type=parse_int_list, default=None,
+                   help="square input edges for a compact-config size sweep, e.g. 64,128,256,512 (default: none)")
+    p.add_argument("--tile", type=int, default=None, help="ort-tiled tile (default: runtime.DEFAULT_TILE)")
+    p.add_argument("--halo", type=int, default=None,
+                   help="ort-tiled halo (default: the model's recommended halo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-init weights and of the random images")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    add_common_args(p, name="throughput_cpu")
+    p.set_defaults(threads=None)
+    for action in p._actions:  # --threads applies to PyTorch too here
+        if action.dest == "threads":
+            action.help = ("ONNX Runtime intra-op threads and torch.set_num_threads "
+                           "(default: each library's own choice)")
+    return p
+
+
+# --------------------------------------------------------------------------- models
+
+
+@contextlib.contextmanager
+def prepared_config(name: str, seed: int, tmp: Path) -> Iterator[tuple[Any, Path, dict[str, Any]]]:
+    """(torch ×4 path module in eval mode, exported ONNX path, description) of a config."""
+    try:
+        import torch
+
+        from export.to_onnx import DEFAULT_HALO as EXPORT_HALO
+        from export.to_onnx import export_onnx
+        from train.models.eusr import build_eusr
+    except ImportError as exc:
+        raise BenchmarkError(f"this benchmark needs the train extra (torch, onnx): {exc}; pip install -e '.[train]'") from exc
+    if name == "compact":
+        from train.checkpoint import load_model
+
+        if not COMPACT_CHECKPOINT.is_file():
+            raise BenchmarkError(f"the compact checkpoint {COMPACT_CHECKPOINT} is not there")
+        model = load_model(COMPACT_CHECKPOINT)
+        halo = COMPACT_HALO
+        desc = {"source": "checkpoint", "path": str(COMPACT_CHECKPOINT.relative_to(REPO_ROOT)),
+                "sha256": file_sha256(COMPACT_CHECKPOINT)}
+    else:
+        torch.manual_seed(seed)
+        model = build_eusr(name)
+        halo = EXPORT_HALO
+        desc = {"source": f"build_eusr({name!r}), random init, torch seed {seed}"}
+    model = model.eval()
+    path = tmp / f"eusr-{name}-x{SCALE}.onnx"
+    t0 = time.perf_counter()
+    try:
+        export_onnx(model, path, scale=SCALE, halo=halo, validate=False, exporter="torchscript")
+    except Exception as exc:
+        raise BenchmarkError(f"cannot export the {name!r} configuration to ONNX: {exc}") from exc
+    desc.update({
+        "config_name": name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "scale": SCALE,
+        "onnx": {"io": "float32-nchw", "exporter": "torchscript", "recommended_halo": halo,
+                 "export_seconds": round(time.perf_counter() - t0, 3)},
+    })
+    yield model.path(SCALE).eval(), path, desc
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+def time_calls(fn: Callable[[], np.ndarray], warmup: int, repeats: int) -> tuple[list[float], np.ndarray]:
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return times, out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default)."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def summarize(times: Sequence[float], width: int, height: int) -> dict[str, Any]:
+    med = statistics.median(times)
+    in_mp = width * height / 1e6
+    out_mp = in_mp * SCALE * SCALE
+    return {
+        "times_s": list(times),
+        "min_s": min(times),
+        "median_s": med,
+        "p90_s": percentile(times, 90),
+        "max_s": max(times),
+        "input_mp_per_s": in_mp / med if med > 0 else float("inf"),
+        "output_mp_per_s": out_mp / med if med > 0 else float("inf"),
+        "images_per_s": 1.0 / med if med > 0 else float("inf"),
+    }
+
+
+def torch_runner(module: Any, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+    def run(image: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).to(torch.float32).contiguous()
+            y = module(x)
+            y = y.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous()
+        return y.numpy()
+
+    return run
+
+
+def measure_config(name: str, model: Any, onnx_path: Path, sizes: Sequence[tuple[int, int]],
+                   args: argparse.Namespace, *, group: str) -> list[dict[str, Any]]:
+    """All modes on all sizes for one configuration: one row per (size, mode)."""
+    from runtime import DEFAULT_TILE, Upscaler
+
+    tile = args.tile if args.tile is not None else DEFAULT_TILE
+    opts = backend_options(args.threads)
+    rows: list[dict[str, Any]] = []
+    rng = np.random.default_rng(args.seed)
+    with Upscaler(onnx_path, backend=args.backend, tile=tile, halo=args.halo, backend_options=opts) as tiled:
+        run_torch = torch_runner(model, args.threads) if "torch-eager" in args.modes else None
+        for width, height in sizes:
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            results: dict[str, dict[str, Any]] = {}
+            outputs: dict[str, np.ndarray] = {}
+            for mode in args.modes:
+                if mode == "ort-tiled":
+                    settings = {"tile": tiled.tile, "halo": tiled.halo}
+                    times, out = time_calls(lambda: tiled.upscale(image), args.warmup, args.repeats)
+                elif mode == "ort-whole":
+                    whole_tile = max(width, height)
+                    with _quiet_halo_warning(), Upscaler(onnx_path, backend=args.backend, tile=whole_tile, halo=0,
+                                                         backend_options=opts) as whole:
+                        settings = {"tile": whole_tile, "halo": 0}
+                        times, out = time_calls(lambda: whole.upscale(image), args.warmup, args.repeats)
+                else:
+                    settings = {"threads": _torch_threads()}
+                    times, out = time_calls(lambda: run_torch(image), args.warmup, args.repeats)
+                outputs[mode] = out
+                results[mode] = {**summarize(times, width, height), "settings": settings,
+                                 "peak_rss_mib": peak_rss_mib()}
+                print(f"  {group} {name} {width}x{height} {mode}: median {results[mode]['median_s'] * 1e3:.1f} ms, "
+                      f"{results[mode]['output_mp_per_s']:.3f} MP/s out", file=sys.stderr, flush=True)
+            torch_med = results["torch-eager"]["median_s"] if "torch-eager" in results else None
+            whole_med = results["ort-whole"]["median_s"] if "ort-whole" in results else None
+            for mode, r in results.items():
+                row = {"group": group, "config": name, "width": width, "height": height,
+                       "input_mp": width * height / 1e6, "output_mp": width * height * SCALE * SCALE / 1e6,
+                       "mode": mode, **r}
+                row["torch_median_s"] = torch_med
+                row["speedup_vs_torch"] = torch_med / r["median_s"] if torch_med is not None and r["median_s"] > 0 else None
+                row["ort_whole_median_s"] = whole_med
+                row["tiled_overhead"] = (r["median_s"] / whole_med
+                                         if mode == "ort-tiled" and whole_med is not None and whole_med > 0 else None)
+                row["max_abs_diff_vs_torch"] = (
+                    int(np.max(np.abs(outputs[mode].astype(np.int16) - outputs["torch-eager"].astype(np.int16))))
+                    if "torch-eager" in outputs else None)
+                row["ms_per_input_mp"] = r["median_s"] * 1e3 / row["input_mp"]
+                rows.append(row)
+    return rows
+
+
+@contextlib.contextmanager
+def _quiet_halo_warning() -> Iterator[None]:
+    """halo=0 is intended for the whole-image mode (there are no seams): no warning."""
+    logger = logging.getLogger("runtime.upscaler")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+# --------------------------------------------------------------------------- output
+
+
+TABLE_HEADERS = ["config", "size", "mode", "min ms", "median ms", "p90 ms", "max ms", "in MP/s", "out MP/s",
+                 "img/s", "speedup vs torch", "tiled overhead", "max abs Δ vs torch", "peak RSS MiB"]
+
+
+def table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    out = []
+    for r in rows:
+        out.append([
+            r["config"], f"{r['width']}x{r['height']}", r["mode"],
+            fmt_float(r["min_s"] * 1e3, 1), fmt_float(r["median_s"] * 1e3, 1), fmt_float(r["p90_s"] * 1e3, 1),
+            fmt_float(r["max_s"] * 1e3, 1), fmt_float(r["input_mp_per_s"], 4), fmt_float(r["output_mp_per_s"], 3),
+            fmt_float(r["images_per_s"], 2), fmt_float(r["speedup_vs_torch"], 2), fmt_float(r["tiled_overhead"], 3),
+            "-" if r["max_abs_diff_vs_torch"] is None else str(r["max_abs_diff_vs_torch"]),
+            fmt_float(r["peak_rss_mib"], 0),
+        ])
+    return out
+
+
+SWEEP_HEADERS = ["size", "mode", "median ms", "ms per input MP", "out MP/s", "speedup vs torch", "tiled overhead"]
+
+
+def sweep_table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    return [[f"{r['width']}x{r['height']}", r["mode"], fmt_float(r["median_s"] * 1e3, 1),
+             fmt_float(r["ms_per_input_mp"], 0), fmt_float(r["output_mp_per_s"], 3),
+             fmt_float(r["speedup_vs_torch"], 2), fmt_float(r["tiled_overhead"], 3)] for r in rows]
+
+
+def plot(rows: Sequence[dict[str, Any]], sweep: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:
+    plt = import_pyplot()
+    if plt is None:
+        return None
+    ncols = 2 if sweep else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.5), squeeze=False)
+    ax = axes[0][0]
+    styles = {"ort-tiled": "o-", "ort-whole": "s--", "torch-eager": "^:"}
+    for config in dict.fromkeys(r["config"] for r in rows):
+        for mode in MODES:
+            pts = sorted((r["input_mp"], r["output_mp_per_s"]) for r in rows if r["config"] == config and r["mode"] == mode)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[mode], label=f"{config} {mode}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("input size (megapixels)")
+    ax.set_ylabel("throughput (output MP/s, median)")
+    ax.set_title("throughput vs input size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    if sweep:
+        ax = axes[0][1]
+        for mode in MODES:
+            pts = sorted((r["width"], r["ms_per_input_mp"]) for r in sweep if r["mode"] == mode)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[mode], label=f"compact {mode}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("square input edge (px)")
+        ax.set_ylabel("ms per input megapixel (median)")
+        ax.set_title("compact: time per megapixel vs size")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.warmup < 0:
+        parser.error("--warmup must be >= 0")
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    if args.tile is not None and args.tile < 1:
+        parser.error("--tile must be >= 1")
+    if args.halo is not None and args.halo < 0:
+        parser.error("--halo must be >= 0")
+    if args.sweep is not None and any(s < 1 for s in args.sweep):
+        parser.error("--sweep sizes must be >= 1")
+
+    env = environment(threads=args.threads)
+    rows: list[dict[str, Any]] = []
+    sweep_rows: list[dict[str, Any]] = []
+    models: dict[str, Any] = {}
+    configs = list(args.configs)
+    if args.sweep and "compact" not in configs:
+        configs.append("compact")
+    t_start = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
+            for name in configs:
+                with prepared_config(name, args.seed, Path(tmp)) as (model, onnx_path, desc):
+                    models[name] = desc
+                    if name in args.configs:
+                        rows += measure_config(name, model, onnx_path, args.sizes, args, group="sizes")
+                    if name == "compact" and args.sweep:
+                        sweep_rows += measure_config(name, model, onnx_path, [(s, s) for s in args.sweep], args,
+                                                     group="sweep")
+    except expected_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    total_s = time.perf_counter() - t_start
+    env["threads"]["torch"] = _torch_threads()
+
+    data = {
+        "benchmark": "throughput",
+        "environment": env,
+        "settings": {
+            "configs": args.configs, "sizes": [f"{w}x{h}" for w, h in args.sizes], "modes": args.modes,
+            "warmup": args.warmup, "repeats": args.repeats, "sweep": args.sweep, "tile": args.tile, "halo": args.halo,
+            "seed": args.seed, "backend": args.backend, "scale": SCALE,
+            "notes": ["speedup_vs_torch = torch_median_s / median_s of the same config and size",
+                      "tiled_overhead = ort-tiled median_s / ort-whole median_s",
+                      "peak_rss_mib = ru_maxrss of the whole process after the row (a running high-water mark)",
+                      "p90 is linear-interpolated from few repeats; no p99 is reported"],
+        },
+        "models": models,
+        "rows": rows,
+        "sweep_rows": sweep_rows,
+        "total_seconds": total_s,
+    }
+
+    md_table = markdown_table(TABLE_HEADERS, table_rows(rows))
+    parts = [
+        f"# Throughput: runtime.Upscaler (ONNX Runtime) vs PyTorch eager, ×{SCALE}",
+        f"{env['date']}, commit {env['git']['commit']}{' (dirty)' if env['git']['dirty'] else ''}, "
+        f"{env['host']['cpu']} ({env['host']['usable_cpus']} usable CPUs), threads: ORT "
+        f"{env['threads']['onnxruntime_intra_op']}, torch {env['threads']['torch']}; onnxruntime "
+        f"{env['versions']['onnxruntime']}, torch {env['versions']['torch']}. Warm-up {args.warmup}, "
+        f"{args.repeats} timed repeats per row (min/median/p90/max; no p99 from so few). Speedup = torch-eager "
+        f"median / row median; tiled overhead = ort-tiled / ort-whole median; peak RSS is the process's running "
+        f"high-water mark. Total {total_s:.1f} s.",
+    ]
+    if sweep_rows:
+        parts += ["## Size sweep (compact)", markdown_table(SWEEP_HEADERS, sweep_table_rows(sweep_rows))]
+    parts += ["## Results", md_table]
+    paths = write_results(args.out, args.name, data, "\n\n".join(parts))
+    png = None
+    if not args.no_plot:
+        png = plot(rows, sweep_rows, args.out / f"{args.name}.png",
+                   f"{env['host']['cpu']}, ORT threads {env['threads']['onnxruntime_intra_op']}, "
+                   f"torch threads {env['threads']['torch']}")
+    print(f"wrote {paths['json']}, {paths['md']}" + (f", {png}" if png else ""))
+    if sweep_rows:
+        print()
+        print(markdown_table(SWEEP_HEADERS, sweep_table_rows(sweep_rows)))
+    print()
+    print(md_table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
