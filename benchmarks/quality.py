@@ -1,16 +1,23 @@
-"""Super-resolution quality: PSNR-Y / SSIM-Y of the model and of bicubic, per image and mean.
+"""Super-resolution quality: PSNR-Y / SSIM-Y / NIQE of the model and of bicubic, per image and mean.
 
     python benchmarks/quality.py --model runtime/models/eusr-compact-x4.onnx --data data/photos/test
     python benchmarks/quality.py --model runs/compact/last.safetensors --data Set5 Set14 BSD100
     python benchmarks/quality.py --model m.safetensors --runner upscaler --data DIV2K_valid_HR
+    python benchmarks/quality.py --model m.onnx --data Set14 --ma-scorer my_ma.py:score   # + Ma, PI
 
 Protocol (EUSR_SPEC.md, "Evaluation convention"): the HR image is mod-cropped to a
 multiple of the scale (bottom/right rows and columns dropped), the LR input is MATLAB's
 bicubic ``imresize(hr, 1/scale)`` on uint8 (``runtime.imresize``), the model output and
 the bicubic baseline (``imresize(lr, scale)``) are uint8, and PSNR/SSIM are taken on Y
 (MATLAB ``rgb2ycbcr``) with ``scale`` pixels of border cropped (``runtime.metrics``).
-Gray images are scored as they are. "gain" = model − bicubic (positive: the model is
-better; for a lower-is-better metric it is bicubic − model).
+NIQE (no reference, lower is better; ``runtime.niqe``, the MATLAB release's algorithm,
+BasicSR-compatible) is taken on the same Y with the same border, of bicubic, the model
+and the HR image (for reference); it needs one 96×96 block after the crop, so smaller
+images get none ("-", null) and the mean is over the others. ``--ma-scorer`` adds Ma et
+al.'s score from a user-supplied model (not bundled, see ``runtime/niqe.py``) and PIRM's
+perceptual index PI = ((10 − Ma) + NIQE) / 2. Gray images are scored as they are.
+"gain" = model − bicubic (positive: the model is better; for a lower-is-better metric it
+is bicubic − model).
 
 Recognised layouts for each ``--data`` entry (first rule that matches):
 
@@ -50,7 +57,7 @@ import fnmatch
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,14 +91,23 @@ _DERIVED_STEM = re.compile(r"_(lr|bicubic)$", re.IGNORECASE)
 @dataclass(frozen=True, kw_only=True)
 class Metric:
     """One score column. Full-reference metrics get ``fn(sr, hr, border)``; no-reference
-    ones (``reference=False``) get ``fn(sr, None, border)`` and ignore the HR image."""
+    ones (``reference=False``) get ``fn(sr, None, border)``, ignore the HR image, and are
+    also taken of the HR image itself (column "HR": what a perfect result would score).
+    ``fn`` returns None where the metric does not apply (NIQE of an image under one 96×96
+    block). A metric made of earlier ones of the same image (PI from NIQE and Ma) gives
+    ``derive(values_so_far_by_key)`` instead of ``fn``."""
 
     key: str
     label: str
-    fn: Callable[[np.ndarray, np.ndarray | None, int], float]
+    fn: Callable[[np.ndarray, np.ndarray | None, int], float | None] | None = None
+    derive: Callable[[Mapping[str, float | None]], float | None] | None = None
     reference: bool = True
     higher_is_better: bool = True
     digits: int = 2
+
+    def __post_init__(self) -> None:
+        if (self.fn is None) == (self.derive is None):
+            raise ValueError(f"metric {self.key!r}: give exactly one of fn and derive")
 
 
 def _psnr_y(sr: np.ndarray, hr: np.ndarray | None, border: int) -> float:
@@ -106,19 +122,60 @@ def _ssim_y(sr: np.ndarray, hr: np.ndarray | None, border: int) -> float:
     return ssim_y(sr, hr, border=border)
 
 
+def _niqe(img: np.ndarray, _hr: np.ndarray | None, border: int) -> float | None:
+    from runtime.niqe import BLOCK_SIZE, niqe
+
+    if min(img.shape[:2]) - 2 * border < BLOCK_SIZE:
+        return None
+    return niqe(img, crop_border=border, convert_to="y")
+
+
 METRICS: tuple[Metric, ...] = (
     Metric(key="psnr_y", label="PSNR-Y", fn=_psnr_y, digits=2),
     Metric(key="ssim_y", label="SSIM-Y", fn=_ssim_y, digits=4),
-    # No-reference metrics go here, e.g. (its own issue):
-    # Metric(key="niqe", label="NIQE", fn=lambda sr, _hr, border: niqe(sr, border=border),
-    #        reference=False, higher_is_better=False),
-    # Everything below (JSON, tables, means, strip labels) follows this tuple.
+    Metric(key="niqe", label="NIQE", fn=_niqe, reference=False, higher_is_better=False, digits=3),
+    # Everything below (JSON, tables, means, strip labels) follows this tuple (plus
+    # ma_metrics() with --ma-scorer).
 )
-"""The scores computed for the model and for bicubic, in column order."""
+"""The scores computed for the model and for bicubic (no-reference ones also of HR), in column order."""
 
 
-def gain(metric: Metric, model: float, bicubic: float) -> float:
+def ma_metrics(spec: str) -> tuple[Metric, ...]:
+    """Ma et al.'s score by the user-supplied scorer ``spec`` and PI from it and NIQE.
+
+    The scorer sees the image with the same border crop as NIQE (PIRM 2018 shaved the
+    scale too), as uint8 H×W×3 (H×W for gray datasets)."""
+    from runtime.niqe import load_ma_scorer, perceptual_index
+
+    scorer = load_ma_scorer(spec)
+
+    def ma(img: np.ndarray, _hr: np.ndarray | None, border: int) -> float:
+        h, w = img.shape[:2]
+        return scorer(np.ascontiguousarray(img[border : h - border, border : w - border]))
+
+    def pi(values: Mapping[str, float | None]) -> float | None:
+        niqe_value, ma_value = values.get("niqe"), values.get("ma")
+        return None if niqe_value is None or ma_value is None else perceptual_index(niqe_value, ma_value)
+
+    return (
+        Metric(key="ma", label="Ma", fn=ma, reference=False, higher_is_better=True, digits=3),
+        Metric(key="pi", label="PI", derive=pi, reference=False, higher_is_better=False, digits=3),
+    )
+
+
+def gain(metric: Metric, model: float | None, bicubic: float | None) -> float | None:
+    if model is None or bicubic is None:
+        return None
     return model - bicubic if metric.higher_is_better else bicubic - model
+
+
+def kinds(metric: Metric) -> tuple[str, ...]:
+    """The row keys' suffixes of one metric, in column order."""
+    return ("bicubic", "model", "gain") + (() if metric.reference else ("hr",))
+
+
+def fmt_gain(x: float | None, digits: int) -> str:
+    return "-" if x is None else f"{x:+.{digits}f}"
 
 
 # --------------------------------------------------------------------------- datasets
@@ -245,7 +302,8 @@ def make_runner(args: argparse.Namespace) -> Iterator[tuple[Callable[[np.ndarray
 # --------------------------------------------------------------------------- measuring
 
 
-def score_image(path: Path, run: Callable[[np.ndarray], np.ndarray], scale: int) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+def score_image(path: Path, run: Callable[[np.ndarray], np.ndarray], scale: int,
+                metrics: Sequence[Metric] = METRICS) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
     """Scores of one HR image, and the images for its strip; None if it is too small."""
     from runtime.imresize import imresize
 
@@ -268,36 +326,55 @@ def score_image(path: Path, run: Callable[[np.ndarray], np.ndarray], scale: int)
         "channels": 1 if hr.ndim == 2 else 3,
         "seconds": seconds,
     }
-    for m in METRICS:
-        ref = hr if m.reference else None
-        row[f"{m.key}_bicubic"] = m.fn(bicubic, ref, scale)
-        row[f"{m.key}_model"] = m.fn(sr, ref, scale)
+    scores: dict[str, dict[str, float | None]] = {}
+    for kind, img in (("bicubic", bicubic), ("model", sr), ("hr", hr)):
+        values: dict[str, float | None] = {}
+        for m in metrics:
+            if kind == "hr" and m.reference:
+                continue
+            values[m.key] = m.derive(values) if m.derive is not None else m.fn(img, hr if m.reference else None, scale)
+        scores[kind] = values
+    for m in metrics:
+        row[f"{m.key}_bicubic"] = scores["bicubic"][m.key]
+        row[f"{m.key}_model"] = scores["model"][m.key]
         row[f"{m.key}_gain"] = gain(m, row[f"{m.key}_model"], row[f"{m.key}_bicubic"])
+        if not m.reference:
+            row[f"{m.key}_hr"] = scores["hr"][m.key]
     return row, {"hr": hr, "sr": sr, "bicubic": bicubic}
 
 
-def mean_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def mean_row(rows: Sequence[dict[str, Any]], metrics: Sequence[Metric] = METRICS) -> dict[str, Any]:
+    """Means per column; a no-reference metric's over the images it applies to (``<key>_images`` of them)."""
     out: dict[str, Any] = {"images": len(rows)}
-    for m in METRICS:
-        for kind in ("bicubic", "model", "gain"):
+    for m in metrics:
+        for kind in kinds(m):
             values = [r[f"{m.key}_{kind}"] for r in rows]
-            out[f"{m.key}_{kind}"] = float(np.mean(values)) if values else math.nan
+            if m.reference:
+                out[f"{m.key}_{kind}"] = float(np.mean(values)) if values else math.nan
+            else:
+                known = [v for v in values if v is not None and not math.isnan(v)]
+                out[f"{m.key}_{kind}"] = float(np.mean(known)) if known else None
+        if not m.reference:
+            out[f"{m.key}_images"] = sum(r[f"{m.key}_model"] is not None and not math.isnan(r[f"{m.key}_model"])
+                                         for r in rows)
     out["seconds"] = float(np.sum([r["seconds"] for r in rows]))
     return out
 
 
-def write_strip(images: dict[str, np.ndarray], row: dict[str, Any], path: Path, scale: int) -> Path:
+def write_strip(images: dict[str, np.ndarray], row: dict[str, Any], path: Path, scale: int,
+                metrics: Sequence[Metric] = METRICS) -> Path:
     from runtime.demo import comparison_strip
 
     def label(kind: str) -> str:
-        return "  ".join(f"{m.label} {fmt_float(row[f'{m.key}_{kind}'], m.digits)}" for m in METRICS)
+        return "  ".join(f"{m.label} {fmt_float(row[f'{m.key}_{kind}'], m.digits)}" for m in metrics
+                         if kind != "hr" or not m.reference)
 
     hr = images["hr"]
     h, w = hr.shape[:2]
     zoom = (h // 3, w // 3, h // 3 + max(h // 5, 1), w // 3 + max(w // 5, 1))
     strip = comparison_strip(
         [(f"bicubic  {label('bicubic')}", images["bicubic"]), (f"model x{scale}  {label('model')}", images["sr"]),
-         ("HR", hr)],
+         (f"HR  {label('hr')}".rstrip(), hr)],
         zoom_box=zoom,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,26 +382,41 @@ def write_strip(images: dict[str, np.ndarray], row: dict[str, Any], path: Path, 
     return path
 
 
-def table(datasets: Sequence[dict[str, Any]]) -> str:
+def table(datasets: Sequence[dict[str, Any]], metrics: Sequence[Metric] = METRICS) -> str:
     headers = ["dataset", "image", "size"]
-    for m in METRICS:
-        headers += [f"{m.label} bicubic", f"{m.label} model", f"{m.label} gain"]
+    for m in metrics:
+        headers += [f"{m.label} {'HR' if k == 'hr' else k}" for k in kinds(m)]
     headers.append("model s")
+
+    def cells(r: dict[str, Any], m: Metric) -> list[str]:
+        return [fmt_gain(r[f"{m.key}_{k}"], m.digits) if k == "gain" else fmt_float(r[f"{m.key}_{k}"], m.digits)
+                for k in kinds(m)]
+
     rows = []
     for ds in datasets:
         for r in ds["images"]:
             row = [ds["name"], r["image"], f"{r['hr_size'][0]}x{r['hr_size'][1]}"]
-            for m in METRICS:
-                row += [fmt_float(r[f"{m.key}_{k}"], m.digits) for k in ("bicubic", "model")]
-                row.append(f"{r[f'{m.key}_gain']:+.{m.digits}f}")
+            for m in metrics:
+                row += cells(r, m)
             rows.append(row + [f"{r['seconds']:.2f}"])
         mean = ds["mean"]
         row = [ds["name"], f"**mean** ({mean['images']})", ""]
-        for m in METRICS:
-            row += [fmt_float(mean[f"{m.key}_{k}"], m.digits) for k in ("bicubic", "model")]
-            row.append(f"{mean[f'{m.key}_gain']:+.{m.digits}f}")
+        for m in metrics:
+            row += cells(mean, m)
         rows.append(row + [f"{mean['seconds']:.2f}"])
     return markdown_table(headers, rows)
+
+
+def partial_means(datasets: Sequence[dict[str, Any]], metrics: Sequence[Metric] = METRICS) -> list[str]:
+    """One line per no-reference metric whose mean leaves images out."""
+    notes = []
+    for ds in datasets:
+        for m in metrics:
+            n = ds["mean"].get(f"{m.key}_images")
+            if n is not None and n < ds["mean"]["images"]:
+                notes.append(f"{ds['name']}: {m.label} mean over {n} of {ds['mean']['images']} images (no score for the "
+                             "others: NIQE needs a 96×96 block after the border crop).")
+    return notes
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -345,6 +437,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strips", type=int, default=3, help="write comparison strips for the first N images of each dataset")
     p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
                    help="torch.onnx exporter when a .safetensors model runs with --runner upscaler")
+    p.add_argument("--ma-scorer", metavar="SPEC", default=None,
+                   help="add Ma et al.'s score and PI = ((10 - Ma) + NIQE) / 2: 'module:function' or "
+                   "'path/to/file.py:function' naming your scorer (image -> Ma score); Ma's trained model is not "
+                   "bundled (see runtime/niqe.py)")
     add_common_args(p, name="quality")
     return p
 
@@ -360,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment(threads=args.threads)
     datasets: list[dict[str, Any]] = []
     try:
+        metrics = METRICS + (ma_metrics(args.ma_scorer) if args.ma_scorer else ())
         found = [find_dataset(d, scale=args.scale) for d in args.data]
         with make_runner(args) as (run, scale, model):
             for ds in found:
@@ -367,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       + (f"; skipped {', '.join(ds.skipped)}" if ds.skipped else ""), flush=True)
                 rows, strips, too_small = [], [], []
                 for path in ds.images:
-                    scored = score_image(path, run, scale)
+                    scored = score_image(path, run, scale, metrics)
                     if scored is None:
                         too_small.append(path.name)
                         continue
@@ -375,14 +472,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rows.append(row)
                     print("  " + "  ".join([row["image"]] + [
                         f"{m.label} {fmt_float(row[f'{m.key}_bicubic'], m.digits)} -> {fmt_float(row[f'{m.key}_model'], m.digits)}"
-                        for m in METRICS]), flush=True)
+                        + ("" if m.reference else f" (HR {fmt_float(row[f'{m.key}_hr'], m.digits)})")
+                        for m in metrics]), flush=True)
                     if len(strips) < args.strips:
-                        strips.append(str(write_strip(images, row, args.out / f"{args.name}_strips" / f"{ds.name}_{row['image']}.png", scale)))
+                        strips.append(str(write_strip(images, row, args.out / f"{args.name}_strips" / f"{ds.name}_{row['image']}.png",
+                                                      scale, metrics)))
                 if not rows:
                     raise BenchmarkError(f"{ds.root}: no image large enough (HR side >= {MIN_HR_SIDE})")
                 datasets.append({
                     "name": ds.name, "root": str(ds.root), "layout": ds.layout, "skipped": list(ds.skipped),
-                    "too_small": too_small, "images": rows, "mean": mean_row(rows), "strips": strips,
+                    "too_small": too_small, "images": rows, "mean": mean_row(rows, metrics), "strips": strips,
                 })
     except expected_errors() as e:
         print(f"error: {e}", file=sys.stderr)
@@ -397,17 +496,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             "lr": "MATLAB-bicubic imresize(hr, 1/scale) of the mod-cropped uint8 HR, uint8",
             "bicubic": "MATLAB-bicubic imresize(lr, scale), uint8",
             "metrics": [{"key": m.key, "label": m.label, "reference": m.reference, "higher_is_better": m.higher_is_better}
-                        for m in METRICS],
+                        for m in metrics],
             "gain": "model - bicubic (bicubic - model for lower-is-better metrics)",
+            "niqe": "runtime.niqe: MATLAB NIQE release algorithm and pristine model, BasicSR-compatible; Y channel, "
+                    "border crop = scale; null where no 96x96 block remains; <key>_hr: of the HR image",
+            "ma_scorer": args.ma_scorer,
         },
         "datasets": datasets,
     }
-    md_table = table(datasets)
+    md_table = table(datasets, metrics)
+    notes = partial_means(datasets, metrics)
     markdown = "\n\n".join([
         f"# Quality x{scale}: {Path(model['path']).name}",
         f"{env['date']}, commit {env['git']['commit']}, {env['host']['cpu']}; runner {model['runner']}; "
-        f"LR = {data['settings']['lr']}; Y channel, {scale}-pixel border.",
+        f"LR = {data['settings']['lr']}; Y channel, {scale}-pixel border; NIQE (lower is better) also of HR"
+        + (f"; Ma by {args.ma_scorer}, PI = ((10 - Ma) + NIQE) / 2" if args.ma_scorer else "") + ".",
         md_table,
+        *(["\n".join(f"- {n}" for n in notes)] if notes else []),
         *[f"![{Path(s).stem}]({Path(s).relative_to(args.out)})" for ds in datasets for s in ds["strips"]],
     ])
     paths = write_results(args.out, args.name, data, markdown)

@@ -212,3 +212,47 @@ def test_ma_scorer_result_must_be_a_number(tmp_path: Path) -> None:
     path.write_text(MA_MODULE)
     with pytest.raises(InvalidArgumentError, match=r"returned str 'high'; expected a number"):
         load_ma_scorer(f"{path}:returns_text")(photo("chelsea"))
+
+
+# --------------------------------------------------------------------------- benchmarks/quality.py
+
+
+def test_quality_benchmark_scores_niqe_ma_and_pi(tmp_path: Path) -> None:
+    from benchmarks import quality
+
+    path = tmp_path / "my_ma.py"
+    path.write_text(MA_MODULE)
+    metrics = quality.METRICS + quality.ma_metrics(f"{path}:score")
+    big, small = tmp_path / "chelsea.png", tmp_path / "small.png"
+    Image.fromarray(photo("chelsea")).save(big)
+    Image.fromarray(photo("chelsea")[:100, :100]).save(small)  # minus a 4-pixel border: no 96×96 block
+
+    def bicubic_model(lr: np.ndarray) -> np.ndarray:
+        return imresize(lr, 4.0)
+
+    row, images = quality.score_image(big, bicubic_model, 4, metrics)
+    hr = images["hr"]
+    assert row["niqe_hr"] == pytest.approx(niqe(hr, crop_border=4))
+    assert row["niqe_model"] == row["niqe_bicubic"] and row["niqe_gain"] == 0
+    assert row["niqe_bicubic"] > row["niqe_hr"] + 2
+    assert row["ma_hr"] == pytest.approx(load_ma_scorer(f"{path}:score")(hr[4:-4, 4:-4]))
+    for kind in ("bicubic", "model", "hr"):
+        assert row[f"pi_{kind}"] == pytest.approx(perceptual_index(row[f"niqe_{kind}"], row[f"ma_{kind}"]))
+
+    small_row, _ = quality.score_image(small, bicubic_model, 4, metrics)
+    assert small_row["niqe_model"] is None and small_row["pi_model"] is None and small_row["niqe_gain"] is None
+    assert small_row["ma_model"] is not None and small_row["psnr_y_model"] > 0
+
+    mean = quality.mean_row([row, small_row], metrics)
+    assert mean["niqe_images"] == 1 and mean["niqe_hr"] == row["niqe_hr"]
+    assert mean["ma_images"] == 2 and mean["psnr_y_model"] == pytest.approx((row["psnr_y_model"] + small_row["psnr_y_model"]) / 2)
+    datasets = [{"name": "t", "images": [row, small_row], "mean": mean}]
+    table = quality.table(datasets, metrics).splitlines()
+    headers = [h.strip() for h in table[0].strip("|").split("|")]
+    assert headers[9:13] == ["NIQE bicubic", "NIQE model", "NIQE gain", "NIQE HR"] and "PI HR" in headers
+    small_cells = [c.strip() for c in table[3].strip("|").split("|")]
+    assert small_cells[headers.index("NIQE model")] == "-" and small_cells[headers.index("NIQE gain")] == "-"
+    assert quality.partial_means(datasets, metrics) == [
+        "t: NIQE mean over 1 of 2 images (no score for the others: NIQE needs a 96×96 block after the border crop).",
+        "t: PI mean over 1 of 2 images (no score for the others: NIQE needs a 96×96 block after the border crop).",
+    ]
