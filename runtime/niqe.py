@@ -26,8 +26,8 @@ they report. This follows ``computequality.m`` / ``computefeature.m`` /
   features, Σd their covariance over the rows without NaN (``nancov``), μp/Σp the
   original pristine model shipped in ``runtime/data/niqe_pristine_params.mat``.
 
-Colour input is turned into one channel first, as BasicSR's ``calculate_niqe`` (whose
-numbers SR papers quote, and which BasicSR checked against MATLAB R2021a) does, then
+Colour input is turned into one channel first, as BasicSR's ``calculate_niqe`` (checked
+by BasicSR against MATLAB R2021a, and widely used for SR papers' NIQE) does, then
 rounded to integers (BasicSR: "round is necessary for being consistent with MATLAB's
 result"): ``convert_to="y"`` is Y of MATLAB's ``rgb2ycbcr``, 16 + (65.481 R + 128.553 G +
 24.966 B) / 255; ``convert_to="gray"`` uses BasicSR's (OpenCV's) weights 0.299, 0.587,
@@ -66,7 +66,8 @@ would be a different metric under the same name. So the score is a hook: any cal
 ``score(img: np.ndarray) -> float`` mapping an H×W×3 uint8 SR image (H×W for gray data)
 to Ma's score (0-10, higher is better), named as ``"module:function"`` or
 ``"path/to/file.py:function"`` and loaded with :func:`load_ma_scorer`; for example a file
-that calls the authors' ``quality_predict`` through the MATLAB Engine for Python::
+that calls the authors' ``quality_predict`` through the MATLAB Engine for Python (a
+sketch: untested here, there is no MATLAB)::
 
     # ma_matlab.py
     import matlab, matlab.engine
@@ -255,8 +256,9 @@ def _mscn(img: np.ndarray) -> np.ndarray:
     sigma = np.sqrt(np.abs(ndi.correlate(img * img, w, mode="nearest") - mu * mu))
     mscn = (img - mu) / (sigma + 1)
     # Constant window: exactly 0 in exact arithmetic; do not let rounding noise pick a sign.
-    spread = ndi.maximum_filter(img, _WINDOW_SIZE, mode="nearest") - ndi.minimum_filter(img, _WINDOW_SIZE, mode="nearest")
-    mscn[spread <= _FLAT_TOL] = 0.0
+    top = ndi.maximum_filter(img, _WINDOW_SIZE, mode="nearest")
+    bottom = ndi.minimum_filter(img, _WINDOW_SIZE, mode="nearest")
+    mscn[top - bottom <= _FLAT_TOL] = 0.0
     return mscn
 
 
@@ -270,9 +272,8 @@ def _niqe_of_luma(img: np.ndarray) -> float:
     for scale in (1, 2):
         mscn = _mscn(img)
         b = BLOCK_SIZE // scale
-        per_scale.append(np.array(
-            [_block_features(mscn[i * b : (i + 1) * b, j * b : (j + 1) * b]) for j in range(cols) for i in range(rows)]
-        ))
+        blocks = [mscn[i * b : (i + 1) * b, j * b : (j + 1) * b] for j in range(cols) for i in range(rows)]
+        per_scale.append(np.array([_block_features(block) for block in blocks]))
         if scale == 1:
             img = imresize(img, 0.5)  # float in, float out: no rounding between the passes
     feats = np.hstack(per_scale)
@@ -309,10 +310,12 @@ def niqe(img: np.ndarray, *, crop_border: int = 0, convert_to: str = "y") -> flo
     h, w = y.shape
     need = BLOCK_SIZE + 2 * crop_border
     if min(h, w) < need:
-        after = f" ({max(h - 2 * crop_border, 0)}×{max(w - 2 * crop_border, 0)} after the {crop_border}-pixel border crop)"
+        size, expected = f"{h}×{w} pixels", f"at least {need}×{need} pixels"
+        if crop_border:
+            size += f" ({max(h - 2 * crop_border, 0)}×{max(w - 2 * crop_border, 0)} after the {crop_border}-pixel border crop)"
+            expected += f" with crop_border={crop_border}"
         raise InvalidArgumentError(
-            f"niqe: img is {h}×{w} pixels{after if crop_border else ''}, smaller than one {BLOCK_SIZE}×{BLOCK_SIZE} "
-            f"block; expected at least {need}×{need} pixels" + (f" with crop_border={crop_border}" if crop_border else "")
+            f"niqe: img is {size}, smaller than one {BLOCK_SIZE}×{BLOCK_SIZE} block; expected {expected}"
         )
     if crop_border:
         y = y[crop_border : h - crop_border, crop_border : w - crop_border]
