@@ -549,3 +549,18 @@ def test_help_lists_the_recipe_flags(capsys):
     for opt in ("--dataset", "--root", "--images", "--imagenet-weights", "--no-imagenet", "--epochs-a", "--steps-b",
                 "--batch-a", "--lr-b", "--crop", "--resize", "--val-count", "--resume", "--max-steps", "--amp", "--seed"):
         assert opt in text, opt
+
+
+def test_ava_training_runs_from_the_cli(photos_dir, tmp_path):
+    root = tmp_path / "ava"
+    assert synthetic_iqa.main(["--photos", str(photos_dir / "train"), "--out", str(root), "--format", "ava",
+                               "--count", "20", "--size", "40"]) == 0
+    out = tmp_path / "run"
+    args = ["--dataset", "ava", "--root", str(root), "--out", str(out), "--crop", "32", "--resize", "0",
+            "--steps-a", "2", "--steps-b", "1", "--batch-a", "4", "--batch-b", "2", "--no-imagenet",
+            "--threads", "1", "--quiet", "--device", "cpu", "--val-fraction", "0.25"]
+    assert score_predictor.main(args) == 0
+    val = _jsonl(out / "val_log.jsonl")
+    assert val[-1]["step"] == 3 and val[-1]["n"] == 5  # 20 images, a quarter held out
+    ck = load_checkpoint(out / "last.safetensors", expect_kind=CHECKPOINT_KIND)
+    assert ck.config["dataset"] == "ava" and ck.train_state["n_train"] == 15
