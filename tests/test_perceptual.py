@@ -284,8 +284,8 @@ def test_result_loads_with_load_model_and_differs_from_the_start(straight_run, a
     x = torch.rand(1, 3, 8, 8) * 255
     with torch.no_grad():
         assert not torch.equal(trained(x, 4), start(x, 4))
-    # the generator file carries no discriminator weights
-    assert not any("features.18" in k for k in load_checkpoint(straight_run / "last.safetensors").model_state)
+    # the generator file carries the generator's weights and nothing else
+    assert set(load_checkpoint(straight_run / "last.safetensors").model_state) == set(build_eusr("tiny").state_dict())
 
 
 def test_resume_is_bit_exact(straight_run, assets, tmp_path):
@@ -377,6 +377,13 @@ def test_missing_predictor_names_its_flag(assets, tmp_path):
     i = args.index("--subjective-predictor")
     del args[i : i + 2]
     with pytest.raises(SystemExit, match="--subjective-predictor is required.*--no-subjective"):
+        _run(args)
+
+
+def test_missing_folders_are_named(assets, tmp_path):
+    args = _args(assets, tmp_path / "o", 1)
+    args[args.index("--train-dir") + 1] = str(tmp_path / "nowhere")
+    with pytest.raises(SystemExit, match=r"--train-dir .*nowhere: no such folder"):
         _run(args)
 
 

@@ -414,6 +414,18 @@ def _check_args(args: argparse.Namespace) -> None:
         raise SystemExit("error: give --generator (start a run) or --resume (continue one), not both")
     if args.resume is None and args.generator is None:
         raise SystemExit("error: --generator is required: a phase-1 EUSR checkpoint, e.g. models/eusr-compact.safetensors")
+    if not args.train_dir.is_dir():
+        raise SystemExit(f"error: --train-dir {args.train_dir}: no such folder")
+    if str(args.val_dir) not in ("", ".") and not args.val_dir.is_dir():
+        raise SystemExit(f"error: --val-dir {args.val_dir}: no such folder ('' skips validation)")
+
+
+def _check_predictor_flags(args: argparse.Namespace, active: Sequence[str]) -> None:
+    """Before anything is loaded: each predictor whose terms are on must be given."""
+    for flag, path, terms, off in (("--aesthetic-predictor", args.aesthetic_predictor, ("l_as", "l_ar"), "--no-aesthetic"),
+                                   ("--subjective-predictor", args.subjective_predictor, ("l_ss", "l_sr"), "--no-subjective")):
+        if path is None and any(t in active for t in terms):
+            raise SystemExit(f"error: {flag} is required while its loss terms are on (or pass {off}, or --alpha-p 0)")
 
 
 def _load_predictor(flag: str, path: Path | None, needed: bool, device: torch.device) -> ScorePredictor | None:
@@ -421,8 +433,6 @@ def _load_predictor(flag: str, path: Path | None, needed: bool, device: torch.de
         if path is not None:
             log.info("%s %s not loaded: its loss terms are off", flag, path)
         return None
-    if path is None:
-        raise SystemExit(f"error: {flag} is required while its loss terms are on (or pass --no-{flag[2:].split('-')[0]})")
     from train.models.nima import load_score_predictor
 
     try:
@@ -436,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     _check_args(args)
     weights = _loss_weights(args)
+    _check_predictor_flags(args, weights.active())
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
