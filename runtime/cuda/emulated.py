@@ -1,0 +1,463 @@
+"""A CPU stand-in for the CUDA device, strict enough to catch missing synchronisation.
+
+:class:`EmulatedDevice` implements the same small interface as
+:class:`~runtime.cuda.resources.CudaDevice` (streams, events, "pinned" host buffers,
+"device" buffers, async copies, graph capture) with numpy memory and per-stream op queues,
+so ``runtime.pipeline`` runs its real scheduling code on a machine without a GPU.
+
+What makes it a test rather than a mock is *when* queued work happens (``schedule``):
+
+* ``"lazy"`` (default): nothing queued on a stream runs until an event recorded after it
+  (or the stream) is synchronised, as if the GPU were infinitely slow. A host buffer that
+  is refilled before its copy to the device was waited for, or a result read before its
+  event, then gives wrong pixels.
+* ``"random"``: at every device call each stream runs a random number of its queued ops
+  (seeded), like a GPU that makes progress on its own at arbitrary times.
+* ``"eager"``: every op runs when queued (like a synchronous device).
+
+A copy to the host also fills its destination with 0xFF bytes (NaN for float32, 255 for
+uint8) when it is *queued*, so reading a result before its event always shows. An op that
+raises stores the exception on its stream; the next synchronisation that covers it raises
+it, as CUDA reports asynchronous errors, and the rest of that stream's work up to that
+point is skipped.
+
+Stages: :class:`BackendStageFactory` runs any sequential :class:`~runtime.backends.Backend`
+(ONNX Runtime CPU, a numpy model) as a device stage; :class:`DeferredStageFactory` defers a
+stage that computes synchronously on host-addressable memory (ONNX Runtime's IOBinding on
+the CPU) to stream execution time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .._validate import check_int
+from ..backends.base import Backend
+from ..backends.device_stage import DeviceStage, DeviceStageFactory
+from ..errors import InvalidArgumentError, UpscaleError
+from ..model_info import ModelInfo, ModelIO
+from ..stitching import batch_shape
+
+__all__ = [
+    "SCHEDULES",
+    "EmulatedDevice",
+    "EmulatedStream",
+    "EmulatedEvent",
+    "HostBuffer",
+    "EmulatedDeviceBuffer",
+    "BackendStageFactory",
+    "DeferredStageFactory",
+]
+
+SCHEDULES = ("lazy", "random", "eager")
+
+_DTYPES = {ModelIO.FLOAT32_NCHW: np.dtype(np.float32), ModelIO.UINT8_NHWC: np.dtype(np.uint8)}
+
+
+class _Op:
+    __slots__ = ("run", "on_queue", "label")
+
+    def __init__(self, run: Callable[[], None], label: str, on_queue: Callable[[], None] | None = None) -> None:
+        self.run = run
+        self.label = label
+        self.on_queue = on_queue
+
+
+class EmulatedStream:
+    """An in-order queue of ops; ``handle`` is the int a stage receives."""
+
+    def __init__(self, device: EmulatedDevice, handle: int) -> None:
+        self.device = device
+        self.handle = handle
+        self._ops: list[_Op] = []
+        self._done = 0  # ops[:done] have run (or been skipped after an error)
+        self._error: tuple[int, BaseException] | None = None
+        self._capture: list[_Op] | None = None
+        self.closed = False
+
+    @property
+    def queued(self) -> int:
+        """Ops queued so far (a position events remember)."""
+        return len(self._ops)
+
+    @property
+    def pending(self) -> int:
+        return len(self._ops) - self._done
+
+    def _enqueue(self, op: _Op) -> None:
+        if self.closed:
+            raise UpscaleError(f"emulated stream 0x{self.handle:x} is closed")
+        if self._capture is not None:
+            self._capture.append(op)
+            return
+        if op.on_queue is not None:
+            op.on_queue()
+        self._ops.append(op)
+        if self.device.schedule == "eager":
+            self._run_until(len(self._ops))
+
+    def _run_until(self, position: int) -> None:
+        while self._done < position:
+            op = self._ops[self._done]
+            self._done += 1
+            self.device.ops_run += 1
+            if self._error is not None:
+                continue  # a failed stream skips the rest of its queued work
+            try:
+                op.run()
+            except Exception as exc:  # noqa: BLE001 - reported at synchronisation
+                self._error = (self._done, exc)
+        if len(self._ops) > 4096 and self._done == len(self._ops) and self._error is None:
+            self._ops.clear()  # keep memory bounded; positions restart
+            self._done = 0
+            self.device._rebase(self)
+
+    def _raise_up_to(self, position: int) -> None:
+        if self._error is not None and self._error[0] <= position:
+            exc = self._error[1]
+            self._error = None
+            raise exc
+
+    def synchronize(self) -> None:
+        self.device._tick()
+        self._run_until(len(self._ops))
+        self._raise_up_to(len(self._ops))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class EmulatedEvent:
+    """Remembers a stream position; synchronising runs the stream up to it."""
+
+    def __init__(self, device: EmulatedDevice) -> None:
+        self.device = device
+        self._stream: EmulatedStream | None = None
+        self._position = 0
+        self.closed = False
+
+    def record(self, stream: EmulatedStream) -> None:
+        if stream._capture is not None:
+            raise InvalidArgumentError("recording an event on a capturing stream is not emulated")
+        self.device._tick()
+        self._stream, self._position = stream, stream.queued
+
+    def synchronize(self) -> None:
+        self.device._tick()
+        if self._stream is not None:
+            self._stream._run_until(self._position)
+            self._stream._raise_up_to(self._position)
+
+    def query(self) -> bool:
+        self.device._tick()
+        return self._stream is None or self._stream._done >= self._position
+
+    def _rebase(self, stream: EmulatedStream) -> None:
+        if self._stream is stream:
+            self._position = 0
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class HostBuffer:
+    """Stand-in for pinned memory: a numpy uint8 array with ``ptr``/``view``/``close``."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = check_int("nbytes", nbytes, 1)
+        self.array: np.ndarray | None = np.zeros(self.nbytes, np.uint8)
+        self.ptr = self.array.ctypes.data
+        self.closed = False
+
+    def view(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        if self.array is None:
+            raise UpscaleError("HostBuffer is closed")
+        dtype = np.dtype(dtype)
+        needed = math.prod(shape) * dtype.itemsize
+        if needed > self.nbytes:
+            raise InvalidArgumentError(f"a {dtype} view of shape {shape} needs {needed} bytes, buffer has {self.nbytes}")
+        return self.array[:needed].view(dtype).reshape(shape)
+
+    def close(self) -> None:
+        self.closed = True
+        self.array = None
+
+
+class EmulatedDeviceBuffer(HostBuffer):
+    """Stand-in for device memory; stages reach it through :meth:`EmulatedDevice.array_at`."""
+
+    def __init__(self, nbytes: int) -> None:
+        super().__init__(nbytes)
+        self.array[:] = 0xFF  # uninitialised device memory is garbage, not zeros
+
+
+class _Graph:
+    def __init__(self, ops: list[_Op]) -> None:
+        self.ops = ops
+        self.closed = False
+
+    def launch(self, stream: EmulatedStream) -> None:
+        if self.closed:
+            raise UpscaleError("graph is closed")
+        stream.device._tick()
+        for op in self.ops:
+            stream._enqueue(_Op(op.run, op.label, op.on_queue))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class EmulatedDevice:
+    """The executor's device interface on the CPU; see the module docstring."""
+
+    kind = "emulated"
+    name = "emulated CUDA device (CPU)"
+
+    def __init__(self, schedule: str = "lazy", *, seed: int = 0) -> None:
+        if schedule not in SCHEDULES:
+            raise InvalidArgumentError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        self.schedule = schedule
+        self._random = random.Random(seed)
+        self._handles = itertools.count(0x1000)
+        self._streams: dict[int, EmulatedStream] = {}
+        self._events: list[EmulatedEvent] = []
+        self._memory: list[EmulatedDeviceBuffer] = []
+        self.allocations = 0
+        """Buffers, streams and events created: the executor's hot loop must not add any."""
+        self.ops_run = 0
+
+    # -- progress --------------------------------------------------------------------
+    def _tick(self) -> None:
+        if self.schedule != "random":
+            return
+        for stream in list(self._streams.values()):
+            if stream.pending and stream._capture is None:
+                stream._run_until(stream._done + self._random.randint(0, stream.pending))
+
+    def _rebase(self, stream: EmulatedStream) -> None:
+        for event in self._events:
+            event._rebase(stream)
+
+    # -- the executor's interface ----------------------------------------------------
+    def activate(self) -> None:
+        pass
+
+    def create_stream(self) -> EmulatedStream:
+        self.allocations += 1
+        stream = EmulatedStream(self, next(self._handles))
+        self._streams[stream.handle] = stream
+        return stream
+
+    def create_event(self, *, timing: bool = False) -> EmulatedEvent:
+        self.allocations += 1
+        event = EmulatedEvent(self)
+        self._events.append(event)
+        return event
+
+    def alloc_host(self, nbytes: int) -> HostBuffer:
+        self.allocations += 1
+        return HostBuffer(nbytes)
+
+    def alloc_device(self, nbytes: int) -> EmulatedDeviceBuffer:
+        self.allocations += 1
+        buffer = EmulatedDeviceBuffer(nbytes)
+        self._memory.append(buffer)
+        return buffer
+
+    def copy_h2d(self, dst: EmulatedDeviceBuffer, src: HostBuffer, nbytes: int, stream: EmulatedStream) -> None:
+        self._tick()
+        self._check_copy(dst, src, nbytes)
+
+        def run() -> None:  # reads the host buffer when the op runs, as a DMA would
+            dst.array[:nbytes] = src.array[:nbytes]
+
+        stream._enqueue(_Op(run, "h2d"))
+
+    def copy_d2h(self, dst: HostBuffer, src: EmulatedDeviceBuffer, nbytes: int, stream: EmulatedStream) -> None:
+        self._tick()
+        self._check_copy(dst, src, nbytes)
+
+        def poison() -> None:
+            dst.array[:nbytes] = 0xFF
+
+        def run() -> None:
+            dst.array[:nbytes] = src.array[:nbytes]
+
+        stream._enqueue(_Op(run, "d2h", on_queue=poison))
+
+    @staticmethod
+    def _check_copy(dst: HostBuffer, src: HostBuffer, nbytes: int) -> None:
+        if dst.array is None or src.array is None:
+            raise UpscaleError("copy between closed buffers")
+        if not 0 < nbytes <= min(dst.nbytes, src.nbytes):
+            raise InvalidArgumentError(
+                f"copy of {nbytes} bytes does not fit buffers of {src.nbytes} -> {dst.nbytes} bytes"
+            )
+
+    def begin_capture(self, stream: EmulatedStream) -> None:
+        if stream._capture is not None:
+            raise InvalidArgumentError("stream is already capturing")
+        stream._capture = []
+
+    def end_capture(self, stream: EmulatedStream) -> _Graph:
+        if stream._capture is None:
+            raise InvalidArgumentError("stream is not capturing")
+        ops, stream._capture = stream._capture, None
+        return _Graph(ops)
+
+    def synchronize(self) -> None:
+        for stream in list(self._streams.values()):
+            stream.synchronize()
+
+    def close(self) -> None:
+        pass
+
+    # -- what stages use -------------------------------------------------------------
+    def stream(self, handle: int) -> EmulatedStream:
+        """The stream with ``handle`` (what a stage's ``enqueue`` receives)."""
+        try:
+            return self._streams[handle]
+        except KeyError:
+            raise InvalidArgumentError(f"no emulated stream with handle {handle!r}") from None
+
+    def launch(self, stream: int, fn: Callable[[], None], label: str = "kernel") -> None:
+        """Queue the host function ``fn`` on stream handle ``stream`` (a "kernel")."""
+        self._tick()
+        self.stream(stream)._enqueue(_Op(fn, label))
+
+    def array_at(self, ptr: int, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """A view of emulated device memory at ``ptr`` (must lie in one allocation)."""
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
+        for buffer in self._memory:
+            if buffer.array is not None and buffer.ptr <= ptr and ptr + nbytes <= buffer.ptr + buffer.nbytes:
+                start = ptr - buffer.ptr
+                return buffer.array[start : start + nbytes].view(dtype).reshape(shape)
+        raise InvalidArgumentError(f"0x{ptr:x} (+{nbytes} bytes) is not inside any emulated device allocation")
+
+    def __repr__(self) -> str:
+        return f"EmulatedDevice(schedule={self.schedule!r})"
+
+
+# ---------------------------------------------------------------------------- stages
+
+
+class _BackendStage:
+    def __init__(self, factory: BackendStageFactory) -> None:
+        self._factory = factory
+        self._bound: tuple[int, int, tuple[int, int, int, int]] | None = None
+        self.closed = False
+
+    def bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int]) -> None:
+        self._bound = (input_ptr, output_ptr, tuple(input_shape))
+
+    def enqueue(self, stream: int) -> None:
+        if self._bound is None:
+            raise UpscaleError("enqueue before bind")
+        in_ptr, out_ptr, shape = self._bound
+        self._factory.before_enqueue(shape)
+        self._factory.device.launch(stream, lambda: self._run(in_ptr, out_ptr, shape), "backend")
+
+    def _run(self, in_ptr: int, out_ptr: int, shape: tuple[int, int, int, int]) -> None:
+        factory = self._factory
+        info = factory.info
+        dtype = _DTYPES[info.io]
+        x = factory.device.array_at(in_ptr, dtype, shape)
+        n = shape[0]
+        h, w = (shape[2], shape[3]) if info.io is ModelIO.FLOAT32_NCHW else (shape[1], shape[2])
+        y = factory.backend.infer(x)
+        out = factory.device.array_at(out_ptr, dtype, batch_shape(info.io, n, h * info.scale, w * info.scale))
+        out[...] = y
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class BackendStageFactory:
+    """A :class:`~runtime.backends.device_stage.DeviceStageFactory` over a sequential Backend.
+
+    Each ``enqueue`` queues ``backend.infer`` on the emulated stream, reading and writing
+    emulated device memory, so the executor's copies, events and stitching are exercised
+    exactly as with a GPU stage. ``before_enqueue`` is a hook for tests (e.g. to fail).
+    """
+
+    def __init__(self, backend: Backend, device: EmulatedDevice, *, max_batch: int = 64) -> None:
+        self.backend = backend
+        self.device = device
+        self._max_batch = check_int("max_batch", max_batch, 1)
+        self.stages: list[_BackendStage] = []
+        self.closed = False
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.backend.info
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    def window_limits(self) -> tuple[int, int] | None:
+        low = self.backend.min_input_size
+        return None if low <= 1 else (low, 1 << 30)
+
+    def create_stage(self, slot: int) -> DeviceStage:
+        stage = _BackendStage(self)
+        self.stages.append(stage)
+        return stage
+
+    def before_enqueue(self, shape: tuple[int, int, int, int]) -> None:
+        """Called at every enqueue with the batch shape; does nothing (test hook)."""
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _DeferredStage:
+    def __init__(self, inner: DeviceStage, device: EmulatedDevice) -> None:
+        self._inner = inner
+        self._device = device
+
+    def bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int]) -> None:
+        self._inner.bind(input_ptr, output_ptr, input_shape)
+
+    def enqueue(self, stream: int) -> None:
+        self._device.launch(stream, lambda: self._inner.enqueue(stream), "deferred")
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class DeferredStageFactory:
+    """Wraps a factory whose stages run synchronously on host memory so they run on the stream.
+
+    For example ONNX Runtime's IOBinding stage on the CPU provider, which reads the bound
+    pointers during ``enqueue``: deferred, it reads them only once the emulated copy to the
+    "device" has run.
+    """
+
+    def __init__(self, inner: DeviceStageFactory, device: EmulatedDevice) -> None:
+        self.inner = inner
+        self.device = device
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.inner.info
+
+    @property
+    def max_batch(self) -> int:
+        return self.inner.max_batch
+
+    def window_limits(self) -> tuple[int, int] | None:
+        return self.inner.window_limits()
+
+    def create_stage(self, slot: int) -> DeviceStage:
+        return _DeferredStage(self.inner.create_stage(slot), self.device)
+
+    def close(self) -> None:
+        self.inner.close()
