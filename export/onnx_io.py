@@ -7,6 +7,10 @@
 to NCHW, the network, Round (half to even, as ``numpy.round``), Clip 0..255, cast to uint8,
 transpose to NHWC; output ``sr`` uint8 ``[N,sH,sW,3]``. A quarter of the transfer bytes.
 
+Either contract can come in two precisions (:class:`Precision`): ``fp32``, or ``fp16``
+where the graph computes in float16 between float32 edges (``export/fp16.py``), so the I/O
+above is the same for both and the runtime and TensorRT see no difference at the edges.
+
 The metadata (ONNX ``metadata_props`` key ``fourpp_eusr``, a JSON object) is read by
 ``runtime.model_info.parse_metadata``; the key and the I/O names come from there so the
 two sides cannot drift apart.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -30,10 +35,13 @@ __all__ = [
     "INPUT_NAME",
     "OUTPUT_NAME",
     "METADATA_FORMAT",
+    "Precision",
+    "parse_precision",
     "Uint8NHWC",
     "wrap_for_io",
     "parse_io",
     "variant_paths",
+    "export_paths",
     "set_metadata",
     "read_metadata",
 ]
@@ -43,6 +51,27 @@ OUTPUT_NAME = "sr"
 METADATA_FORMAT = 1
 UINT8_SUFFIX = ".uint8"
 """``--io both`` writes ``<stem>.onnx`` (float32-nchw) and ``<stem>.uint8.onnx`` (uint8-nhwc)."""
+FP16_SUFFIX = ".fp16"
+"""``--precision both`` writes the fp16 graphs as ``<stem>.fp16.onnx`` (and ``<stem>.fp16.uint8.onnx``)."""
+
+
+class Precision(str, Enum):
+    """What the graph computes in between its I/O edges (which do not change).
+
+    Recorded in the metadata as ``"precision"`` only for fp16: a file without the key is
+    float32, as every file exported before the key existed is, and float32 exports stay
+    byte-identical to those of earlier versions (an engine cache keys on the ONNX bytes).
+    """
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
+def parse_precision(precision: str | Precision) -> Precision:
+    try:
+        return Precision(precision)
+    except ValueError:
+        raise ValueError(f"precision must be one of {[p.value for p in Precision]}, got {precision!r}") from None
 
 
 class Uint8NHWC(nn.Module):
@@ -87,6 +116,28 @@ def variant_paths(output: str | os.PathLike, ios: Iterable[str | ModelIO]) -> di
     for io in ios:
         tag = "" if io is ModelIO.FLOAT32_NCHW else UINT8_SUFFIX
         paths[io] = output.with_name(f"{stem}{tag}{suffix}")
+    return paths
+
+
+def export_paths(
+    output: str | os.PathLike, ios: Iterable[str | ModelIO], precisions: Iterable[str | Precision] = (Precision.FP32,)
+) -> dict[tuple[Precision, ModelIO], Path]:
+    """Where each (precision, I/O) variant goes. One precision: :func:`variant_paths`
+    (``output`` itself for a single I/O). Both: the fp32 files as :func:`variant_paths`
+    of ``output``, the fp16 ones as :func:`variant_paths` of ``<stem>.fp16<suffix>``
+    (``model.onnx`` → ``model.fp16.onnx``, ``model.fp16.uint8.onnx``)."""
+    output = Path(output)
+    precisions = list(dict.fromkeys(parse_precision(p) for p in precisions))
+    ios = list(dict.fromkeys(parse_io(i) for i in ios))
+    paths: dict[tuple[Precision, ModelIO], Path] = {}
+    for precision in precisions:
+        base = output
+        if len(precisions) > 1 and precision is Precision.FP16:
+            suffix = output.suffix or ".onnx"
+            stem = output.name[: -len(output.suffix)] if output.suffix else output.name
+            base = output.with_name(f"{stem}{FP16_SUFFIX}{suffix}")
+        for io, path in variant_paths(base, ios).items():
+            paths[(precision, io)] = path
     return paths
 
 

@@ -3,6 +3,9 @@
     python export/to_onnx.py CHECKPOINT -o model.onnx                 # ×4, float32 NCHW
     python export/to_onnx.py CHECKPOINT -o model.onnx --io both       # + model.uint8.onnx
     python -m export.to_onnx CHECKPOINT -o x2.onnx --scale 2 --io uint8-nhwc
+    python export/to_onnx.py CHECKPOINT -o model.onnx --precision fp16  # fp16 inside, same I/O
+    python export/to_onnx.py CHECKPOINT -o m.onnx --precision both --io both
+        # m.onnx, m.uint8.onnx, m.fp16.onnx, m.fp16.uint8.onnx
 
 The graph has dynamic batch, height and width (opset >= 17, default 18), constant-folded,
 in eval mode, and carries a JSON description under the ``metadata_props`` key
@@ -18,9 +21,19 @@ Unless told not to, every export is validated before it is written: ``onnx.check
 (full check), the graph's I/O signature (names, dtypes, dynamic axes), then ONNX Runtime
 (CPU) against PyTorch on random inputs and on crops of real photos of odd sizes, batch 1
 and 3. Float path: PSNR >= 80 dB and max abs error <= 0.05 grey levels; uint8 path: within
-1 level of the PyTorch float output rounded and clipped by numpy. The file appears at its
-path (temp file + ``os.replace``) only after all checks pass; with ``--io both`` neither
-file is written unless both pass.
+1 level of the PyTorch float output rounded and clipped by numpy. When both I/O variants
+of a precision are exported, the uint8 graph must also equal the float graph rounded
+within 1 level on the same inputs. The file appears at its path (temp file +
+``os.replace``) only after all checks pass; with several variants none is written unless
+all pass.
+
+``--precision fp16`` (or ``both``) exports the path with its layers in float16 between
+float32 edges (``export/fp16.py`` says why this beats the converters): the I/O contract
+is unchanged, the metadata gains ``"precision": "fp16"``. It is checked against the
+float32 PyTorch model on the same inputs, twice: as ONNX Runtime (CPU) runs the graph
+(which on x86 upcasts the convolutions) and as an fp16-rounding twin
+(:func:`export.fp16.emulate_fp16`) that rounds every fp16 tensor as a GPU would store it.
+Both must be finite with PSNR >= 60 dB (float path) or within 1 level (uint8 path).
 
 Exit status: 0 success, 1 validation or export failure, 2 bad arguments or input
 (missing/invalid checkpoint, scale not in the model, unwritable output).
@@ -50,12 +63,16 @@ import onnx
 import torch
 from torch import nn
 
+from export.fp16 import check_precision, emulate_fp16, precision_module
 from export.onnx_io import (
     INPUT_NAME,
     METADATA_FORMAT,
     OUTPUT_NAME,
     ModelIO,
+    Precision,
+    export_paths,
     parse_io,
+    parse_precision,
     read_metadata,
     set_metadata,
     variant_paths,
@@ -81,6 +98,9 @@ __all__ = [
     "validate_onnx",
     "export_onnx",
     "export_onnx_variants",
+    "export_onnx_all",
+    "cross_check_io",
+    "MIN_PSNR_FP16_DB",
     "main",
 ]
 
@@ -101,6 +121,9 @@ EXPORTERS = ("dynamo", "torchscript")
 MIN_PSNR_DB = 80.0
 MAX_ABS_ERR_FLOAT = 0.05
 MAX_ABS_ERR_UINT8 = 1
+MIN_PSNR_FP16_DB = 60.0
+"""fp16 graphs vs the float32 model (float path; the uint8 path keeps MAX_ABS_ERR_UINT8).
+Read when a check runs, so a test can raise it to see the exporter refuse."""
 
 # Validation cases: (name, batch, height, width, source). Odd sizes, batch 1 and 3, small
 # enough to run the paper configuration on a CPU in seconds.
@@ -197,10 +220,13 @@ def _check_scale(model: EUSR, scale: int) -> int:
 
 
 def build_metadata(
-    source: ModelSource, *, scale: int, io: str | ModelIO, opset: int, halo: int = DEFAULT_HALO, exporter: str = "dynamo"
+    source: ModelSource, *, scale: int, io: str | ModelIO, opset: int, halo: int = DEFAULT_HALO, exporter: str = "dynamo",
+    precision: str | Precision = Precision.FP32,
 ) -> dict[str, Any]:
-    """The ``fourpp_eusr`` JSON object (format 1) that ``runtime.model_info`` reads."""
-    return {
+    """The ``fourpp_eusr`` JSON object (format 1) that ``runtime.model_info`` reads (it
+    ignores keys it does not know). ``"precision": "fp16"`` only for fp16 graphs; absent
+    means float32 (see :class:`export.onnx_io.Precision`)."""
+    meta = {
         "format": METADATA_FORMAT,
         "scale": int(scale),
         "io": parse_io(io).value,
@@ -213,6 +239,9 @@ def build_metadata(
         "recommended_halo": int(halo),
         "exporter": {"torch": torch.__version__, "opset": int(opset), "onnx": onnx.__version__, "method": exporter},
     }
+    if parse_precision(precision) is Precision.FP16:
+        meta["precision"] = Precision.FP16.value
+    return meta
 
 
 def _doc_string(meta: dict[str, Any]) -> str:
@@ -222,6 +251,8 @@ def _doc_string(meta: dict[str, Any]) -> str:
     else:
         sig = f"'lr' uint8 [N,H,W,3] RGB -> 'sr' uint8 [N,{s}H,{s}W,3] (rounded half-to-even, clipped)"
     src = f"checkpoint sha256 {meta['checkpoint_sha256']}" if meta["checkpoint_sha256"] else "in-memory model"
+    if meta.get("precision") == Precision.FP16.value:
+        sig += "; computes in float16 between float32 edges"
     return (
         f"4PP-EUSR x{s} super-resolution, config {meta['config_name']!r}; {sig}; "
         f"{src}; exported by export/to_onnx.py; JSON metadata under 'fourpp_eusr'."
@@ -280,9 +311,15 @@ def build_onnx(
     halo: int = DEFAULT_HALO,
     exporter: str = "dynamo",
     verbose: bool = False,
+    precision: str | Precision = Precision.FP32,
 ):
-    """Export one path to an in-memory ``onnx.ModelProto`` with metadata (not validated)."""
+    """Export one path to an in-memory ``onnx.ModelProto`` with metadata (not validated).
+    ``precision="fp16"``: the layers in float16 between float32 edges, same I/O."""
     io = parse_io(io)
+    try:
+        precision = parse_precision(precision)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter must be one of {list(EXPORTERS)}, got {exporter!r}")
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
@@ -305,7 +342,7 @@ def build_onnx(
         out_axes = {0: "batch", 1: f"{scale}*height", 2: f"{scale}*width"}
 
     with _eval_mode(source.model), _quiet_exporter(verbose):
-        module = wrap_for_io(source.model.path(scale), io).eval()
+        module = wrap_for_io(precision_module(source.model, scale, precision), io).eval()
         try:
             if exporter == "dynamo":
                 dims = {k: torch.export.Dim(v) for k, v in axes.items()}
@@ -342,7 +379,9 @@ def build_onnx(
         except ExportError:
             raise
         except Exception as e:
-            raise ExporterFailure(f"torch.onnx.export ({exporter}) failed for the x{scale} {io.value} path: {e}") from e
+            raise ExporterFailure(
+                f"torch.onnx.export ({exporter}) failed for the x{scale} {io.value} {precision.value} path: {e}"
+            ) from e
 
     got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if got != opset:
@@ -351,12 +390,13 @@ def build_onnx(
             f"use --opset {DEFAULT_OPSET} (or --exporter torchscript for {opset})"
         )
     _strip_trace_metadata(proto)
-    meta = build_metadata(source, scale=scale, io=io, opset=opset, halo=halo, exporter=exporter)
+    meta = build_metadata(source, scale=scale, io=io, opset=opset, halo=halo, exporter=exporter, precision=precision)
     set_metadata(proto, meta)
     proto.producer_name = "fourpp-eusr export/to_onnx.py"
     proto.producer_version = _producer_version()
     proto.doc_string = _doc_string(meta)
-    proto.graph.name = f"eusr_x{scale}_{io.value.replace('-', '_')}"
+    tag = "" if precision is Precision.FP32 else f"_{precision.value}"
+    proto.graph.name = f"eusr_x{scale}_{io.value.replace('-', '_')}{tag}"
     return proto
 
 
@@ -402,6 +442,9 @@ class ValidationReport:
     limits: str
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
+    precision: Precision = Precision.FP32
+    against: str = "ONNX Runtime CPU vs PyTorch"
+    label: str = "validation"
 
     @property
     def passed(self) -> bool:
@@ -413,7 +456,8 @@ class ValidationReport:
 
     def table(self) -> str:
         head = f"{'case':<28} {'input -> output shape':<30} {'PSNR dB':>8} {'max abs err':>12}  result"
-        title = f"validation x{self.scale} {self.io.value} (ONNX Runtime CPU vs PyTorch; {self.limits})"
+        what = self.io.value if self.precision is Precision.FP32 else f"{self.io.value} {self.precision.value}"
+        title = f"{self.label} x{self.scale} {what} ({self.against}; {self.limits})"
         lines = [title, head, "-" * len(head)]
         lines += [c.row() for c in self.cases]
         lines += [f"note: {n}" for n in self.notes]
@@ -422,8 +466,8 @@ class ValidationReport:
 
     def summary(self) -> str:
         if self.passed:
-            return f"validation passed: {len(self.cases)} cases in {self.seconds:.1f} s"
-        return f"validation failed: " + "; ".join(f"{c.name}: {c.why}" for c in self.failures)
+            return f"{self.label} passed: {len(self.cases)} cases in {self.seconds:.1f} s"
+        return f"{self.label} failed: " + "; ".join(f"{c.name}: {c.why}" for c in self.failures)
 
 
 def _as_proto(onnx_model: Any) -> onnx.ModelProto:
@@ -521,7 +565,9 @@ def _load_images(images: str | os.PathLike | None, notes: list[str]) -> list[tup
 
 
 def _compare(name: str, io: ModelIO, x_u8_or_f: np.ndarray, got: np.ndarray, ref_nchw: np.ndarray, scale: int,
-             min_psnr: float, max_err_float: float, max_err_uint8: int) -> CaseResult:
+             min_psnr: float, max_err_float: float | None, max_err_uint8: int) -> CaseResult:
+    """One case's verdict. ``max_err_float=None`` (fp16): the float path is judged by
+    finiteness and PSNR alone; fp16 errors are spread, not bounded per pixel."""
     n = x_u8_or_f.shape[0]
     if io is ModelIO.FLOAT32_NCHW:
         h, w = x_u8_or_f.shape[2:]
@@ -535,13 +581,18 @@ def _compare(name: str, io: ModelIO, x_u8_or_f: np.ndarray, got: np.ndarray, ref
         return CaseResult(name=name, input_shape=x_u8_or_f.shape, output_shape=got.shape, psnr_db=float("nan"),
                           max_abs_err=float("inf"), passed=False,
                           why=f"output {got.dtype} {got.shape}, expected {expected.dtype} {want_shape}")
-    err = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
-    p = psnr(got, expected)
+    finite = bool(np.isfinite(got).all())
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
+        p = psnr(got, expected) if finite else float("nan")
     if io is ModelIO.FLOAT32_NCHW:
         why = []
-        if not p >= min_psnr:
+        if not finite:
+            bad = int(np.size(got) - np.isfinite(got).sum())
+            why.append(f"{bad} of {np.size(got)} output values are NaN or Inf")
+        elif not p >= min_psnr:
             why.append(f"PSNR {p:.2f} dB < {min_psnr:g} dB (short by {min_psnr - p:.2f} dB)")
-        if not err <= max_err_float:
+        if finite and max_err_float is not None and not err <= max_err_float:
             why.append(f"max abs err {err:.4g} > {max_err_float:g} (by {err - max_err_float:.4g})")
     else:
         why = [] if err <= max_err_uint8 else [f"max abs err {err:g} levels > {max_err_uint8} (by {err - max_err_uint8:g})"]
@@ -561,15 +612,23 @@ def validate_onnx(
     max_abs_err: float = MAX_ABS_ERR_FLOAT,
     max_abs_err_uint8: int = MAX_ABS_ERR_UINT8,
     cases: Sequence[tuple[str, int, int, int, str]] = CASES,
+    precision: str | Precision | None = None,
+    min_psnr_fp16: float | None = None,
 ) -> ValidationReport:
     """Check an exported model (``onnx.ModelProto``, bytes or path) against ``reference``.
 
-    ``reference`` is the PyTorch network: an EUSR (its ``scale`` path is used) or any
-    float NCHW [0, 255] module. ``io``/``scale`` default to the model's metadata. Raises
-    :class:`ExportValidationError` for structural problems (onnx.checker, I/O signature);
-    numeric comparisons are returned in the report (see ``.passed``/``.failures``).
-    ``images``: folder of photos (default ``data/photos/test`` of the repository, skipped
-    with a note when absent).
+    ``reference`` is the float32 PyTorch network: an EUSR (its ``scale`` path is used) or
+    any float NCHW [0, 255] module. ``io``/``scale``/``precision`` default to the model's
+    metadata. Raises :class:`ExportValidationError` for structural problems (onnx.checker,
+    I/O signature, an "fp16" graph whose convolutions are not float16); numeric
+    comparisons are returned in the report (see ``.passed``/``.failures``). ``images``:
+    folder of photos (default ``data/photos/test`` of the repository, skipped with a note
+    when absent).
+
+    fp16 graphs: every case runs twice, as ONNX Runtime runs the graph and through its
+    fp16-rounding twin (:func:`export.fp16.emulate_fp16`, rows marked ``[fp16-rounded]``);
+    the float path must be finite with PSNR >= ``min_psnr_fp16`` (default
+    :data:`MIN_PSNR_FP16_DB`), the uint8 path within ``max_abs_err_uint8`` levels.
     """
     import onnxruntime as ort
 
@@ -579,10 +638,21 @@ def validate_onnx(
     io = parse_io(io if io is not None else meta.get("io", ModelIO.FLOAT32_NCHW))
     scale = int(scale if scale is not None else meta.get("scale", 4))
     try:
+        precision = parse_precision(precision if precision is not None else meta.get("precision", Precision.FP32))
+    except ValueError as e:
+        raise ExportValidationError(f"metadata or argument: {e}") from None
+    fp16 = precision is Precision.FP16
+    if min_psnr_fp16 is None:
+        min_psnr_fp16 = MIN_PSNR_FP16_DB
+    try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise ExportValidationError(f"onnx.checker rejects the model: {e}") from None
     _check_graph(proto, io)
+    if fp16:
+        problems = check_precision(proto, precision)
+        if problems:
+            raise ExportValidationError("exported graph is not what --precision fp16 asks for: " + "; ".join(problems))
 
     if isinstance(reference, EUSR):
         _check_scale(reference, scale)
@@ -594,10 +664,19 @@ def validate_onnx(
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
-        raise ExportValidationError(f"ONNX Runtime (CPU) cannot load the model: {e}") from None
+    sessions = {"": proto}
+    if fp16:
+        try:
+            sessions[" [fp16-rounded]"] = emulate_fp16(proto)
+        except (ValueError, onnx.shape_inference.InferenceError) as e:
+            raise ExportValidationError(f"cannot build the fp16-rounding twin of the graph: {e}") from None
+    for tag, graph in sessions.items():
+        try:
+            sessions[tag] = ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            what = "the model" if not tag else "the model's fp16-rounding twin"
+            raise ExportValidationError(f"ONNX Runtime (CPU) cannot load {what}: {e}") from None
+    gate_psnr, gate_err = (min_psnr_fp16, None) if fp16 else (min_psnr, max_abs_err)
 
     notes: list[str] = []
     rng = np.random.default_rng(seed)
@@ -627,21 +706,25 @@ def validate_onnx(
                 feed = xf if xf is not None else np.ascontiguousarray(x.transpose(0, 3, 1, 2).astype(np.float32))
                 ref_in = torch.from_numpy(feed).to(device)
             ref = net(ref_in).float().cpu().numpy()
-            try:
-                (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: feed})
-            except Exception as e:  # e.g. a shape baked into the graph: a failed case, not a crash
-                results.append(CaseResult(name=label, input_shape=feed.shape, output_shape=(), psnr_db=float("nan"),
-                                          max_abs_err=float("inf"), passed=False,
-                                          why=f"ONNX Runtime failed on input {feed.shape}: {str(e)[:300]}"))
-                continue
-            results.append(_compare(label, io, feed, got, ref, scale, min_psnr, max_abs_err, max_abs_err_uint8))
+            for tag, session in sessions.items():
+                try:
+                    (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: feed})
+                except Exception as e:  # e.g. a shape baked into the graph: a failed case, not a crash
+                    results.append(CaseResult(name=label + tag, input_shape=feed.shape, output_shape=(),
+                                              psnr_db=float("nan"), max_abs_err=float("inf"), passed=False,
+                                              why=f"ONNX Runtime failed on input {feed.shape}: {str(e)[:300]}"))
+                    continue
+                results.append(_compare(label + tag, io, feed, got, ref, scale, gate_psnr, gate_err, max_abs_err_uint8))
 
-    if io is ModelIO.FLOAT32_NCHW:
+    if io is ModelIO.FLOAT32_NCHW and fp16:
+        limits = f"pass: finite and PSNR >= {gate_psnr:g} dB vs float32"
+    elif io is ModelIO.FLOAT32_NCHW:
         limits = f"pass: PSNR >= {min_psnr:g} dB and max abs err <= {max_abs_err:g}"
     else:
         limits = f"pass: within {max_abs_err_uint8} level of numpy-rounded, clipped PyTorch"
+    against = "ONNX Runtime CPU vs PyTorch" + (" float32" if fp16 else "")
     return ValidationReport(io=io, scale=scale, cases=tuple(results), limits=limits, notes=tuple(notes),
-                            seconds=time.perf_counter() - t0)
+                            seconds=time.perf_counter() - t0, precision=precision, against=against)
 
 
 # --------------------------------------------------------------------------- writing
@@ -667,6 +750,159 @@ def _reserve(path: Path) -> Path:
     return Path(tmp)
 
 
+def cross_check_io(
+    float_model: Any,
+    uint8_model: Any,
+    *,
+    images: str | os.PathLike | None = None,
+    seed: int = 0,
+    max_abs_err: int | None = None,
+    cases: Sequence[tuple[str, int, int, int, str]] = CASES,
+) -> ValidationReport:
+    """The uint8-nhwc graph against the float32-nchw graph (ModelProto, bytes or path) on
+    the same uint8 inputs (random and photo crops, ONNX Runtime CPU): the float output,
+    rounded half-to-even and clipped, must be within ``max_abs_err`` levels (default
+    :data:`MAX_ABS_ERR_UINT8`) of the uint8 output everywhere. Each graph is also checked
+    against PyTorch on its own, but that alone would allow two levels between them."""
+    import onnxruntime as ort
+
+    t0 = time.perf_counter()
+    max_abs_err = MAX_ABS_ERR_UINT8 if max_abs_err is None else max_abs_err
+    protos = {"float": _as_proto(float_model), "uint8": _as_proto(uint8_model)}
+    metas = {k: read_metadata(p) or {} for k, p in protos.items()}
+    scale = int(metas["float"].get("scale", 4))
+    try:
+        precision = parse_precision(metas["float"].get("precision", Precision.FP32))
+    except ValueError as e:
+        raise ExportValidationError(f"float graph metadata: {e}") from None
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sessions = {}
+    for k, p in protos.items():
+        try:
+            sessions[k] = ort.InferenceSession(p.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ExportValidationError(f"ONNX Runtime (CPU) cannot load the {k} graph: {e}") from None
+    notes: list[str] = []
+    rng = np.random.default_rng(seed)
+    photos = _load_images(images, notes) if any(c[4] == "photo" for c in cases) else []
+    results = []
+    photo_start = 0
+    for name, n, h, w, src in cases:
+        if src == "random":
+            x = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+            label = f"{name} b{n} {h}x{w}"
+        else:
+            crops = _photo_crops(photos, n, h, w, rng, photo_start) if photos else None
+            if crops is None:
+                continue
+            x, used = crops
+            label = f"{name} b{n} {h}x{w} ({used[0]}{'+' if n > 1 else ''})"
+            photo_start += n
+        xf = np.ascontiguousarray(x.transpose(0, 3, 1, 2).astype(np.float32))
+        try:
+            (yf,) = sessions["float"].run([OUTPUT_NAME], {INPUT_NAME: xf})
+            (y8,) = sessions["uint8"].run([OUTPUT_NAME], {INPUT_NAME: x})
+        except Exception as e:
+            results.append(CaseResult(name=label, input_shape=x.shape, output_shape=(), psnr_db=float("nan"),
+                                      max_abs_err=float("inf"), passed=False,
+                                      why=f"ONNX Runtime failed on input {x.shape}: {str(e)[:300]}"))
+            continue
+        with np.errstate(invalid="ignore"):
+            expected = quantize(yf).transpose(0, 2, 3, 1)
+        if y8.shape != expected.shape or y8.dtype != np.uint8:
+            results.append(CaseResult(name=label, input_shape=x.shape, output_shape=y8.shape, psnr_db=float("nan"),
+                                      max_abs_err=float("inf"), passed=False,
+                                      why=f"uint8 graph gave {y8.dtype} {y8.shape}, float graph {expected.shape}"))
+            continue
+        err = float(np.max(np.abs(y8.astype(np.int16) - expected.astype(np.int16))))
+        why = "" if err <= max_abs_err else f"max abs err {err:g} levels > {max_abs_err} (by {err - max_abs_err:g})"
+        if not np.isfinite(yf).all():
+            why = "float graph output holds NaN or Inf" + (f"; {why}" if why else "")
+        results.append(CaseResult(name=label, input_shape=x.shape, output_shape=y8.shape, psnr_db=psnr(y8, expected),
+                                  max_abs_err=err, passed=not why, why=why))
+    return ValidationReport(io=ModelIO.UINT8_NHWC, scale=scale, cases=tuple(results),
+                            limits=f"pass: within {max_abs_err} level of the float graph's output rounded",
+                            notes=tuple(notes), seconds=time.perf_counter() - t0, precision=precision,
+                            against="uint8 graph vs float32-nchw graph, ONNX Runtime CPU", label="cross-check")
+
+
+def export_onnx_all(
+    model_or_checkpoint: EUSR | ModelSource | str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    ios: Iterable[str | ModelIO] = (ModelIO.FLOAT32_NCHW,),
+    precisions: Iterable[str | Precision] = (Precision.FP32,),
+    scale: int = 4,
+    opset: int = DEFAULT_OPSET,
+    halo: int = DEFAULT_HALO,
+    exporter: str = "dynamo",
+    validate: bool = True,
+    images: str | os.PathLike | None = None,
+    seed: int = 0,
+    verbose: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> dict[tuple[Precision, ModelIO], Path]:
+    """Export every (precision, I/O) variant (naming: :func:`export.onnx_io.export_paths`),
+    all validated, and the uint8 graph of each precision cross-checked against its float
+    graph (:func:`cross_check_io`) when both are exported, before any file is written.
+    Raises :class:`ExportValidationError` on a failed check (``.report`` set), leaving
+    nothing at the output paths. ``echo`` receives progress lines and the tables."""
+    echo = echo or (lambda line: None)
+    try:
+        precisions = [parse_precision(p) for p in precisions]
+        ios = [parse_io(i) for i in ios]
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    if not precisions or not ios:
+        raise ExportError(f"nothing to export: precisions {precisions}, ios {ios}")
+    source = load_source(model_or_checkpoint)
+    _check_scale(source.model, scale)
+    paths = export_paths(path, ios, precisions)
+    temps: dict[tuple[Precision, ModelIO], Path] = {}
+    try:
+        for key, out in paths.items():
+            temps[key] = _reserve(out)
+        protos = {}
+        for precision, io in paths:
+            t0 = time.perf_counter()
+            proto = build_onnx(source, scale=scale, io=io, opset=opset, halo=halo, exporter=exporter,
+                               verbose=verbose, precision=precision)
+            echo(f"exported x{scale} {io.value} {precision.value} ({exporter}, opset {opset}) "
+                 f"in {time.perf_counter() - t0:.1f} s")
+            if validate:
+                report = validate_onnx(proto, source.model, io=io, scale=scale, images=images, seed=seed,
+                                       precision=precision)
+                echo(report.table())
+                echo(report.summary())
+                if not report.passed:
+                    raise ExportValidationError(f"x{scale} {io.value} {precision.value}: {report.summary()}", report)
+            protos[(precision, io)] = proto
+        if validate:
+            for precision in precisions:
+                pair = protos.get((precision, ModelIO.FLOAT32_NCHW)), protos.get((precision, ModelIO.UINT8_NHWC))
+                if None in pair:
+                    continue
+                report = cross_check_io(*pair, images=images, seed=seed)
+                echo(report.table())
+                echo(report.summary())
+                if not report.passed:
+                    raise ExportValidationError(
+                        f"x{scale} {precision.value} uint8 vs float graph: {report.summary()}", report)
+        blobs = {key: proto.SerializeToString() for key, proto in protos.items()}
+        for key, out in paths.items():
+            temps[key].write_bytes(blobs[key])
+            os.chmod(temps[key], _file_mode())
+            os.replace(temps[key], out)
+            del temps[key]
+    except OSError as e:
+        raise ExportError(f"cannot write the output ({e}); choose another -o") from e
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+    return paths
+
+
 def export_onnx_variants(
     model_or_checkpoint: EUSR | ModelSource | str | os.PathLike,
     path: str | os.PathLike,
@@ -681,42 +917,15 @@ def export_onnx_variants(
     seed: int = 0,
     verbose: bool = False,
     echo: Callable[[str], None] | None = None,
+    precision: str | Precision = Precision.FP32,
 ) -> dict[ModelIO, Path]:
-    """Export several I/O variants (naming: :func:`export.onnx_io.variant_paths`): all
-    validated before any file is written. Raises :class:`ExportValidationError` on a
-    failed check (``.report`` set), leaving nothing at the output paths. ``echo`` receives
-    progress lines and the validation tables."""
-    echo = echo or (lambda line: None)
-    source = load_source(model_or_checkpoint)
-    _check_scale(source.model, scale)
-    paths = variant_paths(path, ios)
-    temps: dict[ModelIO, Path] = {}
-    try:
-        for io, out in paths.items():
-            temps[io] = _reserve(out)
-        blobs = {}
-        for io in paths:
-            t0 = time.perf_counter()
-            proto = build_onnx(source, scale=scale, io=io, opset=opset, halo=halo, exporter=exporter, verbose=verbose)
-            echo(f"exported x{scale} {io.value} ({exporter}, opset {opset}) in {time.perf_counter() - t0:.1f} s")
-            if validate:
-                report = validate_onnx(proto, source.model, io=io, scale=scale, images=images, seed=seed)
-                echo(report.table())
-                echo(report.summary())
-                if not report.passed:
-                    raise ExportValidationError(f"x{scale} {io.value}: {report.summary()}", report)
-            blobs[io] = proto.SerializeToString()
-        for io, out in paths.items():
-            temps[io].write_bytes(blobs[io])
-            os.chmod(temps[io], _file_mode())
-            os.replace(temps[io], out)
-            del temps[io]
-    except OSError as e:
-        raise ExportError(f"cannot write the output ({e}); choose another -o") from e
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
-    return paths
+    """Several I/O variants of one precision (naming: :func:`export.onnx_io.variant_paths`);
+    :func:`export_onnx_all` with a single precision, keyed by I/O."""
+    paths = export_onnx_all(
+        model_or_checkpoint, path, ios=ios, precisions=(precision,), scale=scale, opset=opset, halo=halo,
+        exporter=exporter, validate=validate, images=images, seed=seed, verbose=verbose, echo=echo,
+    )
+    return {io: out for (_, io), out in paths.items()}
 
 
 def export_onnx(
@@ -733,17 +942,18 @@ def export_onnx(
     seed: int = 0,
     verbose: bool = False,
     echo: Callable[[str], None] | None = None,
+    precision: str | Precision = Precision.FP32,
 ) -> Path:
     """Export the ``scale`` path of an EUSR (model or checkpoint path) to ``path``.
 
     Validated first unless ``validate=False`` (see :func:`validate_onnx`); written
-    atomically, and only when validation passes. Raises ``CheckpointError`` (bad
-    checkpoint), :class:`ExportError` (bad argument, unwritable output) or
-    :class:`ExportValidationError`.
+    atomically, and only when validation passes. ``precision="fp16"``: float16 inside,
+    the same I/O. Raises ``CheckpointError`` (bad checkpoint), :class:`ExportError` (bad
+    argument, unwritable output) or :class:`ExportValidationError`.
     """
     paths = export_onnx_variants(
         model_or_checkpoint, path, ios=(io,), scale=scale, opset=opset, halo=halo, exporter=exporter,
-        validate=validate, images=images, seed=seed, verbose=verbose, echo=echo,
+        validate=validate, images=images, seed=seed, verbose=verbose, echo=echo, precision=precision,
     )
     return next(iter(paths.values()))
 
@@ -770,7 +980,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "--io both writes the float32-nchw model at -o and the uint8-nhwc one beside it as "
-            "<stem>.uint8.onnx (model.onnx -> model.uint8.onnx). Exit status: 0 ok, 1 validation "
+            "<stem>.uint8.onnx (model.onnx -> model.uint8.onnx). --precision both writes the fp16 "
+            "graphs beside them as <stem>.fp16.onnx (and <stem>.fp16.uint8.onnx); a single "
+            "--precision fp16 writes at -o itself. Exit status: 0 ok, 1 validation "
             "or export failed, 2 bad arguments or input."
         ),
         formatter_class=_HelpFormatter,
@@ -784,6 +996,13 @@ def _parser() -> argparse.ArgumentParser:
         default=ModelIO.FLOAT32_NCHW.value,
         help="float32-nchw: float32 [N,3,H,W] 0..255 in/out (unclipped); uint8-nhwc: uint8 [N,H,W,3] "
         "in/out, round+clip in the graph; both: one file of each",
+    )
+    p.add_argument(
+        "--precision",
+        choices=[m.value for m in Precision] + ["both"],
+        default=Precision.FP32.value,
+        help="fp32; fp16: the layers compute in float16 between float32 edges, I/O unchanged "
+        f"(checked: finite, PSNR >= {MIN_PSNR_FP16_DB:g} dB vs float32); both: one file of each",
     )
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
     p.add_argument("--halo", type=int, default=DEFAULT_HALO, help="recommended_halo stored in the metadata (input pixels)")
@@ -810,6 +1029,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.validate and args.images is not None and not args.images.is_dir():
         parser.error(f"--images {args.images}: no such folder")
     ios = [m for m in ModelIO] if args.io == "both" else [ModelIO(args.io)]
+    precisions = [p for p in Precision] if args.precision == "both" else [Precision(args.precision)]
 
     t0 = time.perf_counter()
     try:
@@ -822,9 +1042,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"in {time.perf_counter() - t0:.1f} s")
 
     try:
-        paths = export_onnx_variants(
-            source, args.output, ios=ios, scale=args.scale, opset=args.opset, halo=args.halo,
-            exporter=args.exporter, validate=args.validate, images=args.images, seed=args.seed,
+        paths = export_onnx_all(
+            source, args.output, ios=ios, precisions=precisions, scale=args.scale, opset=args.opset,
+            halo=args.halo, exporter=args.exporter, validate=args.validate, images=args.images, seed=args.seed,
             verbose=args.verbose, echo=print,
         )
     except ExportValidationError as e:
@@ -837,8 +1057,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExportError as e:  # arguments, output path, image folder
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for io, out in paths.items():
-        print(f"wrote {out} (x{args.scale} {io.value}, {out.stat().st_size / 1e6:.2f} MB)")
+    for (precision, io), out in paths.items():
+        print(f"wrote {out} (x{args.scale} {io.value} {precision.value}, {out.stat().st_size / 1e6:.2f} MB)")
     print(f"done in {time.perf_counter() - t0:.1f} s" + ("" if args.validate else " (not validated)"))
     return 0
 
