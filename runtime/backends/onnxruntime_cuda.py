@@ -1,0 +1,198 @@
+"""ONNX Runtime CUDA compute stage: an ONNX model on the executor's device buffers and stream.
+
+Each slot gets its own ``InferenceSession`` with the CUDA execution provider and the slot's
+stream as its compute stream (provider option ``user_compute_stream``), and an IOBinding of
+the input and output names to the slot's device buffers (``bind_input``/``bind_output``
+with ``device_type='cuda'``, the buffer pointer, element type and shape). ``enqueue`` calls
+``run_with_iobinding`` with the run option ``disable_synchronize_execution_providers=1`` so
+the call returns once the kernels are queued, and the executor's event after the D2H copy
+is the only wait.
+
+Cost of one session per slot: ONNX Runtime fixes the compute stream when a session is
+created, so the weights (a few MB for EUSR) and ONNX Runtime's CUDA memory arena are held
+once per slot, and every slot pays the session start-up (graph optimisation, cuDNN
+algorithm search on first run per shape). A stage creates its session on its first
+``enqueue``, when it learns the stream.
+
+``provider="CPUExecutionProvider"`` runs the same IOBinding code on host memory (synchronous,
+no stream): with ``runtime.cuda.emulated.DeferredStageFactory`` that is how CI tests it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._validate import check_int
+from ..errors import BackendUnavailableError, InvalidArgumentError, UpscaleError
+from ..model_info import ModelInfo, ModelIO
+from ..stitching import batch_shape
+from .onnxruntime_backend import OnnxRuntimeBackend, import_onnxruntime
+
+__all__ = ["OrtCudaStageFactory", "DEFAULT_MAX_BATCH"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 64
+
+_NP_DTYPES = {ModelIO.FLOAT32_NCHW: np.dtype(np.float32), ModelIO.UINT8_NHWC: np.dtype(np.uint8)}
+_PROVIDERS = {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
+
+
+class OrtCudaStageFactory:
+    """Stages running an ONNX model with ONNX Runtime's CUDA provider through IOBinding.
+
+    ``provider_options`` are added to the CUDA provider's options (e.g.
+    ``{"cudnn_conv_algo_search": "HEURISTIC"}``); ``scale`` is needed only for models
+    without the exporter's metadata; ``device`` is the GPU index.
+    """
+
+    supports_cuda_graphs = False  # ONNX Runtime has its own graph capture (enable_cuda_graph)
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        device: int = 0,
+        provider_options: Mapping[str, Any] | None = None,
+        scale: int | None = None,
+        provider: str = "CUDAExecutionProvider",
+    ) -> None:
+        ort = import_onnxruntime()
+        self.ort = ort
+        if provider not in _PROVIDERS:
+            raise InvalidArgumentError(f"provider must be one of {list(_PROVIDERS)}, got {provider!r}")
+        available = ort.get_available_providers()
+        if provider not in available:
+            raise BackendUnavailableError(
+                f"backend 'onnxruntime-cuda' needs ONNX Runtime's {provider}, but this onnxruntime "
+                f"{ort.__version__} offers {available}; install onnxruntime-gpu (instead of onnxruntime) "
+                "or use backend='onnxruntime' on the CPU"
+            )
+        self.provider = provider
+        self.device_type = _PROVIDERS[provider]
+        self.device_id = check_int("device", device, 0)
+        self._max_batch = check_int("max_batch", max_batch, 1)
+        self.provider_options = dict(provider_options or {})
+        self.model_path = Path(model_path)
+        # Model facts (metadata, names, I/O) from a CPU session, with the same checks and
+        # messages as the sequential backend.
+        with OnnxRuntimeBackend(self.model_path, scale=scale) as probe:
+            self._info = probe.info
+        self._closed = False
+        self.sessions_created = 0
+        log.info("onnxruntime-cuda: %s (%s, x%d) on %s:%d", self.model_path.name, self._info.io.value,
+                 self._info.scale, self.device_type, self.device_id)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    def window_limits(self) -> tuple[int, int] | None:
+        return None
+
+    def create_stage(self, slot: int) -> _OrtStage:
+        if self._closed:
+            raise UpscaleError("the onnxruntime-cuda stage factory is closed")
+        return _OrtStage(self, slot)
+
+    def new_session(self, stream: int) -> Any:
+        """A session computing on CUDA stream handle ``stream`` (0 / CPU: ONNX Runtime's own)."""
+        ort = self.ort
+        options = ort.SessionOptions()
+        if self.provider == "CUDAExecutionProvider":
+            cuda = {"device_id": str(self.device_id), **{k: str(v) for k, v in self.provider_options.items()}}
+            if stream:
+                cuda["user_compute_stream"] = str(stream)
+                cuda["has_user_compute_stream"] = "1"  # needed by onnxruntime < 1.18, ignored later
+            providers: list[Any] = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
+        else:
+            options.enable_cpu_mem_arena = False
+            providers = ["CPUExecutionProvider"]
+        try:
+            session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise UpscaleError(f"{self.model_path}: ONNX Runtime cannot create a {self.provider} session ({exc})") from exc
+        self.sessions_created += 1
+        return session
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> "OrtCudaStageFactory":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"OrtCudaStageFactory({self.model_path.name!r}, {self._info.io.value}, {self.provider})"
+
+
+class _OrtStage:
+    """One slot: a session on the slot's stream and an IOBinding to the slot's buffers."""
+
+    def __init__(self, factory: OrtCudaStageFactory, slot: int) -> None:
+        self.factory = factory
+        self.slot = slot
+        self._session: Any = None
+        self._binding: Any = None
+        self._stream: int | None = None
+        self._shape: tuple[int, int, int, int] | None = None
+        self._ptrs: tuple[int, int] | None = None
+        self._bound = False
+        ort = factory.ort
+        self._run_options = ort.RunOptions()
+        # Return once the kernels are queued: the executor waits on its own event.
+        self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+
+    def bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int]) -> None:
+        self._ptrs = (int(input_ptr), int(output_ptr))
+        self._shape = tuple(int(s) for s in input_shape)
+        self._bound = False
+
+    def _bind(self) -> None:
+        factory = self.factory
+        info = factory.info
+        n = self._shape[0]
+        h, w = self._shape[2:] if info.io is ModelIO.FLOAT32_NCHW else self._shape[1:3]
+        out_shape = batch_shape(info.io, n, h * info.scale, w * info.scale)
+        dtype = _NP_DTYPES[info.io].type
+        binding = self._binding
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+        binding.bind_input(info.input_name, factory.device_type, factory.device_id, dtype, list(self._shape), self._ptrs[0])
+        binding.bind_output(info.output_name, factory.device_type, factory.device_id, dtype, list(out_shape), self._ptrs[1])
+        self._bound = True
+
+    def enqueue(self, stream: int) -> None:
+        if self._ptrs is None:
+            raise UpscaleError("onnxruntime-cuda stage: enqueue before bind")
+        stream = int(stream)
+        if self._session is None or (self._stream != stream and self.factory.device_type == "cuda"):
+            if self._session is not None:
+                log.warning("slot %d: stream changed, creating a new ONNX Runtime session", self.slot)
+            self._session = self.factory.new_session(stream if self.factory.device_type == "cuda" else 0)
+            self._binding = self._session.io_binding()
+            self._stream = stream
+            self._bound = False
+        if not self._bound:
+            self._bind()
+        try:
+            self._session.run_with_iobinding(self._binding, self._run_options)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise UpscaleError(f"onnxruntime-cuda stage (slot {self.slot}): run failed ({exc})") from exc
+
+    def close(self) -> None:
+        self._binding = None
+        self._session = None

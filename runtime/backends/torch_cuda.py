@@ -1,0 +1,280 @@
+"""PyTorch CUDA compute stage: the EUSR module itself as the pipelined executor's model.
+
+This is what runs the whole CUDA pipeline (pinned buffers, streams, async copies, events,
+stitching) on a GPU machine without TensorRT, and what parity and throughput of the
+pipeline are measured with. Per slot, the stage wraps the executor's device buffers as
+tensors without copying (``__cuda_array_interface__``), runs the module on the slot's
+stream (``torch.cuda.ExternalStream``) and writes the result into the output buffer with
+``copy_`` (which also casts fp16 → float32 and channels-last → the buffer's layout).
+
+* ``io="float32-nchw"``: the buffers hold float32 ``[N,3,H,W]`` in 0..255, the output is not
+  clipped (like the exported ONNX model).
+* ``io="uint8-nhwc"``: uint8 ``[N,H,W,3]`` in and out, a quarter of the transfer bytes; the
+  cast, rounding (half to even, as ONNX Round) and clamping run on the GPU, exactly as in
+  ``export/onnx_io.Uint8NHWC``. An NHWC buffer viewed as NCHW is already channels-last.
+* ``fp16=True``: ``module.half()``, inputs cast to half at the start and the result cast
+  back to the buffer's dtype at the end.
+
+torch is imported when a factory is created. ``device="cpu"`` runs the same code on the
+CPU (tensors over host pointers, no streams), for tests with the emulated device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._deps import require
+from .._validate import check_int
+from ..errors import BackendUnavailableError, InvalidArgumentError, ModelError, UpscaleError
+from ..model_info import ModelInfo, ModelIO
+from ..stitching import batch_shape
+
+__all__ = ["TorchCudaStageFactory", "DEFAULT_MAX_BATCH"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 64
+
+_NP_DTYPES = {ModelIO.FLOAT32_NCHW: np.dtype(np.float32), ModelIO.UINT8_NHWC: np.dtype(np.uint8)}
+
+
+def _import_torch() -> Any:
+    return require(
+        "torch",
+        pip="torch  (a CUDA build for your CUDA version, see pytorch.org)",
+        purpose="the 'torch-cuda' backend",
+        error=BackendUnavailableError,
+    )
+
+
+class TorchCudaStageFactory:
+    """Stages running an EUSR checkpoint (or any ×scale module) with PyTorch on a GPU.
+
+    ``model``: an EUSR ``.safetensors`` checkpoint (``train.checkpoint.load_model``, moving
+    average weights when present) or an ``nn.Module`` (an EUSR, whose ×``scale`` path is
+    used, or a module mapping ``[N,3,H,W]`` 0..255 float to ×``scale``). ``halo`` becomes
+    the model's ``recommended_halo`` (checkpoints carry none). ``channels_last`` and
+    ``cudnn_benchmark`` (process-wide) are the fast settings for convolutions on NVIDIA GPUs.
+    """
+
+    supports_cuda_graphs = False  # torch allocates during the run: capture it with torch.cuda.graphs instead
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Any,
+        *,
+        scale: int = 4,
+        io: str | ModelIO = ModelIO.FLOAT32_NCHW,
+        fp16: bool = False,
+        channels_last: bool = True,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        halo: int | None = None,
+        device: str | int = "cuda",
+        cudnn_benchmark: bool = True,
+        weights: str = "auto",
+    ) -> None:
+        torch = _import_torch()
+        self.torch = torch
+        try:
+            self.io = ModelIO(io)
+        except ValueError:
+            raise InvalidArgumentError(f"io must be one of {[m.value for m in ModelIO]}, got {io!r}") from None
+        self.scale = check_int("scale", scale, 1)
+        self._max_batch = check_int("max_batch", max_batch, 1)
+        if halo is not None:
+            check_int("halo", halo, 0)
+        self.fp16 = bool(fp16)
+        self.channels_last = bool(channels_last)
+        self.device = self._torch_device(device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+        elif self.fp16:
+            raise InvalidArgumentError("fp16=True needs a CUDA device; on the CPU use fp16=False")
+
+        net, config_name, source = self._load(model, weights)
+        net = net.to(self.device).eval()
+        net.requires_grad_(False)
+        if self.fp16:
+            net = net.half()
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.net = net
+        self._info = ModelInfo(
+            io=self.io,
+            scale=self.scale,
+            input_name="lr",
+            output_name="sr",
+            recommended_halo=halo,
+            config_name=config_name,
+            source=source,
+            metadata={"fp16": self.fp16, "channels_last": self.channels_last, "torch": torch.__version__},
+        )
+        self._closed = False
+        log.info(
+            "torch-cuda: %s x%d on %s (%s, %s%s)", config_name or "module", self.scale, self.device,
+            self.io.value, "fp16" if self.fp16 else "fp32", ", channels_last" if self.channels_last else "",
+        )
+
+    def _torch_device(self, device: str | int) -> Any:
+        torch = self.torch
+        try:
+            dev = torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+        except (RuntimeError, TypeError) as exc:
+            raise InvalidArgumentError(f"device must be 'cuda', 'cuda:N', N or 'cpu', got {device!r}") from exc
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise BackendUnavailableError(
+                    f"backend 'torch-cuda' needs a CUDA build of PyTorch and a GPU, but torch "
+                    f"{torch.__version__} (CUDA {torch.version.cuda}) reports torch.cuda.is_available() "
+                    "False; install a CUDA build of torch, or use backend='onnxruntime' on the CPU"
+                )
+            index = dev.index if dev.index is not None else torch.cuda.current_device()
+            if index >= torch.cuda.device_count():
+                raise InvalidArgumentError(f"device must be below the {torch.cuda.device_count()} GPU(s) here, got {index}")
+            dev = torch.device("cuda", index)
+        elif dev.type != "cpu":
+            raise InvalidArgumentError(f"device must be 'cuda', 'cuda:N', N or 'cpu', got {device!r}")
+        return dev
+
+    def _load(self, model: Any, weights: str) -> tuple[Any, str | None, str]:
+        torch = self.torch
+        if isinstance(model, torch.nn.Module):
+            net, source, config_name = model, "module", None
+        else:
+            path = Path(model)
+            if not path.is_file():
+                raise ModelError(f"{path}: checkpoint not found (backend 'torch-cuda' takes an EUSR .safetensors checkpoint)")
+            if path.suffix.lower() != ".safetensors":
+                raise ModelError(
+                    f"{path}: backend 'torch-cuda' takes an EUSR .safetensors checkpoint, got a "
+                    f"{path.suffix or 'suffix-less'} file; ONNX models run with 'onnxruntime-cuda'"
+                )
+            from train.checkpoint import CheckpointError, load_model
+
+            try:
+                net = load_model(path, weights=weights)
+            except (CheckpointError, ValueError, OSError) as exc:
+                raise ModelError(f"{path}: cannot load the checkpoint ({exc})") from exc
+            source, config_name = f"checkpoint {path.name}", None
+        if hasattr(net, "path") and hasattr(net, "scales"):  # a multi-scale EUSR: take one path
+            if self.scale not in net.scales:
+                raise ModelError(f"scale {self.scale} is not a path of this model; it has scales {list(net.scales)}")
+            config_name = _config_name(net)
+            net = net.path(self.scale)
+        return net, config_name, source
+
+    # -- DeviceStageFactory ----------------------------------------------------------
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    def window_limits(self) -> tuple[int, int] | None:
+        return None
+
+    def create_stage(self, slot: int) -> _TorchStage:
+        if self._closed:
+            raise UpscaleError("the torch-cuda stage factory is closed")
+        return _TorchStage(self, slot)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.net = None
+            if self.device.type == "cuda":
+                self.torch.cuda.empty_cache()
+
+    def __enter__(self) -> "TorchCudaStageFactory":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TorchCudaStageFactory(x{self.scale}, {self.io.value}, fp16={self.fp16}, device={self.device})"
+
+
+def _config_name(net: Any) -> str | None:
+    try:
+        from train.models.eusr import CONFIGS
+
+        for name, config in CONFIGS.items():
+            if config == net.config:
+                return name
+    except Exception:  # noqa: BLE001 - the name is informational
+        pass
+    return "custom"
+
+
+class _TorchStage:
+    """One slot: tensors over the slot's device buffers, the module run on the slot's stream."""
+
+    def __init__(self, factory: TorchCudaStageFactory, slot: int) -> None:
+        self.factory = factory
+        self.slot = slot
+        self._x: Any = None
+        self._y: Any = None
+        self._streams: dict[int, Any] = {}
+
+    def _wrap(self, ptr: int, shape: tuple[int, ...]) -> Any:
+        torch = self.factory.torch
+        dtype = _NP_DTYPES[self.factory.io]
+        if self.factory.device.type == "cuda":
+            from ..cuda.resources import DeviceArray
+
+            return torch.as_tensor(DeviceArray(ptr, dtype, shape), device=self.factory.device)
+        nbytes = math.prod(shape) * dtype.itemsize
+        flat = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(ptr))
+        return torch.from_numpy(flat.view(dtype).reshape(shape))
+
+    def bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int]) -> None:
+        io, s = self.factory.io, self.factory.scale
+        n, h, w = (input_shape[0], *input_shape[2:]) if io is ModelIO.FLOAT32_NCHW else input_shape[:3]
+        self._x = self._wrap(input_ptr, tuple(input_shape))
+        self._y = self._wrap(output_ptr, batch_shape(io, n, h * s, w * s))
+
+    def _stream(self, handle: int) -> Any:
+        factory = self.factory
+        if factory.device.type != "cuda":
+            return contextlib.nullcontext()
+        stream = self._streams.get(handle)
+        if stream is None:
+            torch = factory.torch
+            stream = self._streams[handle] = torch.cuda.ExternalStream(handle, device=factory.device)
+        return factory.torch.cuda.stream(stream)
+
+    def enqueue(self, stream: int) -> None:
+        if self._x is None:
+            raise UpscaleError("torch-cuda stage: enqueue before bind")
+        factory = self.factory
+        torch = factory.torch
+        if factory.net is None:
+            raise UpscaleError("the torch-cuda stage factory is closed")
+        try:
+            with self._stream(stream), torch.inference_mode():
+                x = self._x
+                if factory.io is ModelIO.UINT8_NHWC:
+                    x = x.permute(0, 3, 1, 2)  # NHWC memory seen as NCHW: channels-last already
+                fmt = torch.channels_last if factory.channels_last else torch.contiguous_format
+                x = x.to(dtype=torch.float16 if factory.fp16 else torch.float32, memory_format=fmt)
+                y = factory.net(x)
+                if factory.io is ModelIO.UINT8_NHWC:
+                    y = torch.clamp(torch.round(y.float()), 0.0, 255.0).to(torch.uint8).permute(0, 2, 3, 1)
+                self._y.copy_(y)
+        except RuntimeError as exc:  # torch reports CUDA and shape errors as RuntimeError
+            raise UpscaleError(f"torch-cuda stage (slot {self.slot}): {exc}") from exc
+
+    def close(self) -> None:
+        self._x = self._y = None
+        self._streams.clear()
