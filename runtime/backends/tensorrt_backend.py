@@ -1,0 +1,476 @@
+"""TensorRT compute stage for the pipelined CUDA executor (see ``device_stage.py``).
+
+``TensorRTStageFactory(engine_path)`` loads an engine built by ``export/to_trt.py``: it
+reads the JSON sidecar, checks the engine was built for this TensorRT version and GPU
+(naming both when not), deserialises it (``trt.Runtime(logger).deserialize_cuda_engine``)
+and checks its I/O tensors against the model's contract. Each executor slot gets a
+:class:`TensorRTStage` with its own ``IExecutionContext`` and its own optimisation profile
+(the TensorRT developer guide: each execution context in concurrent use must use a
+separate optimisation profile; ``export/to_trt.py --profiles N`` builds N identical ones).
+
+The stage uses TensorRT's name-based API (TensorRT >= 8.5; the only one in 10.x and
+11.x): ``set_optimization_profile_async(profile, stream)`` once, on the stream of the
+first enqueue (the guide: the stream given should be the one used for the following
+enqueueV3), then ``set_input_shape`` when the batch shape changes, ``set_tensor_address``
+when a buffer changes, and ``execute_async_v3(stream)``. Every one of those returns a
+bool, checked (STYLE.md item 6): a False becomes an exception that quotes TensorRT's
+last logged errors.
+
+``tensorrt`` is imported lazily (``import runtime`` works without it); the helpers
+:func:`import_tensorrt`, :func:`make_logger` and :func:`create_trt_object` are shared with
+``export/to_trt.py``. Checked against the real bindings of TensorRT 10.16 and 11.4 by
+``tests/test_trt_conformance.py``; never run on a real GPU here.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any
+
+from ..errors import BackendUnavailableError, InvalidArgumentError, MissingDependencyError, ModelError, UpscaleError
+from ..model_info import ModelInfo, ModelIO
+from ..trt_sidecar import (
+    EngineMismatchError,
+    GpuInfo,
+    GpuQueryError,
+    check_compatible,
+    model_info_from_sidecar,
+    query_gpu,
+    read_sidecar,
+    sidecar_path,
+)
+
+__all__ = [
+    "TRT_INSTALL_HINT",
+    "TensorRTStageFactory",
+    "TensorRTStage",
+    "import_tensorrt",
+    "make_logger",
+    "create_trt_object",
+    "describe_io_tensors",
+]
+
+log = logging.getLogger(__name__)
+
+TRT_INSTALL_HINT = (
+    "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu12 "
+    "(or tensorrt-cu13 for CUDA 13; TensorRT 10.x or 11.x)"
+)
+
+_EXPECTED_DTYPE = {ModelIO.FLOAT32_NCHW: "FLOAT", ModelIO.UINT8_NHWC: "UINT8"}
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def import_tensorrt(purpose: str = "the TensorRT backend") -> ModuleType:
+    """``import tensorrt``, or :class:`MissingDependencyError` with the install command."""
+    try:
+        import tensorrt
+    except ImportError as exc:  # also a missing libnvinfer.so behind an installed wheel
+        raise MissingDependencyError(
+            f"TensorRT is needed for {purpose} but cannot be imported ({exc}); install it with: {TRT_INSTALL_HINT}"
+        ) from exc
+    return tensorrt
+
+
+def make_logger(trt: ModuleType, min_severity: str = "WARNING") -> Any:
+    """A ``trt.ILogger`` that forwards TensorRT's messages to :mod:`logging` and keeps the
+    last errors (``.errors()``) so failures can quote them.
+
+    Defined inside this function because the base class comes from the lazily imported
+    module. TensorRT keeps a raw pointer to the logger: keep the returned object alive as
+    long as any builder/runtime made with it (callers store it beside them).
+    """
+    severity = trt.ILogger.Severity
+    levels = {
+        severity.INTERNAL_ERROR: logging.CRITICAL,
+        severity.ERROR: logging.ERROR,
+        severity.WARNING: logging.WARNING,
+        severity.INFO: logging.INFO,
+        severity.VERBOSE: logging.DEBUG,
+    }
+    threshold = levels[getattr(severity, min_severity.upper())]
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)  # pybind11 trampoline: the base must be initialised
+            self._errors: collections.deque[str] = collections.deque(maxlen=20)
+
+        def log(self, sev: Any, msg: str) -> None:
+            level = levels.get(sev, logging.ERROR)
+            if level >= logging.ERROR:
+                self._errors.append(msg)
+            if level >= threshold:
+                log.log(level, "TensorRT: %s", msg)
+
+        def errors(self) -> str:
+            """The last errors TensorRT logged, for exception messages ('' if none)."""
+            return " | ".join(self._errors)
+
+    return _Logger()
+
+
+def create_trt_object(factory: Callable[[Any], Any], logger: Any, what: str) -> Any:
+    """``factory(logger)`` (``trt.Builder`` or ``trt.Runtime``) with a clear error when it fails.
+
+    When TensorRT cannot start (no GPU, no driver, CUDA/TensorRT mismatch) its C++ factory
+    returns NULL, which the Python bindings surface as ``TypeError: pybind11::init():
+    factory function returned nullptr``; that becomes :class:`BackendUnavailableError`.
+    """
+    try:
+        return factory(logger)
+    except TypeError as exc:
+        if "nullptr" not in str(exc):
+            raise
+        said = logger.errors() or "nothing"
+        raise BackendUnavailableError(
+            f"TensorRT could not create its {what}: is there a CUDA GPU with a working driver, "
+            f"and does the installed TensorRT match the CUDA version? (TensorRT said: {said})"
+        ) from exc
+
+
+def _enum_name(value: Any) -> str:
+    return getattr(value, "name", None) or str(value).rpartition(".")[2]
+
+
+def describe_io_tensors(engine: Any) -> list[dict[str, Any]]:
+    """Name, mode, dtype, shape (-1 = dynamic) and memory format of each engine I/O tensor,
+    from ``num_io_tensors``/``get_tensor_name``/``get_tensor_mode``/``get_tensor_dtype``/
+    ``get_tensor_shape``/``get_tensor_format``/``get_tensor_format_desc``."""
+    tensors = []
+    for index in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(index)
+        tensors.append(
+            {
+                "name": name,
+                "mode": _enum_name(engine.get_tensor_mode(name)).lower(),
+                "dtype": _enum_name(engine.get_tensor_dtype(name)),
+                "shape": [int(d) for d in engine.get_tensor_shape(name)],
+                "format": _enum_name(engine.get_tensor_format(name)),
+                "format_desc": str(engine.get_tensor_format_desc(name)),
+            }
+        )
+    return tensors
+
+
+def profile_shapes(engine: Any, input_name: str) -> list[dict[str, list[int]]]:
+    """``[{"min", "opt", "max"}]`` of ``input_name`` for each optimisation profile."""
+    out = []
+    for index in range(engine.num_optimization_profiles):
+        lo, opt, hi = engine.get_tensor_profile_shape(input_name, index)
+        out.append({"min": [int(d) for d in lo], "opt": [int(d) for d in opt], "max": [int(d) for d in hi]})
+    return out
+
+
+def _spatial_axes(io: ModelIO) -> tuple[int, int]:
+    return (2, 3) if io is ModelIO.FLOAT32_NCHW else (1, 2)
+
+
+def _channel_axis(io: ModelIO) -> int:
+    return 1 if io is ModelIO.FLOAT32_NCHW else 3
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+class TensorRTStage:
+    """One slot's TensorRT execution context (see :class:`~runtime.backends.device_stage.DeviceStage`)."""
+
+    def __init__(self, factory: TensorRTStageFactory, context: Any, slot: int) -> None:
+        self._factory = factory
+        self._context = context
+        self.slot = slot
+        self.profile = slot  # one profile per concurrent context
+        self._pending: tuple[int, int, tuple[int, int, int, int]] | None = None
+        self._profile_set = False
+        self._shape: tuple[int, ...] | None = None
+        self._input_ptr: int | None = None
+        self._output_ptr: int | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._context is None
+
+    def _live_context(self) -> Any:
+        if self._context is None:
+            raise UpscaleError(f"TensorRT stage for slot {self.slot} is closed; create a new one")
+        return self._context
+
+    def bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int]) -> None:
+        """Check the batch shape against the engine's profile and remember the buffers;
+        TensorRT is told at the next :meth:`enqueue` (it needs the stream first)."""
+        self._live_context()
+        for name, ptr in (("input_ptr", input_ptr), ("output_ptr", output_ptr)):
+            if isinstance(ptr, bool) or not isinstance(ptr, int) or ptr <= 0:
+                raise InvalidArgumentError(f"{name} must be a device pointer (positive int), got {ptr!r}")
+        shape = tuple(input_shape)
+        self._factory.check_shape(shape)
+        self._pending = (input_ptr, output_ptr, shape)  # type: ignore[assignment]
+
+    def set_input_consumed_event(self, event: int) -> None:
+        """Have TensorRT record the CUDA event ``event`` (a ``cudaEvent_t`` handle) once each
+        run has read its input, so the executor may refill the input buffer before the run
+        ends (``IExecutionContext.set_input_consumed_event``)."""
+        ctx = self._live_context()
+        if isinstance(event, bool) or not isinstance(event, int):
+            raise InvalidArgumentError(f"event must be a CUDA event handle (int), got {event!r}")
+        if not ctx.set_input_consumed_event(event):
+            raise UpscaleError(f"TensorRT refused the input-consumed event for slot {self.slot}{self._factory.said()}")
+
+    def enqueue(self, stream: int) -> None:
+        """Queue one run on ``stream`` (``execute_async_v3``); raises if TensorRT refuses."""
+        ctx = self._live_context()
+        if self._pending is None:
+            raise UpscaleError(f"TensorRT stage for slot {self.slot}: call bind() before enqueue()")
+        if isinstance(stream, bool) or not isinstance(stream, int):
+            raise InvalidArgumentError(f"stream must be a CUDA stream handle (int), got {stream!r}")
+        input_ptr, output_ptr, shape = self._pending
+        factory = self._factory
+        if not self._profile_set:
+            if not ctx.set_optimization_profile_async(self.profile, stream):
+                raise UpscaleError(
+                    f"TensorRT could not select optimisation profile {self.profile} for slot "
+                    f"{self.slot}{factory.said()}"
+                )
+            self._profile_set = True  # a profile switch invalidates shapes and addresses
+            self._shape = self._input_ptr = self._output_ptr = None
+        if shape != self._shape:
+            if not ctx.set_input_shape(factory.info.input_name, shape):
+                raise InvalidArgumentError(
+                    f"TensorRT rejected input shape {shape} for {factory.engine_path} (profile "
+                    f"{self.profile} admits {factory.profiles[self.profile]}){factory.said()}"
+                )
+            got = tuple(int(d) for d in ctx.get_tensor_shape(factory.info.output_name))
+            expected = factory.output_shape(shape)
+            if got != expected:
+                raise ModelError(
+                    f"{factory.engine_path}: output {factory.info.output_name!r} would be {got} for input "
+                    f"{shape}, expected {expected} (x{factory.info.scale} {factory.info.io.value}); is the "
+                    "model's scale/io metadata right?"
+                )
+            self._shape = shape
+        for name, ptr, attr in (
+            (factory.info.input_name, input_ptr, "_input_ptr"),
+            (factory.info.output_name, output_ptr, "_output_ptr"),
+        ):
+            if getattr(self, attr) != ptr:
+                if not ctx.set_tensor_address(name, ptr):
+                    raise UpscaleError(f"TensorRT refused the address of tensor {name!r}{factory.said()}")
+                setattr(self, attr, ptr)
+        if not ctx.execute_async_v3(stream):
+            raise UpscaleError(
+                f"TensorRT could not enqueue {factory.engine_path} on stream {stream:#x} "
+                f"(execute_async_v3 returned False){factory.said()}"
+            )
+
+    def close(self) -> None:
+        """Release the execution context (TensorRT frees it with its last reference)."""
+        if self._context is not None:
+            self._context = None
+            self._pending = None
+            self._factory._forget(self)
+
+    def __repr__(self) -> str:
+        return f"TensorRTStage(slot={self.slot}, profile={self.profile}, closed={self.closed})"
+
+
+class TensorRTStageFactory:
+    """The TensorRT engine as a :class:`~runtime.backends.device_stage.DeviceStageFactory`.
+
+    ``engine_path``: a plan written by ``export/to_trt.py`` (its sidecar
+    ``<engine>.json`` beside it). ``device``: the CUDA device whose GPU is compared with
+    the one the engine was built for. ``strict_gpu=False`` turns a different GPU model
+    with the same compute capability into a warning. ``scale``, when given, must match.
+    Raises :class:`~runtime.errors.MissingDependencyError` (no TensorRT),
+    :class:`~runtime.errors.BackendUnavailableError` (TensorRT cannot start: no GPU),
+    :class:`~runtime.trt_sidecar.EngineMismatchError` (other TensorRT/GPU) or
+    :class:`~runtime.errors.ModelError` (bad engine, sidecar or I/O).
+    """
+
+    def __init__(
+        self,
+        engine_path: str | os.PathLike,
+        *,
+        device: int = 0,
+        scale: int | None = None,
+        strict_gpu: bool = True,
+        log_severity: str = "WARNING",
+    ) -> None:
+        self.engine_path = Path(engine_path)
+        self._stages: list[TensorRTStage] = []
+        self._closed = False
+        self._engine: Any = None
+        self._runtime: Any = None
+        path = self.engine_path
+        if not path.is_file():
+            raise ModelError(f"{path}: no such TensorRT engine file; build one with export/to_trt.py")
+        self.sidecar = read_sidecar(sidecar_path(path))
+        plan = path.read_bytes()
+        if hashlib.sha256(plan).hexdigest() != self.sidecar["engine_sha256"]:
+            raise EngineMismatchError(
+                f"{path}: the engine does not match its sidecar {sidecar_path(path).name} (SHA-256 "
+                "differs; one of them was replaced); rebuild both with export/to_trt.py"
+            )
+        self._info = model_info_from_sidecar(self.sidecar, engine=str(path), scale=scale)
+
+        trt = import_tensorrt("the TensorRT backend")
+        try:
+            gpu: GpuInfo | None = query_gpu(device)
+        except GpuQueryError as exc:
+            log.warning("%s", exc)
+            gpu = None
+        check_compatible(self.sidecar, engine=str(path), trt_version=trt.__version__, gpu=gpu, strict_gpu=strict_gpu)
+
+        self._trt = trt
+        self._logger = make_logger(trt, log_severity)
+        self._runtime = create_trt_object(trt.Runtime, self._logger, "runtime")
+        engine = self._runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            raise ModelError(f"{path}: TensorRT could not deserialise the engine{self.said()}")
+        self._engine = engine
+        self.io_tensors = describe_io_tensors(engine)
+        self._check_io()
+        self.profiles = profile_shapes(engine, self._info.input_name)
+        if not self.profiles:
+            raise ModelError(f"{path}: the engine has no optimisation profile")
+        self._limits()
+
+    # -- checks ------------------------------------------------------------------------
+    def said(self) -> str:
+        """'; TensorRT said: ...' with the last logged errors, or ''."""
+        errors = self._logger.errors() if getattr(self, "_logger", None) is not None else ""
+        return f"; TensorRT said: {errors}" if errors else ""
+
+    def _check_io(self) -> None:
+        info, path = self._info, self.engine_path
+        inputs = [t for t in self.io_tensors if t["mode"] == "input"]
+        outputs = [t for t in self.io_tensors if t["mode"] == "output"]
+        names = f"inputs {[t['name'] for t in inputs]}, outputs {[t['name'] for t in outputs]}"
+        if [t["name"] for t in inputs] != [info.input_name] or [t["name"] for t in outputs] != [info.output_name]:
+            raise ModelError(
+                f"{path}: engine has {names}; the model metadata expects one input {info.input_name!r} "
+                f"and one output {info.output_name!r}"
+            )
+        want = _EXPECTED_DTYPE[info.io]
+        for t in inputs + outputs:
+            if t["dtype"] != want or len(t["shape"]) != 4:
+                raise ModelError(
+                    f"{path}: tensor {t['name']!r} is {t['dtype']} rank {len(t['shape'])}, but a "
+                    f"{info.io.value} model needs {want} rank 4"
+                )
+            if t["format"] != "LINEAR":
+                raise ModelError(
+                    f"{path}: tensor {t['name']!r} has memory format {t['format']} ({t['format_desc']}); the "
+                    "executor passes contiguous row-major (LINEAR) buffers: rebuild with export/to_trt.py"
+                )
+
+    def _limits(self) -> None:
+        lo_axes = _spatial_axes(self._info.io)
+        self._max_batch = min(p["max"][0] for p in self.profiles)
+        self._min_batch = max(p["min"][0] for p in self.profiles)
+        self._min_edge = max(p["min"][a] for p in self.profiles for a in lo_axes)
+        self._max_edge = min(p["max"][a] for p in self.profiles for a in lo_axes)
+        if self._min_batch > self._max_batch or self._min_edge > self._max_edge:
+            raise ModelError(f"{self.engine_path}: its optimisation profiles do not overlap: {self.profiles}")
+
+    def check_shape(self, shape: Sequence[int]) -> None:
+        """Raise :class:`InvalidArgumentError` unless ``shape`` is a batch every profile runs."""
+        io = self._info.io
+        layout = "[N,3,H,W]" if io is ModelIO.FLOAT32_NCHW else "[N,H,W,3]"
+        if len(shape) != 4 or any(isinstance(d, bool) or not isinstance(d, int) for d in shape):
+            raise InvalidArgumentError(f"input_shape must be 4 ints {layout}, got {tuple(shape)!r}")
+        h_axis, w_axis = _spatial_axes(io)
+        if shape[_channel_axis(io)] != 3:
+            raise InvalidArgumentError(f"input_shape must be {layout} with 3 channels, got {tuple(shape)}")
+        if not self._min_batch <= shape[0] <= self._max_batch:
+            raise InvalidArgumentError(
+                f"batch of {shape[0]} windows is outside {self.engine_path.name}'s profile "
+                f"{self._min_batch}..{self._max_batch}; rebuild with export/to_trt.py --batch"
+            )
+        for axis in (h_axis, w_axis):
+            if not self._min_edge <= shape[axis] <= self._max_edge:
+                raise InvalidArgumentError(
+                    f"window {shape[h_axis]}x{shape[w_axis]} is outside {self.engine_path.name}'s profile "
+                    f"edge range {self._min_edge}..{self._max_edge}; use a smaller tile/halo or rebuild "
+                    "with export/to_trt.py --tile/--halo/--min-window"
+                )
+
+    def output_shape(self, shape: Sequence[int]) -> tuple[int, int, int, int]:
+        s = self._info.scale
+        if self._info.io is ModelIO.FLOAT32_NCHW:
+            return (shape[0], shape[1], shape[2] * s, shape[3] * s)
+        return (shape[0], shape[1] * s, shape[2] * s, shape[3])
+
+    # -- DeviceStageFactory --------------------------------------------------------------
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    @property
+    def num_profiles(self) -> int:
+        """Optimisation profiles in the engine = most slots that can run concurrently."""
+        return len(self.profiles)
+
+    def window_limits(self) -> tuple[int, int] | None:
+        return (self._min_edge, self._max_edge)
+
+    def create_stage(self, slot: int) -> TensorRTStage:
+        """A stage with its own execution context, bound to profile ``slot``."""
+        if self._closed:
+            raise UpscaleError(f"TensorRT engine {self.engine_path} is closed; create a new factory")
+        if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < self.num_profiles:
+            raise InvalidArgumentError(
+                f"slot {slot!r}: {self.engine_path.name} has {self.num_profiles} optimisation profiles, "
+                f"so slots 0..{self.num_profiles - 1} (each concurrent TensorRT context needs its own "
+                "profile); use fewer slots or rebuild with export/to_trt.py --profiles N"
+            )
+        if any(s.slot == slot for s in self._stages):
+            raise InvalidArgumentError(f"slot {slot} already has an open TensorRT stage; close it first")
+        context = self._engine.create_execution_context()
+        if context is None:
+            raise UpscaleError(
+                f"TensorRT could not create an execution context for {self.engine_path} (out of GPU "
+                f"memory?){self.said()}"
+            )
+        stage = TensorRTStage(self, context, slot)
+        self._stages.append(stage)
+        return stage
+
+    def _forget(self, stage: TensorRTStage) -> None:
+        if stage in self._stages:
+            self._stages.remove(stage)
+
+    def close(self) -> None:
+        """Close every stage, then release the engine and runtime (contexts go first)."""
+        if self._closed:
+            return
+        self._closed = True
+        for stage in list(self._stages):
+            stage.close()
+        self._engine = None
+        self._runtime = None
+
+    def __enter__(self) -> TensorRTStageFactory:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"TensorRTStageFactory({str(self.engine_path)!r}, io={self._info.io.value!r}, "
+            f"scale={self._info.scale}, profiles={len(self.profiles)})"
+        )
