@@ -108,7 +108,7 @@ def install(version: str, *, quiet: bool = True) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=CACHE))
     try:
-        pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--only-binary=:all:",
+        pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--only-binary=:all:", "--root-user-action=ignore",
                "--disable-pip-version-check", "--target", str(tmp), f"{RELEASES[version]}=={version}"]
         if quiet:
             pip.insert(4, "-q")
