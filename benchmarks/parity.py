@@ -3,10 +3,12 @@
     python benchmarks/parity.py data/photos/test/ihc.png data/photos/test/coins.png
     python benchmarks/parity.py --backend onnxruntime --model m.onnx --tile 64 --halo 8 data/photos/test
     python benchmarks/parity.py --precision fp16 --model m_fp16.onnx data/photos/test
+    python benchmarks/parity.py --backend torch-cuda --fp16 --precision fp16 data/photos/test   # GPU pipeline
 
 Reference: the ×scale path of the ``--reference`` checkpoint (``train.checkpoint.load_model``)
 run in PyTorch float32 on the whole image. Candidate: ``runtime.Upscaler(--model,
-backend=--backend)`` fed the same float32 array (0..255), so its raw float output comes
+backend=--backend)`` (GPU backends: the pipelined executor; torch-cuda runs the
+``--reference`` checkpoint unless ``--model`` is another checkpoint) fed the same float32 array (0..255), so its raw float output comes
 back unrounded (needs a float32-nchw model); once on the whole image (tile >= the image's
 sides: "whole") and once tiled with ``--tile``/``--halo`` ("tiled"). Each image is the LR
 input as it is (gray replicated to RGB, alpha dropped; ``--max-size N`` centre-crops).
@@ -231,33 +233,65 @@ class TorchReference:
 
 
 @contextlib.contextmanager
+def _candidate_source(model: str | Path | None, backend: str, reference: Path | None) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The model file the candidate backend loads: a checkpoint for torch-cuda (``--model``
+    if it is one, else the reference), an engine for tensorrt, else an ONNX file."""
+    if backend == "torch-cuda":
+        path = Path(model) if model is not None and str(model).lower().endswith(".safetensors") else reference
+        if path is None or not Path(path).is_file():
+            raise BenchmarkError(f"--backend torch-cuda needs a .safetensors checkpoint (--model or --reference), got {path}")
+        yield Path(path), {"source": "checkpoint", "path": str(path), "sha256": file_sha256(Path(path))}
+    elif backend == "tensorrt":
+        if model is None or not Path(model).is_file():
+            raise BenchmarkError(f"--backend tensorrt needs --model an engine file, got {model}")
+        yield Path(model), {"source": "engine", "path": str(model), "sha256": file_sha256(Path(model))}
+    else:
+        with prepared_model(model) as prepared:
+            yield prepared.onnx_path, prepared.description
+
+
+@contextlib.contextmanager
 def upscaler_candidate(model: str | Path | None, *, backend: str, tile: int, halo: int | None,
-                       threads: int | None, whole_tile: int) -> Iterator[tuple[CandidateFn, dict[str, Any]]]:
+                       threads: int | None, whole_tile: int, reference: Path | None = None,
+                       fp16: bool = False) -> Iterator[tuple[CandidateFn, dict[str, Any]]]:
     """``candidate(image, mode)`` from ``runtime.Upscaler``: "whole" uses one tile of
     ``whole_tile`` (>= every image side), "tiled" uses ``tile``/``halo``; both share one
-    backend instance."""
+    backend instance (for the pipelined GPU backends: one stage factory and device, the
+    "whole" executor with one slot of batch 1). ``fp16`` asks torch-cuda for half precision."""
     from runtime import Upscaler
+    from runtime.backends import STAGE_FACTORIES
     from runtime.model_info import ModelIO
 
-    with prepared_model(model) as prepared:
-        with Upscaler(prepared.onnx_path, backend=backend, tile=tile, halo=halo,
-                      backend_options=backend_options(threads)) as tiled:
-            if tiled.backend.io is not ModelIO.FLOAT32_NCHW:
-                raise BenchmarkError(f"--model {prepared.onnx_path}: parity needs a float32-nchw model (raw float "
-                                     f"output), this one has {tiled.backend.io.value} I/O")
-            whole = Upscaler(backend=tiled.backend, tile=whole_tile, halo=tiled.halo)  # one tile: halo unused
+    if fp16 and backend != "torch-cuda":
+        raise BenchmarkError("--fp16 applies to --backend torch-cuda; other backends run at their model's precision")
+    gpu = backend in STAGE_FACTORIES
+    options = ({"fp16": True} if fp16 else {}) if gpu else backend_options(threads)
+    with _candidate_source(model, backend, reference) as (path, description):
+        with Upscaler(path, backend=backend, tile=tile, halo=halo, backend_options=options) as tiled:
+            if tiled.info.io is not ModelIO.FLOAT32_NCHW:
+                raise BenchmarkError(f"--model {path}: parity needs a float32-nchw model (raw float "
+                                     f"output), this one has {tiled.info.io.value} I/O")
+            extra = {"batch": 1, "slots": 1, "device": tiled.device} if tiled.pipelined else {}
+            whole = Upscaler(backend=tiled.backend, tile=whole_tile, halo=tiled.halo, **extra)  # one tile: halo unused
             ups = {"whole": whole, "tiled": tiled}
 
             def candidate(image: np.ndarray, mode: str) -> np.ndarray:
                 return ups[mode].upscale(image)
 
-            info = tiled.backend.info
-            yield candidate, {
-                **prepared.description, "backend_requested": backend, "backend": tiled.backend.name,
-                "providers": list(getattr(tiled.backend, "providers", ())), "scale": tiled.scale,
-                "tile": tile, "halo": tiled.halo, "whole_tile": whole_tile,
-                "config_name": info.config_name, "recommended_halo": info.recommended_halo,
-            }
+            info = tiled.info
+            device = tiled.device.describe() if tiled.pipelined and hasattr(tiled.device, "describe") else None
+            try:
+                yield candidate, {
+                    **description, "backend_requested": backend,
+                    "backend": getattr(tiled.backend, "name", backend),
+                    "providers": list(getattr(tiled.backend, "providers", ())), "scale": tiled.scale,
+                    "tile": tile, "halo": tiled.halo, "whole_tile": whole_tile,
+                    "config_name": info.config_name, "recommended_halo": info.recommended_halo,
+                    "pipelined": tiled.pipelined, "fp16": fp16, "gpu": device,
+                    **({"slots": tiled.slots, "batch": tiled.batch} if tiled.pipelined else {}),
+                }
+            finally:
+                whole.close()
 
 
 # --------------------------------------------------------------------------- report
@@ -290,6 +324,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--halo", type=int, default=None, help="Upscaler halo for the tiled mode (default: the model's recommended halo)")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes to run: whole, tiled")
     p.add_argument("--max-size", type=int, default=None, help="centre-crop inputs to at most N×N (quick runs)")
+    p.add_argument("--fp16", action="store_true",
+                   help="--backend torch-cuda only: run the checkpoint in half precision (use with --precision fp16)")
     add_common_args(p, name="parity")
     p.set_defaults(backend="auto")
     return p
@@ -314,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         images = [(p.stem, load_input(p, args.max_size)) for p in paths]
         whole_tile = max(max(img.shape[:2]) for _, img in images)
         with upscaler_candidate(args.model, backend=args.backend, tile=args.tile, halo=args.halo,
-                                threads=args.threads, whole_tile=whole_tile) as (candidate, model):
+                                threads=args.threads, whole_tile=whole_tile, reference=args.reference,
+                                fp16=args.fp16) as (candidate, model):
             reference = TorchReference(args.reference, model["scale"], args.threads)
             print(f"parity: {model['path']} on {model['backend']} ({args.precision}) vs PyTorch float32 "
                   f"{args.reference}; {len(images)} images; PSNR >= {thresholds.min_psnr:g} dB, "

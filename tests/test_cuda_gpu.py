@@ -1,0 +1,188 @@
+"""The real CUDA pipeline on a GPU: cuda-python streams/events/pinned/device memory with the
+PyTorch CUDA stage, against PyTorch float32 on the whole image.
+
+Marked ``gpu``; every test is skipped (with the reason) unless cuda-bindings imports, a
+GPU answers through it, and torch is a CUDA build. benchmarks/gpu_check.sh runs them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT = REPO / "models" / "eusr-compact.safetensors"
+
+
+def _gpu_reason() -> str | None:
+    try:
+        import cuda.bindings.runtime  # noqa: F401
+    except ImportError as exc:
+        return f"cuda-bindings is not installed ({exc})"
+    from runtime.cuda.resources import cuda_available
+
+    ok, why = cuda_available()
+    if not ok:
+        return f"no usable GPU: {why}"
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} has no CUDA"
+    return None
+
+
+REASON = _gpu_reason()
+if REASON is not None:
+    pytest.skip(REASON, allow_module_level=True)
+
+import torch  # noqa: E402
+
+from runtime import Upscaler  # noqa: E402
+from runtime.backends.torch_cuda import TorchCudaStageFactory  # noqa: E402
+from runtime.cuda.resources import CudaDevice, DeviceBuffer, Event, PinnedBuffer, Stream  # noqa: E402
+from runtime.errors import UpscaleError  # noqa: E402
+from runtime.metrics import psnr  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def device() -> CudaDevice:
+    return CudaDevice(0)
+
+
+@pytest.fixture(scope="module")
+def eusr():  # noqa: ANN201
+    from train.checkpoint import load_model
+
+    if not CHECKPOINT.is_file():
+        pytest.skip(f"{CHECKPOINT} is missing")
+    return load_model(CHECKPOINT)
+
+
+@pytest.fixture(scope="module")
+def reference(eusr):  # noqa: ANN001, ANN201
+    """PyTorch float32 whole image on the GPU with TF32 off: the ground truth."""
+    net = eusr.path(4).to("cuda").float().eval()
+
+    def run(image: np.ndarray) -> np.ndarray:
+        before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            with torch.inference_mode():
+                x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None].cuda()
+                return net(x)[0].float().cpu().numpy().transpose(1, 2, 0)
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+    return run
+
+
+@pytest.fixture
+def no_tf32():  # noqa: ANN201
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth random image with edges (closer to a photo than white noise)."""
+    small = rng.uniform(0, 255, (h // 8 + 2, w // 8 + 2, 3)).astype(np.float32)
+    big = small.repeat(8, 0).repeat(8, 1)[:h, :w]
+    return np.clip(big + rng.normal(0, 6, big.shape), 0, 255).astype(np.float32)
+
+
+def test_device_facts_and_memory_round_trip(device: CudaDevice) -> None:
+    info = device.describe()
+    assert info["name"] and info["memory_total_bytes"] > 0
+    data = np.arange(1 << 16, dtype=np.float32)
+    with Stream() as stream, Event() as event, PinnedBuffer(data.nbytes) as host, DeviceBuffer(data.nbytes) as dev, PinnedBuffer(data.nbytes) as back:
+        host.view(np.float32, data.shape)[...] = data
+        device.copy_h2d(dev, host, data.nbytes, stream)
+        tensor = torch.as_tensor(dev.view(np.float32, data.shape), device="cuda")
+        assert tensor.data_ptr() == dev.ptr  # zero copy through __cuda_array_interface__
+        with torch.cuda.stream(torch.cuda.ExternalStream(stream.handle)):
+            tensor.mul_(2)
+        device.copy_d2h(back, dev, data.nbytes, stream)
+        event.record(stream)
+        event.synchronize()
+        np.testing.assert_array_equal(back.view(np.float32, data.shape), data * 2)
+
+
+@pytest.mark.parametrize("fp16,min_psnr", [(False, 80.0), (True, 50.0)])
+@pytest.mark.parametrize("slots", [1, 3])
+def test_pipeline_matches_pytorch_fp32(no_tf32, eusr, reference, fp16: bool, min_psnr: float, slots: int, rng: np.random.Generator) -> None:  # noqa: ANN001
+    image = photo(rng, 203, 311)  # odd sizes, several tiles
+    expected = reference(image)
+    with Upscaler(CHECKPOINT, backend="torch-cuda", tile=64, halo=16, batch=4, slots=slots,
+                  backend_options={"fp16": fp16}) as up:
+        assert up.pipelined and isinstance(up.device, CudaDevice)
+        got = up.upscale(image)
+    assert got.shape == expected.shape and np.isfinite(got).all()
+    assert psnr(got, expected) >= min_psnr
+
+
+def test_uint8_io_and_a_stream_of_images(eusr, reference, rng: np.random.Generator) -> None:  # noqa: ANN001
+    images = [photo(rng, h, w).astype(np.uint8) for h, w in [(64, 64), (97, 130), (31, 17), (128, 200)]]
+    expected = [np.clip(np.round(reference(im.astype(np.float32))), 0, 255) for im in images]
+    for io in ("uint8-nhwc", "float32-nchw"):
+        with Upscaler(CHECKPOINT, backend="torch-cuda", tile=48, halo=16, batch=6, slots=2,
+                      backend_options={"io": io, "fp16": True}) as up:
+            got = list(up.upscale_many(images))
+        assert len(got) == len(images)
+        for g, e in zip(got, expected):
+            assert g.dtype == np.uint8 and g.shape == e.shape
+            assert psnr(g.astype(np.float32), e) >= 40.0  # fp16, uint8 rounding on both sides
+
+
+def test_one_huge_image(eusr, rng: np.random.Generator) -> None:  # noqa: ANN001
+    """1440×2560 → 5760×10240 uint8: many batches of one image through 3 slots, against the
+    sequential path of the same stage (the emulated device) on a crop."""
+    image = photo(rng, 1440, 2560).astype(np.uint8)
+    with Upscaler(CHECKPOINT, backend="torch-cuda", tile=256, halo=16, batch=8, slots=3,
+                  backend_options={"io": "uint8-nhwc", "fp16": True}) as up:
+        out = up.upscale(image)
+        crop = up.upscale(image[:300, :300])
+    assert out.shape == (5760, 10240, 3)
+    # the top-left core of the big run equals the crop's where the crop has full context
+    assert psnr(out[:1000, :1000].astype(np.float32), crop[:1000, :1000].astype(np.float32)) >= 45.0
+
+
+def test_a_failing_stage_raises_on_gpu_and_recovers(eusr, rng: np.random.Generator) -> None:  # noqa: ANN001
+    factory = TorchCudaStageFactory(eusr, halo=16)
+    image = photo(rng, 100, 100)
+    with factory, Upscaler(backend=factory, tile=32, halo=16, batch=2, slots=2) as up:
+        good = up.upscale(image)
+        calls = {"n": 0}
+        net = factory.net
+
+        def flaky(x):  # noqa: ANN001, ANN202
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("simulated CUDA failure")
+            return net(x)
+
+        factory.net = flaky
+        with pytest.raises(UpscaleError, match="simulated CUDA failure"):
+            up.upscale(image)
+        factory.net = net
+        np.testing.assert_array_equal(up.upscale(image), good)
+
+
+def test_onnxruntime_cuda_stage(rng: np.random.Generator) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+    model = REPO / "runtime" / "models" / "eusr-compact-x4.onnx"
+    image = photo(rng, 150, 170)
+    with Upscaler(model, backend="onnxruntime", tile=64, batch=4) as seq:
+        expected = seq.upscale(image)
+    with Upscaler(model, backend="onnxruntime-cuda", tile=64, batch=4, slots=2) as up:
+        got = up.upscale(image)
+    assert psnr(got, expected) >= 60.0
