@@ -266,17 +266,20 @@ def inspect_onnx(path: str | os.PathLike, *, scale: int | None = None) -> OnnxFa
     inputs = {vi.name: vi for vi in graph.input}
     if info.input_name not in inputs:
         raise BuildInputError(f"{path}: the metadata names input {info.input_name!r} but the graph has {list(inputs)}")
-    digest = hashlib.sha256(bytes.fromhex(file_sha256(path)))
+    sha256 = file_sha256(path)
     externals = _external_files(model, path.parent)
-    for ext in externals:
-        if not ext.is_file():
-            raise BuildInputError(f"{path}: external weights file {ext} is missing")
-        digest.update(bytes.fromhex(file_sha256(ext)))
+    if externals:  # weights beside the graph change the engine too
+        digest = hashlib.sha256(bytes.fromhex(sha256))
+        for ext in externals:
+            if not ext.is_file():
+                raise BuildInputError(f"{path}: external weights file {ext} is missing")
+            digest.update(bytes.fromhex(file_sha256(ext)))
+        sha256 = digest.hexdigest()
     precision, evidence = detect_precision(model)
     value_range = tuple((metadata or {}).get("value_range", (0, 255)))
     return OnnxFacts(
         path=path,
-        sha256=digest.hexdigest() if externals else file_sha256(path),
+        sha256=sha256,
         info=info,
         precision=precision,
         precision_evidence=evidence,
@@ -437,6 +440,7 @@ def _build_plan(
 ) -> bytes:
     builder = _create(trt.Builder, logger, "builder")
     network = builder.create_network(_strongly_typed_flags(trt))
+    # The parser holds weights the network refers to: it stays alive until the build returns.
     parser = _create(lambda lg: trt.OnnxParser(network, lg), logger, "ONNX parser")
     if not parser.parse_from_file(str(facts.path)):
         errors = _parser_errors(parser) or [f"(no parser error recorded){_said(logger)}"]
@@ -483,7 +487,8 @@ def _said(logger) -> str:
 
 
 def _deserialise(trt, logger, plan: bytes):
-    """The engine from ``plan`` via ``trt.Runtime.deserialize_cuda_engine``, or None."""
+    """``(runtime, engine)`` for ``plan`` via ``trt.Runtime.deserialize_cuda_engine`` (engine
+    None if it does not deserialise); drop the engine before the runtime."""
     runtime = _create(trt.Runtime, logger, "runtime")
     return runtime, runtime.deserialize_cuda_engine(plan)
 
@@ -505,10 +510,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "unknown"
 
 
-def default_timing_cache(trt_version: str, gpu: GpuInfo | None) -> Path:
-    """``<cache dir>/timing/trt<version>-sm<cc>-<gpu>.cache``: one per TensorRT and GPU."""
+def default_timing_cache(trt_version: str, gpu: GpuInfo | None, root: str | os.PathLike | None = None) -> Path:
+    """``<root>/timing/trt<version>-sm<cc>-<gpu>.cache`` (root: the engine cache folder, else
+    :func:`~export.engine_cache.default_cache_dir`): one per TensorRT version and GPU, as a
+    timing cache is only valid for the device and TensorRT that made it."""
     tag = f"sm{gpu.compute_capability}-{_slug(gpu.name)}" if gpu else "unknown-gpu"
-    return default_cache_dir() / "timing" / f"trt{trt_version}-{tag}.cache"
+    return Path(root if root is not None else default_cache_dir()) / "timing" / f"trt{trt_version}-{tag}.cache"
 
 
 def _make_sidecar(
@@ -586,7 +593,7 @@ def build_engine(
     """Build (or reuse) the engine for ``onnx`` at ``output`` with its sidecar.
 
     ``cache_dir``: engine cache folder (None: no engine cache). ``timing_cache``: a file,
-    True for :func:`default_timing_cache`, or None/False for none. ``force`` rebuilds even
+    True for :func:`default_timing_cache` (under ``cache_dir``), or None/False for none. ``force`` rebuilds even
     when the output or the cache holds a matching engine. Raises a :class:`TrtBuildError`
     subclass (its ``exit_code`` is the CLI's status).
     """
@@ -612,7 +619,10 @@ def build_engine(
                         gpu_name=gpu.name, compute_capability=gpu.compute_capability)
 
     def deserialises(plan: bytes) -> bool:
-        return _deserialise(trt, logger, plan)[1] is not None
+        runtime, engine = _deserialise(trt, logger, plan)
+        ok = engine is not None
+        del engine, runtime  # the engine goes before its runtime
+        return ok
 
     if key is not None and not force:
         reused = _reuse_output(output, key, deserialises)
@@ -631,7 +641,7 @@ def build_engine(
                                    reused="cache", seconds=time.perf_counter() - t0)
 
     if timing_cache is True:
-        timing_path: Path | None = default_timing_cache(trt.__version__, gpu)
+        timing_path: Path | None = default_timing_cache(trt.__version__, gpu, cache_dir)
     elif timing_cache in (None, False):
         timing_path = None
     else:
@@ -691,12 +701,21 @@ def parse_size(text: str) -> int:
     return value
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the meaningless ones (None, flags, required options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool) or action.required:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="to_trt.py",
         description="Build a TensorRT engine and its JSON sidecar from an ONNX model exported by export/to_onnx.py.",
         epilog="Exit status: 0 built or reused, 1 build failed, 2 bad arguments or input, 3 TensorRT or GPU unavailable.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     d = BuildOptions(precision=Precision.FP32)
     p.add_argument("onnx", type=Path, help="ONNX model (float32, FP16 or Q/DQ INT8 graph)")
@@ -714,12 +733,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="identical optimisation profiles = most runtime slots in flight")
     p.add_argument("--opt-level", type=int, choices=range(6), default=None, metavar="0..5",
                    help="builder_optimization_level (TensorRT default 3)")
-    p.add_argument("--workspace", type=parse_size, default=None, help="workspace pool limit, e.g. 4GiB")
+    p.add_argument("--workspace", type=parse_size, default=None, metavar="SIZE",
+                   help="workspace memory pool limit, e.g. 4GiB (TensorRT default: the GPU's memory)")
     p.add_argument("--scale", type=int, default=None, help="upscale factor, for an ONNX without fourpp_eusr metadata")
-    p.add_argument("--cache-dir", type=Path, default=default_cache_dir() / "engines", help="engine cache folder")
+    p.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+                   help="engine cache folder (<key>.plan + sidecar; timing caches in its timing/)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the engine cache")
     p.add_argument("--timing-cache", type=Path, default=None,
-                   help="timing cache file (default: one per TensorRT version and GPU under the cache folder)")
+                   help="timing cache file (default: one per TensorRT version and GPU in <cache-dir>/timing/)")
     p.add_argument("--no-timing-cache", action="store_true", help="time every kernel afresh, save nothing")
     p.add_argument("--force", action="store_true", help="rebuild even if the output or cache holds a matching engine")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -734,7 +755,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         facts = inspect_onnx(args.onnx, scale=args.scale)
         precision = facts.precision if args.precision == "auto" else Precision(args.precision)
-        halo = args.halo if args.halo is not None else (facts.info.recommended_halo or BuildOptions(precision=precision).halo)
+        halo = args.halo if args.halo is not None else facts.info.recommended_halo
+        if halo is None:
+            halo = BuildOptions(precision=precision).halo
         window = args.tile + 2 * halo
         min_window = args.min_window if args.min_window is not None else min(BuildOptions(precision=precision).min_window, window)
         options = BuildOptions(

@@ -73,7 +73,7 @@ def import_tensorrt(purpose: str = "the TensorRT backend") -> ModuleType:
     """``import tensorrt``, or :class:`MissingDependencyError` with the install command."""
     try:
         import tensorrt
-    except ImportError as exc:  # also a missing libnvinfer.so behind an installed wheel
+    except (ImportError, OSError) as exc:  # OSError: tensorrt_libs could not dlopen a library
         raise MissingDependencyError(
             f"TensorRT is needed for {purpose} but cannot be imported ({exc}); install it with: {TRT_INSTALL_HINT}"
         ) from exc
