@@ -449,7 +449,7 @@ def _build_plan(
     shapes = _check_network(trt, network, facts, options)
 
     config = builder.create_builder_config()
-    for index in range(options.profiles):
+    for _ in range(options.profiles):
         profile = builder.create_optimization_profile()
         profile.set_shape(facts.info.input_name, *shapes)
         if config.add_optimization_profile(profile) < 0:
