@@ -302,7 +302,7 @@ def run_config(name: str, model: Any, size: tuple[int, int], args: argparse.Name
         rows_extra: dict[str, Any] = {}
         record("torch-fp16-compile", "fp16", "fp16 nchw (device)", "device", compiled)
         rows[-1].update(rows_extra)
-    del modes
+    modes = None  # free the whole-image models and graphs before the pipeline runs
     torch.cuda.empty_cache()
 
     for fp16 in (False, True):
