@@ -89,6 +89,7 @@ def test_torch_stage_float32_matches_pytorch_whole_image(single_thread_torch, ti
 
     for channels_last in (True, False):
         factory = TorchCudaStageFactory(tiny_eusr, device="cpu", channels_last=channels_last, halo=16)
+        assert factory.net.model is not tiny_eusr  # the caller's module is copied, not converted
         with factory, emulated(factory, "random", tile=16, batch=4, slots=3) as up:
             assert up.halo == 16  # the factory's halo is the model's recommended halo
             got = up.upscale(image)

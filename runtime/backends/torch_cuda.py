@@ -60,7 +60,8 @@ class TorchCudaStageFactory:
 
     ``model``: an EUSR ``.safetensors`` checkpoint (``train.checkpoint.load_model``, moving
     average weights when present) or an ``nn.Module`` (an EUSR, whose ×``scale`` path is
-    used, or a module mapping ``[N,3,H,W]`` 0..255 float to ×``scale``). ``halo`` becomes
+    used, or a module mapping ``[N,3,H,W]`` 0..255 float to ×``scale``; copied, the
+    caller's module is left as it is). ``halo`` becomes
     the model's ``recommended_halo`` (checkpoints carry none). ``channels_last`` and
     ``cudnn_benchmark`` (process-wide) are the fast settings for convolutions on NVIDIA GPUs.
     """
@@ -147,7 +148,10 @@ class TorchCudaStageFactory:
     def _load(self, model: Any, weights: str) -> tuple[Any, str | None, str]:
         torch = self.torch
         if isinstance(model, torch.nn.Module):
-            net, source, config_name = model, "module", None
+            import copy
+
+            # a copy: moving to the GPU and .half() work in place, and the caller keeps theirs
+            net, source, config_name = copy.deepcopy(model), "module", None
         else:
             path = Path(model)
             if not path.is_file():
