@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +27,24 @@ from runtime.cuda.resources import CudaDevice, cuda_available  # noqa: E402
 from runtime.errors import BackendUnavailableError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted(
-    [*(ROOT / "runtime" / "cuda").glob("*.py"), ROOT / "runtime" / "pipeline.py", *(ROOT / "runtime" / "backends").glob("*.py")]
+OWN_SOURCES = sorted(
+    [*(ROOT / "runtime" / "cuda").glob("*.py"), ROOT / "runtime" / "pipeline.py",
+     ROOT / "runtime" / "backends" / "torch_cuda.py", ROOT / "runtime" / "backends" / "onnxruntime_cuda.py"]
 )
+"""Files where the name ``rt`` always means the CUDA runtime module."""
+ALL_SOURCES = sorted((ROOT / "runtime").rglob("*.py"))
+"""Everywhere else only the unambiguous ``cudart().cudaX`` form is checked."""
 HAS_GPU = cuda_available()[0]
 
 
-def _rt_chain(node: ast.AST) -> list[str] | None:
-    """``rt.a.b`` or ``cudart().a.b`` → ["a", "b"]; None for anything else."""
+def _rt_chain(node: ast.AST, rt_name: bool = True) -> list[str] | None:
+    """``rt.a.b`` (if ``rt_name``) or ``cudart().a.b`` → ["a", "b"]; None for anything else."""
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
         node = node.value
     is_call = isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "cudart"
-    if (is_call or isinstance(node, ast.Name) and node.id == "rt") and parts:
+    if (is_call or rt_name and isinstance(node, ast.Name) and node.id == "rt") and parts:
         return parts[::-1]
     return None
 
@@ -48,21 +53,22 @@ def collect_call_sites() -> tuple[list[tuple[str, str, int, int]], list[tuple[st
     """``(calls, references)``: calls as (file:line, function, positional args); references
     as (file:line, dotted name) for every ``rt.…`` expression."""
     calls, refs = [], []
-    for path in SOURCES:
+    for path in ALL_SOURCES:
+        own = path in OWN_SOURCES
         tree = ast.parse(path.read_text(), filename=str(path))
-        where = path.relative_to(ROOT)
+        where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
                 func, args = node.func, node.args
                 if isinstance(func, ast.Name) and func.id == "call" and args:
-                    chain, nargs, passed = _rt_chain(args[0]), len(args) - 1, args[1:]
+                    chain, nargs, passed = _rt_chain(args[0], own), len(args) - 1, args[1:]
                 else:
-                    chain, nargs, passed = _rt_chain(func), len(args), args
+                    chain, nargs, passed = _rt_chain(func, own), len(args), args
                 if chain and len(chain) == 1:
                     if any(isinstance(a, ast.Starred) for a in passed) or node.keywords:
                         raise AssertionError(f"{where}:{node.lineno}: pass CUDA arguments positionally, without *args")
                     calls.append((f"{where}:{node.lineno}", chain[0], nargs, node.lineno))
-            chain = _rt_chain(node) if isinstance(node, ast.Attribute) else None
+            chain = _rt_chain(node, own) if isinstance(node, ast.Attribute) else None
             if chain:
                 refs.append((f"{where}:{node.lineno}", ".".join(chain), node.lineno))
     return calls, refs
@@ -108,6 +114,25 @@ def test_every_enum_and_constant_exists() -> None:
                 break
             obj = getattr(obj, part)
     assert not problems, "\n".join(problems)
+
+
+def test_negative_control_bad_call_sites_are_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "rt = cudart()\n"
+        "call(rt.cudaStreamSynchronise, s)\n"          # misspelt
+        "call(rt.cudaMemcpyAsync, d, s, n, stream)\n"   # kind missing
+        "x = rt.cudaMemcpyKind.cudaMemcpyHostToHost2\n"  # no such member
+        "cudart().cudaEventRecord(e)\n"                 # stream missing
+    )
+    monkeypatch.setattr(sys.modules[__name__], "ALL_SOURCES", [bad])
+    monkeypatch.setattr(sys.modules[__name__], "OWN_SOURCES", [bad])
+    with pytest.raises(AssertionError) as calls:
+        test_every_function_exists_with_the_argument_count_passed()
+    text = str(calls.value)
+    assert "no function cudaStreamSynchronise" in text and "cudaMemcpyAsync" in text and "cudaEventRecord" in text
+    with pytest.raises(AssertionError, match="cudaMemcpyHostToHost2 does not exist"):
+        test_every_enum_and_constant_exists()
 
 
 def test_checker_raises_with_the_cuda_error_name() -> None:
