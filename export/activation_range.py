@@ -37,7 +37,7 @@ from torch import nn
 
 from benchmarks._common import environment, file_sha256, fmt_float, list_images, markdown_table, write_results
 from export.fp16 import FP16_MAX
-from train.checkpoint import CheckpointError, load_model
+from train.checkpoint import CheckpointError
 from train.models.eusr import EUSR
 
 __all__ = ["LayerRange", "ActivationRange", "path_modules", "measure", "main"]
@@ -183,13 +183,21 @@ def to_json(result: ActivationRange) -> dict[str, Any]:
     }
 
 
+def _shown(path: str) -> str:
+    """A path as the Markdown shows it: relative to the repository when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return path
+
+
 def to_markdown(result: ActivationRange, meta: dict[str, Any], env: dict[str, Any]) -> str:
     top = result.overall
     lines = [
         f"# Activation range, x{result.scale} path, float32 (FP16 overflow margin)",
         "",
-        f"Model `{meta['checkpoint']}` (config {meta['config_name']!r}, sha256 {meta['sha256'][:12]}…), "
-        f"whole images from `{meta['data']}`, PyTorch {env['versions']['torch']} on {env['host']['cpu']}, "
+        f"Model `{_shown(meta['checkpoint'])}` (config {meta['config_name']!r}, sha256 {meta['sha256'][:12]}…), "
+        f"whole images from `{_shown(meta['data'])}`, PyTorch {env['versions']['torch']} on {env['host']['cpu']}, "
         f"commit {str(env['git']['commit'])[:10]}{' (dirty)' if env['git']['dirty'] else ''}.",
         "",
         f"**Largest |activation|: {top.max_abs:.1f}** ({top.name}, {top.image}); fp16 max {FP16_MAX:g}: "
@@ -250,15 +258,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.checkpoint.is_file():
         print(f"error: {args.checkpoint}: no such checkpoint file (expected an EUSR .safetensors)", file=sys.stderr)
         return 2
-    try:
-        model = load_model(args.checkpoint)
-        model._check_scale(args.scale)
-    except (CheckpointError, ValueError) as e:
-        print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
-        return 2
     from export.to_onnx import load_source
 
-    source = load_source(args.checkpoint)
+    try:
+        source = load_source(args.checkpoint)
+        model = source.model
+        model._check_scale(args.scale)
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {args.checkpoint}: {e} (--scale {args.scale})" if isinstance(e, ValueError)
+              else f"error: {e}", file=sys.stderr)
+        return 2
     env = environment()
     env["threads"] = {"torch_intra_op": torch.get_num_threads()}
     result = measure(model, images, scale=args.scale, echo=print)

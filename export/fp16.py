@@ -87,7 +87,7 @@ class HalfPrecisionPath(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m, key = self.model, self.key
         mean = m.rgb_mean
-        h = (x.to(torch.float32) - mean).to(self.dtype)
+        h = (x - mean).to(self.dtype)  # x is float32 by the I/O contract
         h = m.first(h)
         h = m.scale_features[key](h)
         h = m.shared(h)
