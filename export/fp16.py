@@ -20,6 +20,13 @@ compact model (×4, 64×64 crops of camera/coins/ihc, PSNR vs the float32 ONNX, 
   variant rounds a float32 value). 80.43 / 81.39 / 87.59 dB: better at every edge, no
   new dependency, the same initializer names as the float32 graph.
 
+Precision at the edges: fp16 has an 11-bit significand, so every integer up to 2048 (all
+of 0..255) is exact, but its spacing is 0.0625 in [64, 128) and 0.125 in [128, 256).
+Casting the centred value costs at most 0.0625 grey levels, once; casting the raw pixel
+first (exact) would instead round the mean in fp16 (114.444 → 114.4375) and round the
+difference again in fp16. On the way out the mean is added in float32, so the output is
+not snapped to the 0.125 grid near 255 before the uint8 graph rounds it.
+
 The graph holds exactly two Casts (float32→fp16 after the subtraction, fp16→float32 before
 the addition): a TensorRT network created STRONGLY_TYPED runs everything between them in
 fp16, and its I/O stays float32 NCHW or uint8 NHWC as in ``export/onnx_io.py``.
