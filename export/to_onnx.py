@@ -75,7 +75,6 @@ from export.onnx_io import (
     parse_precision,
     read_metadata,
     set_metadata,
-    variant_paths,
     wrap_for_io,
 )
 from runtime.metrics import psnr, quantize

@@ -11,9 +11,7 @@ negative control). Halving those convs gives outputs of about -140..370 on photo
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 from pathlib import Path
 
 import numpy as np
