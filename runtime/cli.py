@@ -70,12 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (created if missing); with one input image, may be a file path "
         f"with an image extension ({', '.join(sorted(WRITE_FORMATS))})",
     )
-    up.add_argument("--model", type=Path, help="ONNX model (default: the bundled compact x4 model)")
-    up.add_argument("--backend", default="auto", help="inference backend: auto, onnxruntime (default: auto)")
+    up.add_argument("--model", type=Path,
+                    help="ONNX model, TensorRT engine (.plan, with its .json sidecar) or, for torch-cuda, a .safetensors "
+                    "checkpoint (default: the bundled compact x4 model)")
+    up.add_argument("--backend", default="auto",
+                    help="inference backend: auto, onnxruntime (CPU, or its CUDA provider), tensorrt, torch-cuda, "
+                    "onnxruntime-cuda; the GPU ones run the pipelined CUDA executor (default: auto, logs its choice)")
     up.add_argument("--tile", type=_int_at_least(1), default=DEFAULT_TILE, help=f"tile edge in input pixels (default {DEFAULT_TILE})")
     up.add_argument("--halo", type=_int_at_least(0), default=None,
                     help=f"context around each tile, in input pixels (default: the model's recommended halo, else {DEFAULT_HALO})")
-    up.add_argument("--batch", type=_int_at_least(1), default=DEFAULT_BATCH, help=f"tiles per model call (default {DEFAULT_BATCH})")
+    up.add_argument("--batch", type=_int_at_least(1), default=None,
+                    help=f"tiles per model call (default: {DEFAULT_BATCH} on the CPU, 8 on a GPU)")
+    up.add_argument("--slots", type=_int_at_least(1), default=None,
+                    help="GPU backends: batches in flight, each with its own CUDA stream and buffers (default 3)")
     up.add_argument("--overwrite", action="store_true", help="replace existing output files")
     up.add_argument(
         "--format",
@@ -184,7 +191,8 @@ def _upscale(args: argparse.Namespace) -> int:
     if not images:
         raise _UsageError("no images to upscale: " + ", ".join(map(str, args.images)) + " hold no image files")
     try:
-        upscaler = Upscaler(args.model, backend=args.backend, tile=args.tile, halo=args.halo, batch=args.batch)
+        extra = {} if args.slots is None else {"slots": args.slots}
+        upscaler = Upscaler(args.model, backend=args.backend, tile=args.tile, halo=args.halo, batch=args.batch, **extra)
     except UpscaleError as exc:
         raise _UsageError(str(exc)) from exc
 
