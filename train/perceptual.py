@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from train.runtime_setup import setup_device
 from train.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -447,14 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_args(args)
     weights = _loss_weights(args)
     _check_predictor_flags(args, weights.active())
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda requested but torch sees no CUDA device")
-    use_amp = bool(args.amp and device.type == "cuda")
-    if args.amp and not use_amp:
-        log.warning("--amp ignored: autocast float16 is used on CUDA only")
+    device, use_amp = setup_device(args, log)
     routes = ("x4",) if args.no_multipass else ROUTES
     active = weights.active()
     rng = np.random.default_rng(args.seed)

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from train.runtime_setup import setup_device
 from train.checkpoint import CheckpointError, load_checkpoint, load_state_into, model_config, restore_optimizer, save_checkpoint
 from train.data import PatchDataset, list_images, load_rgb, make_lr, mod_crop
 from train.models.eusr import CONFIGS, EUSR, EUSRConfig
@@ -185,14 +186,7 @@ def _bicubic_up(lr: np.ndarray, scale: int) -> np.ndarray:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda requested but torch sees no CUDA device")
-    use_amp = bool(args.amp and device.type == "cuda")
-    if args.amp and not use_amp:
-        log.warning("--amp ignored: autocast float16 is used on CUDA only")
+    device, use_amp = setup_device(args, log)
 
     start_step = 0
     rng = np.random.default_rng(args.seed)

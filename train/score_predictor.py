@@ -37,6 +37,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from train.runtime_setup import setup_device
 from train.checkpoint import CheckpointError, load_checkpoint, load_state_into, restore_optimizer
 from train.iqa_data import IQADataset, IQAEntry, mean_of, read_ava, read_tid2013, split_ava, split_tid2013
 from train.models.mobilenet_v2 import bundled_imagenet_weights, load_imagenet_weights
@@ -274,14 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     _check_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda requested but torch sees no CUDA device")
-    use_amp = bool(args.amp and device.type == "cuda")
-    if args.amp and not use_amp:
-        log.warning("--amp ignored: autocast float16 is used on CUDA only")
+    device, use_amp = setup_device(args, log)
 
     resume = None
     if args.resume is not None:
