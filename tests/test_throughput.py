@@ -78,3 +78,79 @@ def test_invalid_sizes_exit_2(sizes: str, capsys: pytest.CaptureFixture[str]) ->
 
 def test_parse_sizes() -> None:
     assert throughput.parse_sizes("120x68, 240X135") == [(120, 68), (240, 135)]
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, dict, Path]:
+    pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp("throughput_sweep")
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), "--configs", "tiny", "--sizes", "40x30", "--warmup", "0", "--repeats", "1",
+         "--threads", "1", "--tiles", "16,32", "--halos", "0,4", "--batches", "1,2", "--io", "float32-nchw,uint8-nhwc",
+         "--precisions", "fp32,fp16", "--out", str(out), "--name", "sw", "--no-plot"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=180,
+    )
+    data = json.loads((out / "sw.json").read_text()) if res.returncode == 0 else {}
+    return res, data, out
+
+
+def test_tiling_sweep_rows_and_columns(tiny_sweep) -> None:
+    res, data, out = tiny_sweep
+    assert res.returncode == 0, res.stderr
+    rows = data["tiling_rows"]
+    combos = [(r["varied"], r["tile"], r["halo"], r["batch"], r["io"], r["precision"]) for r in rows]
+    # The default (tile 128, the tiny config's halo 16) first, the 2×2 grid, then one row per other axis value.
+    assert combos == [
+        ("default", 128, 16, 1, "float32-nchw", "fp32"),
+        ("tile/halo", 16, 0, 1, "float32-nchw", "fp32"), ("tile/halo", 16, 4, 1, "float32-nchw", "fp32"),
+        ("tile/halo", 32, 0, 1, "float32-nchw", "fp32"), ("tile/halo", 32, 4, 1, "float32-nchw", "fp32"),
+        ("batch", 128, 16, 2, "float32-nchw", "fp32"),
+        ("io", 128, 16, 1, "uint8-nhwc", "fp32"),
+        ("precision", 128, 16, 1, "float32-nchw", "fp16"),
+    ]
+    assert {v["precision"] + " " + v["io"] for v in data["models"]["tiny"]["onnx_variants"]} == {
+        "fp16 float32-nchw", "fp32 uint8-nhwc"}
+    md = (out / "sw.md").read_text()
+    assert "## Tiling sweep (ort-tiled)" in md
+    header = next(ln for ln in md.splitlines() if ln.startswith("| config") and "speed vs default" in ln)
+    assert [c.strip() for c in header.strip("|").split("|")] == throughput.TILING_HEADERS
+    assert sum(ln.startswith("| tiny") for ln in md.splitlines()) == len(rows) + len(throughput.MODES)
+    # Rows without the sweep flags are what they were: the three modes.
+    assert sorted(r["mode"] for r in data["rows"]) == sorted(throughput.MODES)
+
+
+def test_tiling_sweep_ratios_use_rows_of_the_same_run(tiny_sweep) -> None:
+    res, data, _ = tiny_sweep
+    assert res.returncode == 0, res.stderr
+    main = {r["mode"]: r for r in data["rows"]}
+    rows = data["tiling_rows"]
+    default = next(r for r in rows if r["varied"] == "default")
+    for r in rows:
+        assert len(r["times_s"]) == 1
+        assert r["default_median_s"] == default["median_s"]
+        assert r["torch_median_s"] == main["torch-eager"]["median_s"]
+        assert r["ort_whole_median_s"] == main["ort-whole"]["median_s"]
+        assert r["main_table_tiled_median_s"] == main["ort-tiled"]["median_s"]
+        assert math.isclose(r["speed_vs_default"], default["median_s"] / r["median_s"], rel_tol=1e-9)
+        assert math.isclose(r["speedup_vs_torch"], r["torch_median_s"] / r["median_s"], rel_tol=1e-9)
+        assert math.isclose(r["time_vs_whole"], r["median_s"] / r["ort_whole_median_s"], rel_tol=1e-9)
+        assert math.isclose(r["nominal_overlap"], (r["tile"] + 2 * r["halo"]) ** 2 / r["tile"] ** 2, rel_tol=1e-9)
+        assert r["actual_overlap"] >= 1.0 and r["tiles"] >= 1 and r["peak_rss_mib"] > 0
+    assert default["speed_vs_default"] == 1.0
+    # A halo at least the model's receptive-field need keeps the tiled output equal to torch up to rounding.
+    assert default["max_abs_diff_vs_torch"] <= 2
+    # 40x30 in tiles of 16 without halo: 3 × 2 windows of 16² for 1200 pixels.
+    t16 = next(r for r in rows if (r["tile"], r["halo"]) == (16, 0))
+    assert t16["tiles"] == 6 and math.isclose(t16["actual_overlap"], 6 * 16 * 16 / 1200, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["--tiles", "0,64"], "--tiles"), (["--halos", "-1"], "--halos"), (["--batches", "0"], "--batches"),
+    (["--io", "float16-nchw"], "--io"), (["--precisions", "int8"], "--precisions"),
+    (["--tiles", "64", "--modes", "ort-whole"], "--modes"),
+])
+def test_invalid_sweep_flags_exit_2(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        throughput.main(["--configs", "tiny", *argv])
+    assert exc.value.code == 2
+    assert flag in capsys.readouterr().err
