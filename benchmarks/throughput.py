@@ -431,6 +431,11 @@ def reset_peak_rss() -> float | None:
     return _proc_status_mib("VmRSS")
 
 
+def row_ms_per_window_mp(times: Sequence[float], window_px: int) -> float:
+    """Median ms per megapixel of model input actually computed: flat when the overlap explains the cost."""
+    return statistics.median(times) * 1e3 / (window_px / 1e6)
+
+
 def measure_tiling_sweep(name: str, onnx_paths: dict[tuple[str, str], Path], image: np.ndarray,
                          refs: dict[str, tuple[float, np.ndarray]], args: argparse.Namespace, *,
                          default_tile: int, default_halo: int) -> list[dict[str, Any]]:
@@ -459,6 +464,7 @@ def measure_tiling_sweep(name: str, onnx_paths: dict[tuple[str, str], Path], ima
                "tiles": len(plan), "window": [plan.window_height, plan.window_width],
                "nominal_overlap": (combo["tile"] + 2 * combo["halo"]) ** 2 / combo["tile"] ** 2,
                "actual_overlap": window_px / (width * height),
+               "ms_per_window_mp": row_ms_per_window_mp(times, window_px),
                "peak_rss_mib": peak if peak is not None else peak_rss_mib(),
                "rss_before_mib": rss_before,
                "peak_rss_kind": "row (VmHWM after a clear_refs reset)" if peak is not None else "process (ru_maxrss)"}
@@ -535,7 +541,8 @@ def sweep_table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
 
 TILING_HEADERS = ["config", "size", "varied", "tile", "halo", "batch", "io", "precision", "tiles", "median ms",
                   "p90 ms", "out MP/s", "img/s", "speed vs default", "speedup vs torch", "time vs whole",
-                  "nominal overlap", "actual overlap", "max abs Δ vs torch", "peak RSS MiB", "Δ RSS MiB"]
+                  "nominal overlap", "actual overlap", "ms per window MP", "max abs Δ vs torch", "peak RSS MiB",
+                  "Δ RSS MiB"]
 
 
 def tiling_table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
@@ -547,7 +554,7 @@ def tiling_table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
             r["io"], r["precision"], str(r["tiles"]), fmt_float(r["median_s"] * 1e3, 1), fmt_float(r["p90_s"] * 1e3, 1),
             fmt_float(r["output_mp_per_s"], 3), fmt_float(r["images_per_s"], 2), fmt_float(r["speed_vs_default"], 2),
             fmt_float(r["speedup_vs_torch"], 2), fmt_float(r["time_vs_whole"], 3), fmt_float(r["nominal_overlap"], 3),
-            fmt_float(r["actual_overlap"], 3),
+            fmt_float(r["actual_overlap"], 3), fmt_float(r["ms_per_window_mp"], 0),
             "-" if r["max_abs_diff_vs_torch"] is None else str(r["max_abs_diff_vs_torch"]),
             fmt_float(r["peak_rss_mib"], 0), fmt_float(grew, 0),
         ])
@@ -586,6 +593,9 @@ def plot_tiling(ax_lines: Any, ax_bars: Any, rows: Sequence[dict[str, Any]]) -> 
             pts = sorted((r["tile"], r["output_mp_per_s"]) for r in grid if r["halo"] == halo)
             ax_lines.plot([p[0] for p in pts], [p[1] for p in pts], markers[i % len(markers)] + "-",
                           label=f"{label}ort-tiled halo {halo}")
+            for r in (r for r in grid if r["halo"] == halo):
+                ax_lines.annotate(f"×{r['actual_overlap']:.2f}", (r["tile"], r["output_mp_per_s"]),
+                                  textcoords="offset points", xytext=(5, -10), fontsize=7, color=f"C{i}")
         out_mp = default["output_mp"]
         for ref, style, colour, mode in (("torch_median_s", ":", "C7", "torch-eager"),
                                          ("ort_whole_median_s", "--", "C8", "ort-whole")):
@@ -608,7 +618,7 @@ def plot_tiling(ax_lines: Any, ax_bars: Any, rows: Sequence[dict[str, Any]]) -> 
     ax_lines.set_xticks(sorted({r["tile"] for r in rows}), labels=[str(t) for t in sorted({r["tile"] for r in rows})])
     ax_lines.set_xlabel("tile (core edge, input px)")
     ax_lines.set_ylabel("throughput (output MP/s, median)")
-    ax_lines.set_title("ort-tiled: tile × halo (batch 1, fp32, float32-nchw)", fontsize=9)
+    ax_lines.set_title("ort-tiled: tile × halo (batch 1, fp32, float32-nchw); ×n = actual overlap", fontsize=9)
     ax_lines.grid(True, which="both", alpha=0.3)
     ax_lines.legend(fontsize=7)
     ax_bars.set_ylabel("throughput (output MP/s, median)")
@@ -751,6 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "(torch-eager and ort-whole of the main rows, same image, same run)",
                       "nominal_overlap = (tile + 2 halo)^2 / tile^2; actual_overlap = tiles x window pixels / image "
                       "pixels (border tiles are shifted inside the image, so their windows overlap more)",
+                      "ms_per_window_mp = median ms / window megapixels computed",
                       "peak_rss_mib: the row's own peak (VmHWM reset through /proc/self/clear_refs before the row, "
                       "whole process: torch and the models stay resident) where peak_rss_kind says so"],
         }
@@ -778,7 +789,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.repeats} repeats as the main rows. Speed vs default = default row median / row median; speedup "
             "vs torch = torch-eager median / row median; time vs whole = row median / ort-whole median (both from "
             "the Results table, same image, same run). Nominal overlap = (tile + 2·halo)² / tile²; actual overlap "
-            "= tiles × window pixels / image pixels (border tiles are shifted inside the image). Peak RSS: the "
+            "= tiles × window pixels / image pixels (border tiles are shifted inside the image); ms per window MP = "
+            "row median / window megapixels computed (flat when the overlap explains the cost). Peak RSS: the "
             "row's own peak of the whole process (peak reset before the row; torch and the models stay resident); "
             "Δ RSS = that peak − the RSS at the reset. fp16 is float16 layers between float32 edges; ONNX "
             "Runtime's x86 CPU provider runs fp16 convolutions by casting to float32, so it is not expected to "

@@ -136,6 +136,8 @@ def test_tiling_sweep_ratios_use_rows_of_the_same_run(tiny_sweep) -> None:
         assert math.isclose(r["time_vs_whole"], r["median_s"] / r["ort_whole_median_s"], rel_tol=1e-9)
         assert math.isclose(r["nominal_overlap"], (r["tile"] + 2 * r["halo"]) ** 2 / r["tile"] ** 2, rel_tol=1e-9)
         assert r["actual_overlap"] >= 1.0 and r["tiles"] >= 1 and r["peak_rss_mib"] > 0
+        window_mp = r["tiles"] * r["window"][0] * r["window"][1] / 1e6
+        assert math.isclose(r["ms_per_window_mp"], r["median_s"] * 1e3 / window_mp, rel_tol=1e-9)
     assert default["speed_vs_default"] == 1.0
     # A halo at least the model's receptive-field need keeps the tiled output equal to torch up to rounding.
     assert default["max_abs_diff_vs_torch"] <= 2
