@@ -548,7 +548,8 @@ TILING_HEADERS = ["config", "size", "varied", "tile", "halo", "batch", "io", "pr
 def tiling_table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     out = []
     for r in rows:
-        grew = r["peak_rss_mib"] - r["rss_before_mib"] if r.get("rss_before_mib") is not None else None
+        # The peak can read a fraction of a MiB below the RSS sampled at the reset: show 0, not -0.
+        grew = max(0.0, r["peak_rss_mib"] - r["rss_before_mib"]) if r.get("rss_before_mib") is not None else None
         out.append([
             r["config"], f"{r['width']}x{r['height']}", r["varied"], str(r["tile"]), str(r["halo"]), str(r["batch"]),
             r["io"], r["precision"], str(r["tiles"]), fmt_float(r["median_s"] * 1e3, 1), fmt_float(r["p90_s"] * 1e3, 1),
