@@ -596,7 +596,7 @@ def plot_tiling(ax_lines: Any, ax_bars: Any, rows: Sequence[dict[str, Any]]) -> 
                           label=f"{label}ort-tiled halo {halo}")
             for r in (r for r in grid if r["halo"] == halo):
                 ax_lines.annotate(f"×{r['actual_overlap']:.2f}", (r["tile"], r["output_mp_per_s"]),
-                                  textcoords="offset points", xytext=(5, -10), fontsize=7, color=f"C{i}")
+                                  textcoords="offset points", xytext=(5, -10 + 9 * i), fontsize=7, color=f"C{i}")
         out_mp = default["output_mp"]
         for ref, style, colour, mode in (("torch_median_s", ":", "C7", "torch-eager"),
                                          ("ort_whole_median_s", "--", "C8", "ort-whole")):
