@@ -1,4 +1,4 @@
-"""``python -m calibration {collect,quantize,gate}``. Exit status: 0 ok, 1 gate failed, 2 bad input."""
+"""``python -m calibration {collect,quantize,gate,sensitivity}``. Exit status: 0 ok, 1 gate failed, 2 bad input."""
 
 from __future__ import annotations
 
@@ -62,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("reference", type=Path, help="float32 ONNX")
     t.add_argument("candidate", type=Path, help="INT8 Q/DQ ONNX")
     _add_gate_flags(t)
+
+    v = sub.add_parser("sensitivity", help="PSNR vs float32 with only one layer quantized, per layer")
+    v.add_argument("model", type=Path, help="float32 ONNX")
+    v.add_argument("--data", type=Path, default=None, help=".npz from `collect` (to quantize first)")
+    v.add_argument("--quantized", type=Path, default=None, help="an existing Q/DQ model instead of --data")
+    v.add_argument("--method", default="entropy", help="entropy or max (default: %(default)s)")
+    v.add_argument("--test-images", type=Path, default=DEFAULT_TEST_IMAGES)
+    v.add_argument("--json", type=Path, default=None, help="where to write the rows as JSON")
     return ap
 
 
@@ -72,6 +80,30 @@ def _gate(reference: Path, candidate: Path, args: argparse.Namespace) -> int:
     out.write_text(res.to_json() + "\n")
     print(f"wrote {out}")
     return 0 if res.passed else 1
+
+
+def _sensitivity(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+
+    from .quantize import quantize_model
+    from .sensitivity import sensitivity
+
+    if (args.data is None) == (args.quantized is None):
+        raise CalibrationError("sensitivity: give exactly one of --data (quantize first) or --quantized")
+    with tempfile.TemporaryDirectory() as tmp:
+        q = args.quantized
+        if q is None:
+            q = Path(tmp) / "q.onnx"
+            quantize_model(args.model, args.data, q, method=args.method)
+        rows = sensitivity(args.model, q, args.test_images)
+    print(f"{'layer':<28}{'PSNR vs fp32 (dB), only this layer INT8':>42}")
+    for r in rows:
+        print(f"{r['layer']:<28}{r['psnr_vs_fp32']:>42.2f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.output}: {prov['qdq_nodes']} Q/DQ nodes, {prov['method']}, "
                   f"{prov['samples']} windows")
             return 0 if args.no_gate else _gate(args.model, args.output, args)
-        return _gate(args.reference, args.candidate, args)
+        if args.cmd == "gate":
+            return _gate(args.reference, args.candidate, args)
+        return _sensitivity(args)
     except CalibrationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -89,6 +89,18 @@ def test_calibrate_end_to_end_and_gate_floor(
                  "--min-psnr", str(reached + 1), "--max-loss", "100", "--json", str(out)]) == 1
     assert not json.loads(out.read_text())["passed"]
     assert "FAIL" in capsys.readouterr().out
+    # Sensitivity: one graph per quantized conv, only its own Q/DQ pairs left.
+    from calibration.sensitivity import only_layer, qdq_groups, sensitivity
+
+    groups = qdq_groups(m)
+    assert groups and all(1 <= len(v) <= 2 for v in groups.values())
+    for layer, dqs in groups.items():  # the input Q/DQ may be shared (conv + skip Resize)
+        one = only_layer(m, layer)
+        assert sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in one.graph.node) == 2 * len(dqs)
+        assert qdq_groups(one) == {layer: dqs}
+    rows = sensitivity(conv_model, q, test)
+    assert {r["layer"] for r in rows} == set(groups)
+    assert all(r["psnr_vs_fp32"] >= reached - 0.5 for r in rows)
 
 
 def test_quantize_rejects_bad_method_and_layout(
