@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--method", default="entropy", help="entropy or max (default: %(default)s)")
     q.add_argument("--keep-fp", nargs="+", default=[], metavar="LAYER",
                    help="node names (regex) left unquantized")
+    q.add_argument("--exclude-op", nargs="+", default=[], metavar="OP",
+                   help="op types left unquantized, e.g. Add (the residual adds)")
+    q.add_argument("--float-residual", action="store_true",
+                   help="residual Adds read the float tensor, not the conv's Q/DQ pair")
     q.add_argument("--high-precision", choices=["fp32", "fp16"], default="fp32",
                    help="dtype of the unquantized parts (default: %(default)s)")
     q.add_argument("--no-gate", action="store_true", help="skip the accuracy gate")
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             from .quantize import quantize_model
 
             prov = quantize_model(args.model, args.data, args.output, method=args.method,
-                                  keep_fp=args.keep_fp, high_precision=args.high_precision)
+                                  keep_fp=args.keep_fp, high_precision=args.high_precision,
+                                  exclude_ops=args.exclude_op, float_residual=args.float_residual)
             print(f"wrote {args.output}: {prov['qdq_nodes']} Q/DQ nodes, {prov['method']}, "
                   f"{prov['samples']} windows")
             return 0 if args.no_gate else _gate(args.model, args.output, args)

@@ -21,7 +21,7 @@ from runtime.model_info import METADATA_KEY, ModelIO
 
 from .collect import CalibrationError, load_npz, read_model_info
 
-__all__ = ["METHODS", "quantize_model"]
+__all__ = ["METHODS", "float_residuals", "quantize_model"]
 
 METHODS = ("entropy", "max")
 """What ModelOpt 0.47's INT8 path implements: anything but "entropy" becomes MinMax (= max
@@ -47,6 +47,30 @@ def _check_data(arrays: dict[str, np.ndarray], data: Path, model: Path) -> np.nd
     return arr
 
 
+def float_residuals(model, op_types: tuple[str, ...] = ("Add",)) -> int:  # noqa: ANN001
+    """Let ``op_types`` nodes read the float tensor instead of a Q/DQ pair they share with a conv.
+
+    ModelOpt quantizes a conv's input and the residual Add reads the same DequantizeLinear,
+    so every skip connection carries INT8 rounding down the trunk; on the compact model the
+    residual adds are the most sensitive layers (``python -m calibration sensitivity``).
+    Returns how many inputs were rewired.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    count = 0
+    for n in model.graph.node:
+        if n.op_type not in op_types:
+            continue
+        for k, i in enumerate(n.input):
+            dq = producer.get(i)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                n.input[k] = q.input[0]
+                count += 1
+    return count
+
+
 def quantize_model(
     model: Path,
     data: Path,
@@ -55,12 +79,15 @@ def quantize_model(
     method: str = "entropy",
     keep_fp: list[str] | None = None,
     high_precision: str = "fp32",
+    exclude_ops: list[str] | None = None,
+    float_residual: bool = False,
 ) -> dict:
     """Write the Q/DQ model to ``output``; returns the provenance stored in its metadata.
 
     ``keep_fp`` are node-name regexes (``re.match``, as ModelOpt matches them: anchor with
     ``$`` to name one node) left unquantized, in
-    ``high_precision`` (fp32 keeps the CPU gate exact; fp16 is what TensorRT would run).
+    ``high_precision``; ``float_residual`` applies :func:`float_residuals`; ``exclude_ops`` are op types left unquantized (e.g. ``Add``: the
+    residual adds are this model's most sensitive Q/DQ). fp32 keeps the CPU gate exact; fp16 is what TensorRT would run).
     """
     if method not in METHODS:
         raise CalibrationError(f"--method {method!r}: not supported (expected one of {', '.join(METHODS)})")
@@ -96,15 +123,19 @@ def quantize_model(
             calibration_method=method,
             calibration_eps=["cpu"],
             nodes_to_exclude=keep or None,
+            op_types_to_exclude=list(exclude_ops or []) or None,
             high_precision_dtype=high_precision,
             output_path=str(tmp_out),
             log_level="WARNING",
         )
         q = onnx.load(str(tmp_out))
+    rewired = float_residuals(q) if float_residual else 0
     prov = {
         "method": method,
         "high_precision": high_precision,
         "keep_fp": keep,
+        "exclude_ops": list(exclude_ops or []),
+        "float_residual_inputs": rewired,
         "samples": int(arr.shape[0]),
         "window": list(arr.shape[1:]),
         "data_sha256": hashlib.sha256(arr.tobytes()).hexdigest(),

@@ -113,3 +113,25 @@ def test_quantize_rejects_bad_method_and_layout(
     assert main(["quantize", str(conv_model), "--data", str(data), "-o", str(tmp_path / "x.onnx")]) == 2
     assert main(["quantize", str(conv_model), "--data", str(data), "-o", str(tmp_path / "x.onnx"),
                  "--method", "percentile"]) == 2
+
+
+def test_float_residuals_rewires_only_adds_reading_a_qdq_pair() -> None:
+    from onnx import TensorProto, helper
+
+    from calibration.quantize import float_residuals
+
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xdq"], name="dq"),
+        helper.make_node("Relu", ["xdq"], ["r"], name="relu"),
+        helper.make_node("Add", ["xdq", "r"], ["y"], name="add"),
+    ]
+    g = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [0])],
+    )
+    m = helper.make_model(g)
+    assert float_residuals(m) == 1
+    by = {n.name: list(n.input) for n in m.graph.node}
+    assert by["add"] == ["x", "r"] and by["relu"] == ["xdq"]
