@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime.cli_help import DefaultsHelpFormatter
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -68,14 +70,8 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return (BenchmarkError, UpscaleError)
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class HelpFormatter(DefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults (except meaningless ones) and keeps the description's line breaks."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if (action.default is None or isinstance(action.default, bool) or action.required
-                or "default:" in (action.help or "")):
-            return action.help or ""
-        return super()._get_help_string(action)
 
 
 def add_common_args(p: argparse.ArgumentParser, *, name: str) -> None:

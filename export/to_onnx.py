@@ -77,6 +77,7 @@ from export.onnx_io import (
     set_metadata,
     wrap_for_io,
 )
+from runtime.cli_help import DefaultsHelpFormatter
 from runtime.metrics import psnr, quantize
 from train.checkpoint import CheckpointError, file_sha256, load_model
 from train.models.eusr import CONFIGS, EUSR
@@ -960,15 +961,6 @@ def export_onnx(
 # --------------------------------------------------------------------------- CLI
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except the meaningless ones (None, flags, required options)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or isinstance(action.default, bool) or action.required:
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="to_onnx.py",
@@ -984,7 +976,7 @@ def _parser() -> argparse.ArgumentParser:
             "--precision fp16 writes at -o itself. Exit status: 0 ok, 1 validation "
             "or export failed, 2 bad arguments or input."
         ),
-        formatter_class=_HelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", type=Path, help="EUSR checkpoint (.safetensors) written by train/")
     p.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")

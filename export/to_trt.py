@@ -68,6 +68,7 @@ from export.engine_cache import (
     default_cache_dir,
     file_sha256,
 )
+from runtime.cli_help import DefaultsHelpFormatter
 from runtime.backends.tensorrt_backend import (
     create_trt_object,
     describe_io_tensors,
@@ -701,21 +702,12 @@ def parse_size(text: str) -> int:
     return value
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except the meaningless ones (None, flags, required options)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or isinstance(action.default, bool) or action.required:
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="to_trt.py",
         description="Build a TensorRT engine and its JSON sidecar from an ONNX model exported by export/to_onnx.py.",
         epilog="Exit status: 0 built or reused, 1 build failed, 2 bad arguments or input, 3 TensorRT or GPU unavailable.",
-        formatter_class=_HelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     d = BuildOptions(precision=Precision.FP32)
     p.add_argument("onnx", type=Path, help="ONNX model (float32, FP16 or Q/DQ INT8 graph)")

@@ -66,3 +66,51 @@ class DeviceStageFactory(Protocol):
 
     def close(self) -> None:
         """Release shared resources (engine, runtime, session); idempotent."""
+
+
+class StageFactoryBase:
+    """The bookkeeping every stage factory shares: model facts, batch limit, closing.
+
+    Subclasses set ``name``, ``self._info`` and ``self._max_batch`` in ``__init__`` and
+    implement :meth:`_new_stage` (and :meth:`_close` if they hold resources).
+    """
+
+    name = "stage factory"
+    _closed = False
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info  # type: ignore[attr-defined]
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch  # type: ignore[attr-defined]
+
+    def window_limits(self) -> tuple[int, int] | None:
+        """Any window size runs (engines with fixed profiles override this)."""
+        return None
+
+    def create_stage(self, slot: int) -> DeviceStage:
+        if self._closed:
+            from ..errors import UpscaleError
+
+            raise UpscaleError(f"the {self.name} stage factory is closed")
+        return self._new_stage(slot)
+
+    def _new_stage(self, slot: int) -> DeviceStage:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release shared resources; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def _close(self) -> None:
+        """Subclass resources (called once)."""
+
+    def __enter__(self):  # noqa: ANN204 - returns the subclass
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -32,6 +32,7 @@ from .._validate import check_int
 from ..errors import BackendUnavailableError, InvalidArgumentError, UpscaleError
 from ..model_info import ModelInfo, ModelIO
 from ..stitching import batch_shape
+from .device_stage import StageFactoryBase
 from .onnxruntime_backend import OnnxRuntimeBackend, import_onnxruntime
 
 __all__ = ["OrtCudaStageFactory", "DEFAULT_MAX_BATCH"]
@@ -44,13 +45,15 @@ _NP_DTYPES = {ModelIO.FLOAT32_NCHW: np.dtype(np.float32), ModelIO.UINT8_NHWC: np
 _PROVIDERS = {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
 
 
-class OrtCudaStageFactory:
+class OrtCudaStageFactory(StageFactoryBase):
     """Stages running an ONNX model with ONNX Runtime's CUDA provider through IOBinding.
 
     ``provider_options`` are added to the CUDA provider's options (e.g.
     ``{"cudnn_conv_algo_search": "HEURISTIC"}``); ``scale`` is needed only for models
     without the exporter's metadata; ``device`` is the GPU index.
     """
+
+    name = "onnxruntime-cuda"
 
     supports_cuda_graphs = False  # ONNX Runtime has its own graph capture (enable_cuda_graph)
 
@@ -90,20 +93,7 @@ class OrtCudaStageFactory:
         log.info("onnxruntime-cuda: %s (%s, x%d) on %s:%d", self.model_path.name, self._info.io.value,
                  self._info.scale, self.device_type, self.device_id)
 
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def max_batch(self) -> int:
-        return self._max_batch
-
-    def window_limits(self) -> tuple[int, int] | None:
-        return None
-
-    def create_stage(self, slot: int) -> _OrtStage:
-        if self._closed:
-            raise UpscaleError("the onnxruntime-cuda stage factory is closed")
+    def _new_stage(self, slot: int) -> _OrtStage:
         return _OrtStage(self, slot)
 
     def new_session(self, stream: int) -> Any:
@@ -125,15 +115,6 @@ class OrtCudaStageFactory:
             raise UpscaleError(f"{self.model_path}: ONNX Runtime cannot create a {self.provider} session ({exc})") from exc
         self.sessions_created += 1
         return session
-
-    def close(self) -> None:
-        self._closed = True
-
-    def __enter__(self) -> "OrtCudaStageFactory":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"OrtCudaStageFactory({self.model_path.name!r}, {self._info.io.value}, {self.provider})"

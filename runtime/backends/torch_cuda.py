@@ -36,6 +36,7 @@ from .._validate import check_int
 from ..errors import BackendUnavailableError, InvalidArgumentError, ModelError, UpscaleError
 from ..model_info import ModelInfo, ModelIO
 from ..stitching import batch_shape
+from .device_stage import StageFactoryBase
 
 __all__ = ["TorchCudaStageFactory", "DEFAULT_MAX_BATCH"]
 
@@ -55,7 +56,7 @@ def _import_torch() -> Any:
     )
 
 
-class TorchCudaStageFactory:
+class TorchCudaStageFactory(StageFactoryBase):
     """Stages running an EUSR checkpoint (or any ×scale module) with PyTorch on a GPU.
 
     ``model``: an EUSR ``.safetensors`` checkpoint (``train.checkpoint.load_model``, moving
@@ -65,6 +66,8 @@ class TorchCudaStageFactory:
     the model's ``recommended_halo`` (checkpoints carry none). ``channels_last`` and
     ``cudnn_benchmark`` (process-wide) are the fast settings for convolutions on NVIDIA GPUs.
     """
+
+    name = "torch-cuda"
 
     supports_cuda_graphs = False  # torch allocates during the run: capture it with torch.cuda.graphs instead
 
@@ -175,35 +178,14 @@ class TorchCudaStageFactory:
             net = net.path(self.scale)
         return net, config_name, source
 
-    # -- DeviceStageFactory ----------------------------------------------------------
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def max_batch(self) -> int:
-        return self._max_batch
-
-    def window_limits(self) -> tuple[int, int] | None:
-        return None
-
-    def create_stage(self, slot: int) -> _TorchStage:
-        if self._closed:
-            raise UpscaleError("the torch-cuda stage factory is closed")
+    # -- DeviceStageFactory (info, max_batch, window_limits, close: StageFactoryBase) ---------
+    def _new_stage(self, slot: int) -> _TorchStage:
         return _TorchStage(self, slot)
 
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.net = None
-            if self.device.type == "cuda":
-                self.torch.cuda.empty_cache()
-
-    def __enter__(self) -> "TorchCudaStageFactory":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _close(self) -> None:
+        self.net = None
+        if self.device.type == "cuda":
+            self.torch.cuda.empty_cache()
 
     def __repr__(self) -> str:
         return f"TorchCudaStageFactory(x{self.scale}, {self.io.value}, fp16={self.fp16}, device={self.device})"
