@@ -11,6 +11,7 @@ from runtime.model_info import ModelIO
 
 from .collect import CalibrationError, collect, read_model_info, save_npz
 from .gate import DEFAULT_MAX_LOSS, DEFAULT_MIN_PSNR, format_table, run_gate
+from .quantize import DEFAULT_AUTO_KEEP_DB, DEFAULT_MAX_KEEP
 
 __all__ = ["main"]
 
@@ -55,8 +56,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="node names (regex) left unquantized")
     q.add_argument("--exclude-op", nargs="+", default=[], metavar="OP",
                    help="op types left unquantized, e.g. Add (the residual adds)")
-    q.add_argument("--float-residual", action="store_true",
-                   help="residual Adds read the float tensor, not the conv's Q/DQ pair")
+    q.add_argument("--auto-keep", type=float, default=DEFAULT_AUTO_KEEP_DB, metavar="DB",
+                   help="keep the most sensitive layers in high precision, one at a time, until PSNR vs "
+                        "float32 on the calibration windows reaches DB (default: %(default)s)")
+    q.add_argument("--max-keep", type=int, default=DEFAULT_MAX_KEEP, metavar="N",
+                   help="at most N layers kept by --auto-keep (default: %(default)s)")
+    q.add_argument("--no-auto-keep", action="store_true", help="quantize every layer ModelOpt quantizes")
+    q.add_argument("--quantize-residuals", action="store_true",
+                   help="residual Adds read the conv's Q/DQ pair (ModelOpt's placement) instead of the "
+                        "float tensor")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.add_argument("--high-precision", choices=["fp32", "fp16"], default="fp32",
                    help="dtype of the unquantized parts (default: %(default)s)")
     q.add_argument("--no-gate", action="store_true", help="skip the accuracy gate")
@@ -67,12 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("candidate", type=Path, help="INT8 Q/DQ ONNX")
     _add_gate_flags(t)
 
-    v = sub.add_parser("sensitivity", help="PSNR vs float32 with only one layer quantized, per layer")
+    v = sub.add_parser("sensitivity", help="PSNR vs float32 with only one layer quantized, per layer, "
+                                           "on the calibration windows")
     v.add_argument("model", type=Path, help="float32 ONNX")
-    v.add_argument("--data", type=Path, default=None, help=".npz from `collect` (to quantize first)")
-    v.add_argument("--quantized", type=Path, default=None, help="an existing Q/DQ model instead of --data")
+    v.add_argument("--data", type=Path, required=True, help=".npz from `collect`: the windows to score on "
+                                                           "(and to calibrate with, without --quantized)")
+    v.add_argument("--quantized", type=Path, default=None, help="an existing Q/DQ model to rank")
     v.add_argument("--method", default="entropy", help="entropy or max (default: %(default)s)")
-    v.add_argument("--test-images", type=Path, default=DEFAULT_TEST_IMAGES)
+    v.add_argument("--quantize-residuals", action="store_true", help="as for quantize")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.add_argument("--json", type=Path, default=None, help="where to write the rows as JSON")
     return ap
 
@@ -90,20 +102,30 @@ def _sensitivity(args: argparse.Namespace) -> int:
     import json
     import tempfile
 
-    from .quantize import quantize_model
-    from .sensitivity import sensitivity
+    import onnx
 
-    if (args.data is None) == (args.quantized is None):
-        raise CalibrationError("sensitivity: give exactly one of --data (quantize first) or --quantized")
+    from .collect import load_npz
+    from .quantize import _check_data, quantize_model
+    from .sensitivity import WindowScorer, layer_labels, sensitivity
+
     with tempfile.TemporaryDirectory() as tmp:
         q = args.quantized
         if q is None:
             q = Path(tmp) / "q.onnx"
-            quantize_model(args.model, args.data, q, method=args.method)
-        rows = sensitivity(args.model, q, args.test_images)
-    print(f"{'layer':<28}{'PSNR vs fp32 (dB), only this layer INT8':>42}")
+            quantize_model(args.model, args.data, q, method=args.method, auto_keep_db=None,
+                           float_residual=not args.quantize_residuals)
+        elif not q.is_file():
+            raise CalibrationError(f"--quantized {q}: file not found")
+        windows = _check_data(load_npz(args.data)[0], args.data, args.model)
+        score = WindowScorer(args.model, windows, read_model_info(args.model).input_name)
+        qm = onnx.load(str(q))
+        rows = sensitivity(qm, score, progress=not args.no_progress)
+    labels = layer_labels(qm)
     for r in rows:
-        print(f"{r['layer']:<28}{r['psnr_vs_fp32']:>42.2f}")
+        r["module"] = labels.get(r["layer"], "")
+    print(f"{'layer':<22}{'module':<44}{'PSNR vs fp32 (dB), only it INT8':>33}")
+    for r in rows:
+        print(f"{r['layer']:<22}{r['module']:<44}{r['psnr_vs_fp32']:>33.2f}")
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -113,6 +135,9 @@ def _sensitivity(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)  # ModelOpt's and the gate's sessions: warnings about unused scales
     try:
         if args.cmd == "collect":
             if args.model is not None:
@@ -135,9 +160,17 @@ def main(argv: list[str] | None = None) -> int:
 
             prov = quantize_model(args.model, args.data, args.output, method=args.method,
                                   keep_fp=args.keep_fp, high_precision=args.high_precision,
-                                  exclude_ops=args.exclude_op, float_residual=args.float_residual)
+                                  auto_keep_db=None if args.no_auto_keep else args.auto_keep,
+                                  max_keep=args.max_keep, exclude_ops=args.exclude_op,
+                                  float_residual=not args.quantize_residuals, progress=not args.no_progress)
             print(f"wrote {args.output}: {prov['qdq_nodes']} Q/DQ nodes, {prov['method']}, "
                   f"{prov['samples']} windows")
+            auto = prov["auto_keep"]
+            if auto is not None:
+                kept = ", ".join(f"{n} ({m})" for n, m in zip(auto["layers"], auto["modules"])) or "none"
+                print(f"auto-keep: {auto['psnr_all_int8_db']:.2f} dB all INT8 -> {auto['psnr_db']:.2f} dB vs float32 "
+                      f"on the calibration windows (target {auto['target_psnr_db']}); kept in "
+                      f"{prov['high_precision']}: {kept}")
             return 0 if args.no_gate else _gate(args.model, args.output, args)
         if args.cmd == "gate":
             return _gate(args.reference, args.candidate, args)

@@ -8,10 +8,14 @@ so the runtime and export/to_trt.py read the INT8 model like its source.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import re
+import io
 import json
 import logging
+import math
+import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,7 +25,7 @@ from runtime.model_info import METADATA_KEY, ModelIO
 
 from .collect import CalibrationError, load_npz, read_model_info
 
-__all__ = ["METHODS", "float_residuals", "quantize_model"]
+__all__ = ["METHODS", "DEFAULT_AUTO_KEEP_DB", "DEFAULT_MAX_KEEP", "float_residuals", "quantize_model"]
 
 METHODS = ("entropy", "max")
 """What ModelOpt 0.47's INT8 path implements: anything but "entropy" becomes MinMax (= max
@@ -47,13 +51,15 @@ def _check_data(arrays: dict[str, np.ndarray], data: Path, model: Path) -> np.nd
     return arr
 
 
-def float_residuals(model, op_types: tuple[str, ...] = ("Add",)) -> int:  # noqa: ANN001
+def float_residuals(model, op_types: tuple[str, ...] = ("Add",), *, except_from: tuple[str, ...] = ()) -> int:  # noqa: ANN001
     """Let ``op_types`` nodes read the float tensor instead of a Q/DQ pair they share with a conv.
 
     ModelOpt quantizes a conv's input and the residual Add reads the same DequantizeLinear,
     so every skip connection carries INT8 rounding down the trunk; on the compact model the
     residual adds are the most sensitive layers (``python -m calibration sensitivity``).
-    Returns how many inputs were rewired.
+    Inputs whose float tensor comes from an ``except_from`` op stay quantized (ONNX Runtime's
+    integer placement needs the Q/DQ after a conv's output to fuse it). Returns how many
+    inputs were rewired.
     """
     producer = {o: n for n in model.graph.node for o in n.output}
     count = 0
@@ -65,10 +71,39 @@ def float_residuals(model, op_types: tuple[str, ...] = ("Add",)) -> int:  # noqa
             if dq is None or dq.op_type != "DequantizeLinear":
                 continue
             q = producer.get(dq.input[0])
-            if q is not None and q.op_type == "QuantizeLinear":
-                n.input[k] = q.input[0]
-                count += 1
+            if q is None or q.op_type != "QuantizeLinear":
+                continue
+            src = producer.get(q.input[0])
+            if src is not None and src.op_type in except_from:
+                continue
+            n.input[k] = q.input[0]
+            count += 1
     return count
+
+
+DEFAULT_AUTO_KEEP_DB = 48.0
+"""PSNR vs float32 on the calibration windows that the automatic choice of high-precision
+layers aims for: 8 dB above the gate's 40 dB floor (on the bundled model the windows'
+PSNR tracks the held-out photos' worst image within 1 dB, benchmarks/results/int8_gate.md)."""
+DEFAULT_MAX_KEEP = 8
+"""At most this many layers are kept in high precision by the automatic choice."""
+RANK_WINDOWS = 16
+"""Windows used to rank the layers (one ORT session per layer); the target uses them all."""
+
+
+def _quiet(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    """Run ``fn`` with its prints and progress bars captured; shown only if it fails.
+
+    ONNX Runtime's calibrator prints a line per batch and ModelOpt draws bars per tensor:
+    hundreds of lines that say nothing when it works.
+    """
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            return fn(*args, **kwargs)
+    except Exception:
+        sys.stderr.write(buf.getvalue())
+        raise
 
 
 def quantize_model(
@@ -78,21 +113,33 @@ def quantize_model(
     *,
     method: str = "entropy",
     keep_fp: list[str] | None = None,
+    auto_keep_db: float | None = DEFAULT_AUTO_KEEP_DB,
+    max_keep: int = DEFAULT_MAX_KEEP,
     high_precision: str = "fp32",
     exclude_ops: list[str] | None = None,
-    float_residual: bool = False,
+    float_residual: bool = True,
+    progress: bool = False,
 ) -> dict:
     """Write the Q/DQ model to ``output``; returns the provenance stored in its metadata.
 
-    ``keep_fp`` are node-name regexes (``re.match``, as ModelOpt matches them: anchor with
-    ``$`` to name one node) left unquantized, in
-    ``high_precision``; ``float_residual`` applies :func:`float_residuals`; ``exclude_ops`` are op types left unquantized (e.g. ``Add``: the
-    residual adds are this model's most sensitive Q/DQ). fp32 keeps the CPU gate exact; fp16 is what TensorRT would run).
+    - ``keep_fp``: node-name regexes (``re.match``, as ModelOpt matches them: anchor with
+      ``$`` to name one node) left unquantized.
+    - ``auto_keep_db``: then keep the most sensitive layers (one at a time, at most
+      ``max_keep``) until PSNR vs float32 on the calibration windows reaches it; ``None``
+      turns the search off (see :mod:`calibration.sensitivity`).
+    - ``float_residual``: residual Adds read float tensors (:func:`float_residuals`).
+    - ``exclude_ops``: op types left unquantized.
+    - ``high_precision``: dtype of what is not quantized: fp32 keeps the CPU gate exact,
+      fp16 is what TensorRT would run.
     """
     if method not in METHODS:
         raise CalibrationError(f"--method {method!r}: not supported (expected one of {', '.join(METHODS)})")
     if high_precision not in ("fp32", "fp16"):
         raise CalibrationError(f"--high-precision {high_precision!r}: expected fp32 or fp16")
+    if max_keep < 0:
+        raise CalibrationError(f"--max-keep must be >= 0, got {max_keep}")
+    if auto_keep_db is not None and not math.isfinite(auto_keep_db):
+        raise CalibrationError(f"--auto-keep must be a finite number of dB, got {auto_keep_db}")
     arrays, meta = load_npz(data)
     arr = _check_data(arrays, data, model)
     import onnx
@@ -116,7 +163,8 @@ def quantize_model(
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_out = Path(tmp) / "q.onnx"
-        quantize(
+        _quiet(
+            quantize,
             str(model),
             quantize_mode="int8",
             calibration_data={info.input_name: arr},
@@ -130,10 +178,38 @@ def quantize_model(
         )
         q = onnx.load(str(tmp_out))
     rewired = float_residuals(q) if float_residual else 0
+    auto = None
+    if auto_keep_db is not None:
+        from .sensitivity import WindowScorer, bypass, choose_kept_layers, layer_labels
+
+        score = WindowScorer(src.SerializeToString(), arr, info.input_name)
+        step = max(1, len(arr) // RANK_WINDOWS)
+        rank = WindowScorer(src.SerializeToString(), arr[::step][:RANK_WINDOWS], info.input_name)
+        sel = choose_kept_layers(q, score, rank=rank, target_psnr=auto_keep_db, max_layers=max_keep,
+                                 progress=progress)
+        q = bypass(q, sel.layers)
+        auto = {
+            "target_psnr_db": auto_keep_db,
+            "max_layers": max_keep,
+            "layers": sel.layers,
+            "modules": [layer_labels(src).get(n, n) for n in sel.layers],
+            "psnr_all_int8_db": round(sel.psnr_all_int8, 3),
+            "psnr_db": round(sel.psnr, 3),
+            "reached": sel.reached,
+            "trace": [{"layer": t["layer"], "psnr_vs_fp32": round(t["psnr_vs_fp32"], 3)} for t in sel.trace],
+            "ranking_windows": len(rank.windows),
+            "ranking": [{"layer": r["layer"], "psnr_vs_fp32": round(r["psnr_vs_fp32"], 3)} for r in sel.ranking[:16]],
+        }
+        if not sel.reached:
+            logging.getLogger(__name__).warning(
+                "auto-keep: %.2f dB vs float32 on the calibration windows with %d layers kept "
+                "(target %.1f dB, --max-keep %d); the gate will judge", sel.psnr, len(sel.layers),
+                auto_keep_db, max_keep)
     prov = {
         "method": method,
         "high_precision": high_precision,
         "keep_fp": keep,
+        "auto_keep": auto,
         "exclude_ops": list(exclude_ops or []),
         "float_residual_inputs": rewired,
         "samples": int(arr.shape[0]),

@@ -71,7 +71,7 @@ def test_calibrate_end_to_end_and_gate_floor(
     arrays, meta = load_npz(data)
     assert arrays["lr"].shape == (4, 3, 24, 24) and meta["window"] == 24
     rc = main(["quantize", str(conv_model), "--data", str(data), "-o", str(q),
-               "--test-images", str(test), "--min-psnr", "0", "--max-loss", "100"])
+               "--test-images", str(test), "--min-psnr", "0", "--max-loss", "100", "--no-progress"])
     assert rc == 0, capsys.readouterr()
     import onnx
 
@@ -79,7 +79,9 @@ def test_calibrate_end_to_end_and_gate_floor(
     ops = {n.op_type for n in m.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     doc = json.loads({p.key: p.value for p in m.metadata_props}["fourpp_eusr"])
-    assert doc["precision"] == "int8" and doc["calibration"]["samples"] == 4
+    cal = doc["calibration"]
+    assert doc["precision"] == "int8" and cal["samples"] == 4 and cal["method"] == "entropy"
+    assert cal["auto_keep"]["target_psnr_db"] == 48.0 and cal["auto_keep"]["psnr_db"] >= cal["auto_keep"]["psnr_all_int8_db"]
     report = json.loads(q.with_suffix(".gate.json").read_text())
     assert report["passed"] and report["nan_count"] == 0 and len(report["rows"]) == 2
     reached = report["min_psnr_vs_fp32"]
@@ -89,18 +91,103 @@ def test_calibrate_end_to_end_and_gate_floor(
                  "--min-psnr", str(reached + 1), "--max-loss", "100", "--json", str(out)]) == 1
     assert not json.loads(out.read_text())["passed"]
     assert "FAIL" in capsys.readouterr().out
-    # Sensitivity: one graph per quantized conv, only its own Q/DQ pairs left.
-    from calibration.sensitivity import only_layer, qdq_groups, sensitivity
+    # The sensitivity command scores every quantized layer on the calibration windows.
+    sens = tmp_path / "sens.json"
+    assert main(["sensitivity", str(conv_model), "--data", str(data), "--no-progress", "--json", str(sens)]) == 0
+    rows = json.loads(sens.read_text())
+    assert len(rows) >= 3 and all(r["psnr_vs_fp32"] > 30 for r in rows)
+    assert [r["psnr_vs_fp32"] for r in rows] == sorted(r["psnr_vs_fp32"] for r in rows)
+    convs = [r for r in rows if r["layer"].endswith("/Conv")]
+    assert convs and all(r["module"].startswith("body.") for r in convs), rows  # named after the torch module
 
+
+def _all_int8(tmp_path: Path, photos_dir: Path, conv_model: Path) -> tuple[Path, Path]:  # noqa: F811
+    train = _photos(tmp_path / "train", photos_dir / "train", 128, n=2)
+    data, q = tmp_path / "calib.npz", tmp_path / "all.int8.onnx"
+    assert main(["collect", "--images", str(train), "-o", str(data), "--samples", "4",
+                 "--tile", "16", "--halo", "4", "--model", str(conv_model)]) == 0
+    assert main(["quantize", str(conv_model), "--data", str(data), "-o", str(q), "--no-auto-keep", "--no-gate"]) == 0
+    return data, q
+
+
+def test_bypass_and_only_layer_are_exact(tmp_path: Path, photos_dir: Path, conv_model: Path) -> None:  # noqa: F811
+    """Bypassing every layer gives the float32 model back, bit for bit; one layer keeps only its pairs."""
+    import onnx
+    import onnxruntime as ort
+
+    from calibration.sensitivity import bypass, only_layer, qdq_groups
+
+    data, q = _all_int8(tmp_path, photos_dir, conv_model)
+    m = onnx.load(str(q))
     groups = qdq_groups(m)
-    assert groups and all(1 <= len(v) <= 2 for v in groups.values())
-    for layer, dqs in groups.items():  # the input Q/DQ may be shared (conv + skip Resize)
+    assert len(groups) >= 3 and all(1 <= len(v) <= 2 for v in groups.values())
+    x = load_npz(data)[0]["lr"]
+
+    def run(model) -> np.ndarray:  # noqa: ANN001
+        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"lr": x})[0]
+
+    ref = ort.InferenceSession(str(conv_model), providers=["CPUExecutionProvider"]).run(None, {"lr": x})[0]
+    none = bypass(m, list(groups))
+    assert not {n.op_type for n in none.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
+    assert not any(t.name.endswith("_scale") for t in none.graph.initializer), "the bypassed pairs' scales are dropped"
+    np.testing.assert_array_equal(run(none), ref)
+    assert np.abs(run(m) - ref).max() > 0, "the INT8 model must differ from float32"
+    for layer, dqs in groups.items():
         one = only_layer(m, layer)
         assert sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in one.graph.node) == 2 * len(dqs)
         assert qdq_groups(one) == {layer: dqs}
-    rows = sensitivity(conv_model, q, test)
-    assert {r["layer"] for r in rows} == set(groups)
-    assert all(r["psnr_vs_fp32"] >= reached - 0.5 for r in rows)
+    with pytest.raises(KeyError, match="not quantized"):
+        bypass(m, ["no_such_node"])
+
+
+def test_choose_kept_layers_stops_at_target_or_cap() -> None:
+    """Greedy in sensitivity order, re-scored as a whole after each layer."""
+    from calibration import sensitivity as sens
+
+    groups = {"a": ["dqa"], "b": ["dqb"], "c": ["dqc"]}
+    cost = {"a": 1.0, "b": 4.0, "c": 2.0}  # dB each layer costs alone
+
+    class Fake:  # stands in for a model: the set of layers still quantized
+        def __init__(self, q: set[str]) -> None:
+            self.q = q
+
+    def score(model: Fake) -> float:
+        return 50.0 - sum(cost[x] for x in model.q)
+
+    orig = (sens.qdq_groups, sens.bypass)
+    sens.qdq_groups = lambda m: {k: v for k, v in groups.items() if k in m.q}
+    sens.bypass = lambda m, layers: Fake(m.q - set(layers))
+    try:
+        full = Fake(set(groups))
+        sel = sens.choose_kept_layers(full, score, target_psnr=48.0, max_layers=3)
+        assert [r["layer"] for r in sel.ranking] == ["b", "c", "a"]
+        assert sel.layers == ["b", "c"] and sel.reached and sel.psnr == 49.0 and sel.psnr_all_int8 == 43.0
+        capped = sens.choose_kept_layers(full, score, target_psnr=60.0, max_layers=1)
+        assert capped.layers == ["b"] and not capped.reached and capped.psnr == 47.0
+        easy = sens.choose_kept_layers(full, score, target_psnr=40.0, max_layers=3)
+        assert easy.layers == [] and easy.reached and not easy.ranking, "no ranking needed when INT8 already passes"
+    finally:
+        sens.qdq_groups, sens.bypass = orig
+
+
+def test_auto_keep_cap_and_opt_out(tmp_path: Path, photos_dir: Path, conv_model: Path) -> None:  # noqa: F811
+    """An unreachable target keeps --max-keep layers and says it was not reached."""
+    import onnx
+
+    from calibration.quantize import quantize_model
+    from calibration.sensitivity import qdq_groups
+
+    data, q_all = _all_int8(tmp_path, photos_dir, conv_model)
+    n_all = len(qdq_groups(onnx.load(str(q_all))))
+    capped = tmp_path / "capped.onnx"
+    prov = quantize_model(conv_model, data, capped, auto_keep_db=500.0, max_keep=2)
+    auto = prov["auto_keep"]
+    assert len(auto["layers"]) == 2 and not auto["reached"] and len(auto["trace"]) == 2
+    assert len(auto["modules"]) == 2 and all(isinstance(x, str) and x for x in auto["modules"])
+    assert len(qdq_groups(onnx.load(str(capped)))) == n_all - 2
+    assert auto["trace"][-1]["psnr_vs_fp32"] >= auto["psnr_all_int8_db"] - 0.5
+    doc = json.loads({p.key: p.value for p in onnx.load(str(q_all)).metadata_props}["fourpp_eusr"])
+    assert doc["calibration"]["auto_keep"] is None
 
 
 def test_quantize_rejects_bad_method_and_layout(
@@ -135,3 +222,55 @@ def test_float_residuals_rewires_only_adds_reading_a_qdq_pair() -> None:
     assert float_residuals(m) == 1
     by = {n.name: list(n.input) for n in m.graph.node}
     assert by["add"] == ["x", "r"] and by["relu"] == ["xdq"]
+
+
+def _optimized_ops(model: Path, tmp: Path) -> set[str]:
+    """Op types of the graph ONNX Runtime's CPU actually runs (after its QDQ fusions)."""
+    import onnx
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.optimized_model_filepath = str(tmp / (model.stem + ".opt.onnx"))
+    ort.InferenceSession(str(model), o, providers=["CPUExecutionProvider"])
+    return {n.op_type for n in onnx.load(o.optimized_model_filepath).graph.node}
+
+
+def test_placements_what_onnxruntime_fuses(tmp_path: Path, photos_dir: Path, conv_model: Path) -> None:  # noqa: F811
+    """ORT's placement becomes integer QLinearConv; ModelOpt's (TensorRT's) stays float Conv + DequantizeLinear."""
+    from calibration.ort_placement import quantize_for_onnxruntime
+
+    data, q_trt = _all_int8(tmp_path, photos_dir, conv_model)
+    q_ort = tmp_path / "ort.int8.onnx"
+    prov = quantize_for_onnxruntime(conv_model, data, q_ort)
+    assert prov["placement"] == "onnxruntime" and prov["samples"] == 4
+    ort_ops, trt_ops = _optimized_ops(q_ort, tmp_path), _optimized_ops(q_trt, tmp_path)
+    assert "QLinearConv" in ort_ops and "Conv" not in ort_ops
+    assert "QLinearConv" not in trt_ops and "DequantizeLinear" in trt_ops
+    from calibration.gate import run_gate
+
+    test = _photos(tmp_path / "test", photos_dir / "test", 96, n=1)
+    res = run_gate(conv_model, q_ort, test, min_psnr=25.0, max_loss=100)
+    assert res.passed and res.nan_count == 0, res.failures
+
+
+def test_float_residuals_can_spare_conv_outputs() -> None:
+    """ORT's placement keeps the Q/DQ after a conv (so it fuses) and frees only the skip input."""
+    from onnx import TensorProto, helper
+
+    from calibration.quantize import float_residuals
+
+    def qdq(x: str) -> list:
+        return [helper.make_node("QuantizeLinear", [x, "s", "z"], [x + "q"], name="q_" + x),
+                helper.make_node("DequantizeLinear", [x + "q", "s", "z"], [x + "dq"], name="dq_" + x)]
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), *qdq("c"), *qdq("x"),
+             helper.make_node("Add", ["xdq", "cdq"], ["y"], name="add")]
+    g = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, 1])],
+        [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [0]),
+         helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 1, 1], [1.0])],
+    )
+    m = helper.make_model(g)
+    assert float_residuals(m, except_from=("Conv",)) == 1
+    assert list(m.graph.node[-1].input) == ["x", "cdq"]
