@@ -1,8 +1,18 @@
-"""INT8 accuracy table: each ModelOpt calibration method (and first/last conv kept in fp32)
-against the float32 model on the held-out photos, through ONNX Runtime CPU.
+"""INT8 accuracy and ONNX Runtime CPU speed, per calibration method and Q/DQ placement.
+
+Every variant is gated against the float32 model on the held-out photos (the same gate as
+``python -m calibration quantize``) and timed on ONNX Runtime CPU beside float32 in the
+same run. Two placements:
+
+- TensorRT's (NVIDIA ModelOpt): Q/DQ on conv inputs and weights only. Variants: ModelOpt's
+  output as it is; residual Adds reading float tensors; and the default, plus the
+  high-precision layers chosen automatically (kept in fp32, and in fp16 as TensorRT runs them).
+- ONNX Runtime's (``onnxruntime.quantization`` QDQ): Q/DQ on conv outputs too, which ORT
+  fuses into integer QLinearConv kernels. All convs INT8; and with the layers the default
+  kept, plus float residuals.
 
     python export/to_onnx.py models/eusr-compact.safetensors -o /tmp/m.onnx --halo 8
-    python -m calibration collect --images data/photos/train -o /tmp/calib.npz \
+    python -m calibration collect --images data/photos/train -o /tmp/calib.npz \\
         --model /tmp/m.onnx --samples 48 --tile 56 --halo 8 --flips
     python -m benchmarks.int8_gate /tmp/m.onnx --data /tmp/calib.npz
 """
@@ -13,103 +23,181 @@ import argparse
 import json
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
+from benchmarks._common import environment, markdown_table, package_version
 from calibration.cli import DEFAULT_TEST_IMAGES
 from calibration.collect import load_npz
-from calibration.gate import format_table, run_gate
-from calibration.quantize import quantize_model
+from calibration.gate import run_gate
 
-FIRST_LAST = ["node_conv2d$", "node_conv2d_46$"]
-SENSITIVE = [f"node_conv2d{s}$" for s in ("_46", "_21", "_24", "", "_27", "_42", "_39")]
-VARIANTS: dict[str, dict] = {
-    "entropy": {"method": "entropy"},
-    "max": {"method": "max"},
-    "entropy, first+last conv fp32": {"method": "entropy", "keep_fp": FIRST_LAST},
-    "max, first+last conv fp32": {"method": "max", "keep_fp": FIRST_LAST},
-    "entropy, float residuals": {"method": "entropy", "float_residual": True},
-    "max, float residuals": {"method": "max", "float_residual": True},
-    "entropy, float residuals, first+last conv fp32": {"method": "entropy", "float_residual": True, "keep_fp": FIRST_LAST},
-    "max, float residuals, first+last conv fp32": {"method": "max", "float_residual": True, "keep_fp": FIRST_LAST},
-    # The 7 convs ranked worst by `python -m calibration sensitivity` (entropy scales): first,
-    # shared, outputs and four upsampler stages.
-    "entropy, float residuals, 7 sensitive convs fp32": {"method": "entropy", "float_residual": True, "keep_fp": SENSITIVE},
-}
+WINDOW = 144
+"""The runtime's default window: tile 128 + 2 × halo 8."""
 
 
-def ort_ms(path: Path, window: int = 144, runs: int = 15) -> float:
-    """Median ms of one float32 1×3×window² inference on ONNX Runtime CPU, 2 threads."""
-    import numpy as np
+def _variants() -> list[tuple[str, str, dict]]:
+    """(name, placement, kwargs) in table order."""
+    rows = []
+    for m in ("entropy", "max"):
+        rows += [
+            (f"{m}, ModelOpt placement as is", "tensorrt", {"method": m, "float_residual": False, "auto_keep_db": None}),
+            (f"{m}, float residuals", "tensorrt", {"method": m, "auto_keep_db": None}),
+            (f"{m}, float residuals + auto-kept layers fp32" + (" (default)" if m == "entropy" else ""),
+             "tensorrt", {"method": m}),
+            (f"{m}, float residuals + auto-kept layers fp16", "tensorrt", {"method": m, "high_precision": "fp16"}),
+        ]
+    rows += [
+        ("entropy, ORT integer placement, all convs", "onnxruntime", {"method": "entropy"}),
+        ("entropy, ORT integer placement, float residuals + the default's kept layers", "onnxruntime",
+         {"method": "entropy", "float_residual": True, "keep_fp": "default"}),
+    ]
+    return rows
+
+
+def _session(path: Path, threads: int):  # noqa: ANN202
+    """An ORT CPU session and the op counts of the graph ORT actually runs (after its fusions:
+    they say why a variant is fast or slow)."""
+    import onnx
     import onnxruntime as ort
 
-    x = np.random.default_rng(0).uniform(0, 255, (1, 3, window, window)).astype(np.float32)
     o = ort.SessionOptions()
-    o.intra_op_num_threads, o.log_severity_level = 2, 3
-    s = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    for _ in range(3):
-        s.run(None, {name: x})
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        s.run(None, {name: x})
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts) * 1e3)
+    o.intra_op_num_threads, o.log_severity_level = threads, 3
+    # Idle pool threads must not spin: the sessions take turns, and a spinning pool would
+    # steal the cores of the next one (one run with spinning on: INT8 rows 15-43 % slower, float32 7 %).
+    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    with tempfile.TemporaryDirectory() as tmp:
+        o.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        s = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+        ops = Counter(n.op_type for n in onnx.load(o.optimized_model_filepath).graph.node)
+    keep = ("QLinearConv", "Conv", "FusedConv", "QLinearAdd", "Add", "DequantizeLinear", "QuantizeLinear")
+    return s, {k: ops.get(k, 0) for k in keep}
+
+
+def time_round_robin(paths: list[Path], threads: int, rounds: int = 5, runs: int = 5) -> list[float]:
+    """Median ms of one float32 1×3×WINDOW² inference per model, the models taking turns
+    (``rounds`` × ``runs`` each), so drift in the machine's speed hits them all alike."""
+    import numpy as np
+
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, WINDOW, WINDOW)).astype(np.float32)
+    sessions = [_session(p, threads)[0] for p in paths]
+    times: list[list[float]] = [[] for _ in paths]
+    for s in sessions:  # warm-up
+        for _ in range(2):
+            s.run(None, {s.get_inputs()[0].name: x})
+    for _ in range(rounds):
+        for k, s in enumerate(sessions):
+            feed = {s.get_inputs()[0].name: x}
+            for _ in range(runs):
+                t = time.perf_counter()
+                s.run(None, feed)
+                times[k].append(time.perf_counter() - t)
+    return [float(np.median(t) * 1e3) for t in times]
+
+
+def _ops_cell(ops: dict) -> str:
+    int_convs = ops["QLinearConv"]
+    float_convs = ops["Conv"] + ops["FusedConv"]
+    return f"{int_convs} int / {float_convs} float convs, {ops['DequantizeLinear']} DQ"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", type=Path)
-    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("model", type=Path, help="float32 ONNX (export/to_onnx.py)")
+    ap.add_argument("--data", type=Path, required=True, help="calibration windows (python -m calibration collect)")
     ap.add_argument("--test-images", type=Path, default=DEFAULT_TEST_IMAGES)
-    ap.add_argument("--sensitivity", type=Path, default=None,
-                    help="JSON of `python -m calibration sensitivity --json` to quote (top 10)")
+    ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads for the timings")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_gate")
     args = ap.parse_args()
+
+    import onnxruntime as ort
+
+    from calibration.ort_placement import quantize_for_onnxruntime
+    from calibration.quantize import quantize_model
+
+    ort.set_default_logger_severity(3)
     _, data_meta = load_npz(args.data)
-    results = []
-    fp32_ms = ort_ms(args.model)
+    results, default_kept, paths = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, kw in VARIANTS.items():
-            q = Path(tmp) / "q.onnx"
+        for k, (name, placement, kw) in enumerate(_variants()):
+            q = Path(tmp) / f"q{k}.onnx"
             t = time.perf_counter()
-            quantize_model(args.model, args.data, q, **kw)
+            if placement == "tensorrt":
+                prov = quantize_model(args.model, args.data, q, progress=True, **kw)
+                if "(default)" in name:
+                    default_kept = prov["auto_keep"]["layers"]
+            else:
+                kw = dict(kw)
+                if kw.pop("keep_fp", None) == "default":
+                    kw["keep_fp"] = default_kept
+                prov = quantize_for_onnxruntime(args.model, args.data, q, **kw)
             secs = time.perf_counter() - t
             res = run_gate(args.model, q, args.test_images)
-            ms = ort_ms(q)
-            print(f"== {name} (quantized in {secs:.1f} s, {ms:.1f} ms vs {fp32_ms:.1f} ms float32)\n{format_table(res)}\n")
-            results.append({"variant": name, **kw, "quantize_s": round(secs, 1), "ort_cpu_ms": round(ms, 1),
-                            **json.loads(res.to_json())})
+            results.append({"variant": name, "placement": placement, "quantize_s": round(secs, 1),
+                            "ort_ops": _session(q, args.threads)[1], "calibration": prov, **json.loads(res.to_json())})
+            paths.append(q)
+            print(f"== {name}: worst {res.min_psnr_vs_fp32:.2f} dB vs fp32, PSNR-Y loss {res.psnr_y_loss:.3f} dB, "
+                  f"{'pass' if res.passed else 'FAIL'}; quantized in {secs:.0f} s", flush=True)
+        print("timing every model in turn ...", flush=True)
+        fp32_ops = _session(args.model, args.threads)[1]
+        ms = time_round_robin([args.model, *paths], args.threads)
+    fp32_ms = ms[0]
+    for r, m in zip(results, ms[1:]):
+        r["ort_cpu_ms"], r["speed_vs_fp32"] = round(m, 1), round(fp32_ms / m, 3)
+    import hashlib
+
+    from calibration.collect import read_model_info
+
+    info = read_model_info(args.model)
+    model_desc = (f"{info.config_name or 'unnamed'} x{info.scale}, {info.io.value}, "
+                  f"sha256 {hashlib.sha256(args.model.read_bytes()).hexdigest()[:12]}")
+    env = environment(threads=args.threads)
+    env["versions"]["nvidia-modelopt"] = package_version("nvidia-modelopt")
+    env["host"]["avx512_vnni"] = "avx512_vnni" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else None
+    doc = {"environment": env, "model": str(args.model), "calibration_data": data_meta,
+           "test_images": str(args.test_images), "window": WINDOW, "timing": "round robin, 5 rounds x 5 runs, median",
+           "ort_cpu_ms_float32": round(fp32_ms, 1), "ort_ops_float32": fp32_ops, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    sens = json.loads(args.sensitivity.read_text()) if args.sensitivity else []
-    doc = {"model": str(args.model), "calibration_data": data_meta, "test_images": str(args.test_images),
-           "ort_cpu_ms_float32": round(fp32_ms, 1), "results": results, "sensitivity_entropy": sens}
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    lines = [
-        "# INT8 (ModelOpt 0.47 Q/DQ, ONNX Runtime CPU) vs float32 on data/photos/test",
-        "",
-        f"Calibration: {data_meta.get('samples')} windows of {data_meta.get('window')}² LR px from "
-        f"{data_meta.get('images')} (seed {data_meta.get('seed')}, flips {data_meta.get('flips')}). "
-        "Gate floors: worst-image PSNR vs float32 >= 40 dB, mean PSNR-Y loss <= 0.3 dB. ORT CPU ms: "
-        f"median of 15 runs of one 1x3x144x144 float32 window, 2 threads (float32 model: {fp32_ms:.1f} ms); "
-        "ONNX Runtime runs the Q/DQ placement meant for TensorRT, no integer-kernel variant.",
-        "",
-        "| variant | PSNR vs fp32, worst (dB) | PSNR-Y fp32 | PSNR-Y int8 | PSNR-Y loss (dB) "
-        "| worst image loss (dB) | other images' max loss (dB) | max abs err | NaN | gate | ORT CPU ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+
+    table = []
     for r in results:
         losses = sorted(((x["psnr_y_fp32"] - x["psnr_y_int8"], x["image"]) for x in r["rows"]), reverse=True)
-        lines.append(f"| {r['variant']} | {r['min_psnr_vs_fp32']:.2f} | {r['mean_psnr_y_fp32']:.3f} | "
-                     f"{r['mean_psnr_y_int8']:.3f} | {r['psnr_y_loss']:.3f} | {losses[0][0]:.3f} ({losses[0][1]}) | "
-                     f"{losses[1][0]:.3f} | {r['max_abs_error']:.2f} | "
-                     f"{r['nan_count']} | {'pass' if r['passed'] else 'FAIL'} | {r['ort_cpu_ms']:.1f} |")
-    if sens:
-        lines += ["", "Sensitivity (entropy scales; mean PSNR vs float32 with only that node's Q/DQ "
-                  "inputs kept, worst 10 of " + str(len(sens)) + "):", "",
-                  "| node | PSNR vs fp32 (dB) |", "|---|---|"]
-        lines += [f"| {x['layer']} | {x['psnr_vs_fp32']:.2f} |" for x in sens[:10]]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        auto = (r["calibration"].get("auto_keep") or {})
+        kept = len(auto.get("layers", [])) or len(r["calibration"].get("keep_fp") or [])
+        table.append([r["variant"], f"{r['min_psnr_vs_fp32']:.2f}", f"{r['psnr_y_loss']:.3f}",
+                      f"{losses[0][0]:.3f} ({losses[0][1]})", f"{r['max_abs_error']:.2f}", r["nan_count"],
+                      "pass" if r["passed"] else "FAIL", kept, f"{r['ort_cpu_ms']:.1f}",
+                      f"{r['speed_vs_fp32']:.2f}×", _ops_cell(r["ort_ops"])])
+    default = next((r for r in results if "(default)" in r["variant"]), None)
+    kept_lines = []
+    if default:
+        auto = default["calibration"]["auto_keep"]
+        kept_lines = [f"- `{n}` ({m}): {t['psnr_vs_fp32']:.2f} dB after keeping it" for n, m, t in
+                      zip(auto["layers"], auto["modules"], auto["trace"])]
+        kept_lines.insert(0, f"Layers the default kept (ranked on {auto['ranking_windows']} calibration windows, "
+                             f"target {auto['target_psnr_db']} dB on all {data_meta.get('samples')}; "
+                             f"all-INT8 {auto['psnr_all_int8_db']:.2f} dB):")
+    md = [
+        "# INT8 Q/DQ vs float32: accuracy gate and ONNX Runtime CPU speed",
+        "",
+        f"Model `{args.model}` ({model_desc}); calibration: "
+        f"{data_meta.get('samples')} windows of {data_meta.get('window')}² LR px from {data_meta.get('images')} "
+        f"(seed {data_meta.get('seed')}, flips {data_meta.get('flips')}); gate on {args.test_images}: worst-image "
+        "PSNR vs float32 >= 40 dB and mean PSNR-Y loss <= 0.3 dB. Speed: ONNX Runtime CPU, one "
+        f"1×3×{WINDOW}×{WINDOW} float32 window, {args.threads} threads, median of 25 runs per model taken in turns "
+        f"with the others (5 rounds × 5; idle pool threads do not spin), float32 {fp32_ms:.1f} ms ({_ops_cell(fp32_ops)}). "
+        f"{env['host']['cpu']} (AVX-512 VNNI: "
+        f"{env['host']['avx512_vnni']}), onnxruntime {env['versions']['onnxruntime']}, "
+        f"nvidia-modelopt {env['versions']['nvidia-modelopt']}, commit {str(env['git']['commit'])[:10]}.",
+        "",
+        markdown_table(["variant", "PSNR vs fp32, worst (dB)", "PSNR-Y loss (dB)", "worst image loss (dB)",
+                        "max abs err", "NaN", "gate", "layers kept", "ORT CPU ms", "speed vs fp32",
+                        "what ORT runs"], table),
+        "",
+        *kept_lines,
+    ]
+    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
     print(f"wrote {args.out.with_suffix('.json')} and .md")
 
 

@@ -7,9 +7,12 @@ the CPU onnxruntime, and checked against the float32 model before any engine is 
     python -m calibration collect --images data/photos/train -o calib.npz --model m.onnx \\
         --samples 48 --tile 56 --halo 8 --flips
     python -m calibration quantize m.onnx --data calib.npz -o m.int8.onnx \\
-        [--method entropy|max] [--float-residual] [--keep-fp 'node_conv2d_46$' ...]
+        [--method entropy|max] [--auto-keep 48] [--keep-fp 'node_conv2d_46$' ...]
     python -m calibration gate m.onnx m.int8.onnx            # the gate alone
-    python -m calibration sensitivity m.onnx --data calib.npz  # which nodes to --keep-fp
+    python -m calibration sensitivity m.onnx --data calib.npz  # each layer's cost alone
+
+By default residual Adds read float tensors and the most sensitive layers stay in float
+until the model reaches 48 dB vs float32 on the calibration windows (``calibration.sensitivity``).
 
 Needs the ``calib`` extra (``pip install -e '.[calib]'``), not ModelOpt's ``[onnx]`` one.
 """

@@ -550,6 +550,9 @@ def _make_sidecar(
             "metadata": facts.metadata,
             "precision_evidence": facts.precision_evidence,
         },
+        # How the Q/DQ scales were made (calibration/quantize.py writes it into the ONNX):
+        # data, method, layers kept in high precision, tool versions. None for other graphs.
+        "calibration": (facts.metadata or {}).get("calibration") if options.precision is Precision.INT8 else None,
         "build_options": options.to_dict(),
         "window": options.window,
         "profiles": [{"input": info.input_name, **p} for p in profile_shapes(engine, info.input_name)],

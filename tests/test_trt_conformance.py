@@ -30,7 +30,7 @@ pytestmark = pytest.mark.trt
 ROOT = Path(__file__).resolve().parents[1]
 
 POSITIVE = [
-    "autospec_limits", "build_fp32", "build_uint8_fp16", "cache_reuse", "cli_int8", "precision_mismatch",
+    "autospec_limits", "build_fp32", "build_uint8_fp16", "build_int8", "cache_reuse", "cli_int8", "precision_mismatch",
     "parser_errors", "builder_nullptr", "build_returns_none", "timing_cache_mismatch", "runtime_stage",
     "runtime_uint8", "runtime_errors", "runtime_nullptr",
 ]

@@ -242,6 +242,7 @@ def scenario_build_fp32(tmp: Path, mods: Mods, fk: Fakes, *, lenient: bool = Fal
         ("lr", "input", "FLOAT" if io == "float32-nchw" else "UINT8", "LINEAR"),
         ("sr", "output", "FLOAT" if io == "float32-nchw" else "UINT8", "LINEAR")]
     assert side["onnx"]["metadata"]["recommended_halo"] == 12
+    assert side["calibration"] == (side["onnx"]["metadata"].get("calibration") if precision == "int8" else None)
     assert len(side["cache_key"]) == 64 and (tmp / "cache" / f"{side['cache_key']}.plan").read_bytes() == PLAN
     assert result.reused is None
     return {"create_network_flags": strongly, "unknown_types": sorted(fk.unknown_types)}
@@ -249,6 +250,20 @@ def scenario_build_fp32(tmp: Path, mods: Mods, fk: Fakes, *, lenient: bool = Fal
 
 def scenario_build_uint8_fp16(tmp: Path, mods: Mods, fk: Fakes) -> dict:
     return scenario_build_fp32(tmp, mods, fk, io="uint8-nhwc", precision="fp16")
+
+
+CALIBRATION = {"method": "entropy", "samples": 48, "data_sha256": "ab" * 32, "tool": "nvidia-modelopt 0.47.0",
+               "auto_keep": {"layers": ["node_conv2d_46"], "target_psnr_db": 48.0}}
+
+
+def scenario_build_int8(tmp: Path, mods: Mods, fk: Fakes) -> dict:
+    """The Q/DQ graph goes through the same strongly typed build, and its calibration record into the sidecar."""
+    write_onnx(tmp / "model-float32-nchw-int8.onnx", precision="int8", extra_metadata={"calibration": CALIBRATION})
+    out = scenario_build_fp32(tmp, mods, fk, precision="int8")
+    side = json.loads((tmp / "model.plan.json").read_text())
+    assert side["calibration"] == CALIBRATION and side["onnx"]["metadata"]["calibration"] == CALIBRATION
+    assert side["onnx"]["precision_evidence"] == "QuantizeLinear node 'q_in'", side["onnx"]["precision_evidence"]
+    return out
 
 
 def scenario_cache_reuse(tmp: Path, mods: Mods, fk: Fakes) -> dict:
@@ -513,6 +528,7 @@ POSITIVE: dict[str, Callable[..., dict]] = {
     "autospec_limits": scenario_autospec_limits,
     "build_fp32": scenario_build_fp32,
     "build_uint8_fp16": scenario_build_uint8_fp16,
+    "build_int8": scenario_build_int8,
     "cache_reuse": scenario_cache_reuse,
     "cli_int8": scenario_cli_int8,
     "precision_mismatch": scenario_precision_mismatch,

@@ -9,8 +9,9 @@ __all__ = ["write_onnx"]
 
 
 def write_onnx(path: Path, *, io: str = "float32-nchw", precision: str = "fp32", scale: int = 4,
-               metadata: bool = True) -> Path:
-    """A tiny x``scale`` model (Conv + DepthToSpace) in one of the exporter's contracts."""
+               metadata: bool = True, extra_metadata: dict | None = None) -> Path:
+    """A tiny x``scale`` model (Conv + DepthToSpace) in one of the exporter's contracts;
+    ``extra_metadata`` joins the ``fourpp_eusr`` metadata (e.g. ``calibration``)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -49,7 +50,7 @@ def write_onnx(path: Path, *, io: str = "float32-nchw", precision: str = "fp32",
                               opset_imports=[helper.make_opsetid("", 18)])
     if metadata:
         meta = {"format": 1, "scale": scale, "io": io, "input": "lr", "output": "sr", "value_range": [0, 255],
-                "config_name": "tiny", "recommended_halo": 12}
+                "config_name": "tiny", "recommended_halo": 12, **(extra_metadata or {})}
         helper.set_model_props(model, {"fourpp_eusr": json.dumps(meta)})
     onnx.save(model, str(path))
     return path
