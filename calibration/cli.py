@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", type=Path, required=True, help="Q/DQ ONNX to write")
     q.add_argument("--method", default="entropy", help="entropy or max (default: %(default)s)")
     q.add_argument("--keep-fp", nargs="+", default=[], metavar="LAYER",
-                   help="node names (regex) left unquantized")
+                   help="left unquantized: node names (regex, e.g. 'node_conv2d_46$') or module "
+                        "names (e.g. model.first 'model.upscalers.4.0.stages.0.conv')")
     q.add_argument("--exclude-op", nargs="+", default=[], metavar="OP",
                    help="op types left unquantized, e.g. Add (the residual adds)")
     q.add_argument("--auto-keep", type=float, default=DEFAULT_AUTO_KEEP_DB, metavar="DB",

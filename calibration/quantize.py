@@ -106,6 +106,32 @@ def _quiet(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         raise
 
 
+def _resolve_keep(patterns: list[str], src, model: Path) -> list[str]:  # noqa: ANN001
+    """Node-name regexes for ModelOpt: each pattern matches node names, or module names
+    (``model.first``, ``model.upscalers.4.0.*``), which become exact node names."""
+    from .sensitivity import layer_labels
+
+    names = [n.name for n in src.graph.node]
+    by_module = {m: n for n, m in layer_labels(src).items()}
+    out: list[str] = []
+    for pat in patterns:
+        try:
+            rx = re.compile(pat)
+        except re.error as exc:
+            raise CalibrationError(f"--keep-fp {pat!r}: not a regular expression ({exc})") from None
+        if any(rx.match(n) for n in names):
+            out.append(pat)
+            continue
+        hits = [n for m, n in by_module.items() if rx.fullmatch(m)]
+        if not hits:
+            raise CalibrationError(
+                f"--keep-fp {pat!r}: matches no node or module of {model} "
+                f"(nodes e.g. {names[3:5]}, modules e.g. {sorted(by_module)[:2]})"
+            )
+        out += [re.escape(n) + "$" for n in hits]
+    return out
+
+
 def quantize_model(
     model: Path,
     data: Path,
@@ -122,8 +148,8 @@ def quantize_model(
 ) -> dict:
     """Write the Q/DQ model to ``output``; returns the provenance stored in its metadata.
 
-    - ``keep_fp``: node-name regexes (``re.match``, as ModelOpt matches them: anchor with
-      ``$`` to name one node) left unquantized.
+    - ``keep_fp``: left unquantized: node-name regexes (``re.match``, as ModelOpt matches
+      them: anchor with ``$`` to name one node) or module-name regexes (whole name).
     - ``auto_keep_db``: then keep the most sensitive layers (one at a time, at most
       ``max_keep``) until PSNR vs float32 on the calibration windows reaches it; ``None``
       turns the search off (see :mod:`calibration.sensitivity`).
@@ -152,13 +178,7 @@ def quantize_model(
             f"NVIDIA ModelOpt is not importable ({exc}); install the extra: pip install -e '.[calib]'"
         ) from exc
     src = onnx.load(str(model))
-    keep = list(keep_fp or [])
-    names = {n.name for n in src.graph.node}
-    for pat in keep:
-        if not any(re.match(pat, n) for n in names):
-            raise CalibrationError(
-                f"--keep-fp {pat!r}: matches no node of {model} (e.g. {sorted(names)[:3]})"
-            )
+    keep = _resolve_keep(list(keep_fp or []), src, model)
     info = read_model_info(model)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

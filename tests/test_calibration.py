@@ -274,3 +274,19 @@ def test_float_residuals_can_spare_conv_outputs() -> None:
     m = helper.make_model(g)
     assert float_residuals(m, except_from=("Conv",)) == 1
     assert list(m.graph.node[-1].input) == ["x", "cdq"]
+
+
+def test_keep_fp_takes_node_or_module_names(conv_model: Path) -> None:  # noqa: F811
+    import onnx
+
+    from calibration.collect import CalibrationError
+    from calibration.quantize import _resolve_keep
+
+    src = onnx.load(str(conv_model))
+    assert _resolve_keep(["/body/body.4/Conv$"], src, conv_model) == ["/body/body.4/Conv$"]
+    assert _resolve_keep(["body.0", r"body\.[24]"], src, conv_model) == [
+        r"/body/body\.0/Conv$", r"/body/body\.2/Conv$", r"/body/body\.4/Conv$"]
+    with pytest.raises(CalibrationError, match=r"--keep-fp 'body\.9': matches no node or module"):
+        _resolve_keep(["body.9"], src, conv_model)
+    with pytest.raises(CalibrationError, match="not a regular expression"):
+        _resolve_keep(["(("], src, conv_model)
