@@ -16,6 +16,7 @@ from train.checkpoint import (
     load_checkpoint,
     load_model,
     load_state_into,
+    restore_grad_scaler,
     restore_optimizer,
     save_checkpoint,
 )
@@ -111,6 +112,35 @@ def test_loaded_numpy_rng_continues_the_stream(tiny_ckpt):
     g = np.random.default_rng()
     g.bit_generator.state = load_checkpoint(path).rng_numpy
     assert np.array_equal(g.integers(1000, size=8), np_rng.integers(1000, size=8))
+
+
+def test_amp_loss_scale_survives_a_resume(tmp_path):
+    """An --amp run must resume at the loss scale it had reached, not at 65536 again.
+
+    The scaler is CPU-enabled here (a CUDA one behaves the same); an inf gradient backs the
+    scale off, then a finite step counts toward the next growth.
+    """
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    for bad in (True, False):
+        opt.zero_grad()
+        scaler.scale(model(torch.ones(1, 2)).sum()).backward()
+        if bad:
+            model.weight.grad.fill_(float("inf"))
+        scaler.step(opt)
+        scaler.update()
+    assert scaler.get_scale() == 512.0 and scaler.state_dict()["_growth_tracker"] == 1
+    path = save_checkpoint(tmp_path / "amp.safetensors", model, config={}, optimizer=opt, grad_scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    assert restore_grad_scaler(fresh, load_checkpoint(path))
+    assert fresh.state_dict() == scaler.state_dict()
+    # Without AMP nothing is written, and nothing is restored into a disabled scaler.
+    off = save_checkpoint(tmp_path / "fp32.safetensors", model, config={}, optimizer=opt,
+                          grad_scaler=torch.amp.GradScaler("cpu", enabled=False))
+    assert load_checkpoint(off).grad_scaler is None
+    assert not restore_grad_scaler(torch.amp.GradScaler("cpu", enabled=False), load_checkpoint(path))
+    assert not restore_grad_scaler(torch.amp.GradScaler("cpu"), load_checkpoint(off))
 
 
 def test_model_only_checkpoint_cannot_resume(tmp_path):

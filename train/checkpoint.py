@@ -30,6 +30,7 @@ __all__ = [
     "CheckpointError",
     "Checkpoint",
     "save_checkpoint",
+    "restore_grad_scaler",
     "load_checkpoint",
     "load_model",
     "model_config",
@@ -58,6 +59,7 @@ class Checkpoint:
     rng_torch: torch.Tensor | None = None
     rng_numpy: dict[str, Any] | None = None
     kind: str = "eusr"
+    grad_scaler: dict[str, Any] | None = None
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -89,8 +91,13 @@ def save_checkpoint(
     train_state: dict[str, Any] | None = None,
     numpy_rng: np.random.Generator | None = None,
     ema_state: dict[str, torch.Tensor] | None = None,
+    grad_scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
-    """Write atomically (temp file + os.replace): a crash never leaves half a checkpoint."""
+    """Write atomically (temp file + os.replace): a crash never leaves half a checkpoint.
+
+    ``grad_scaler``: an enabled AMP scaler's state (loss scale, growth tracker) goes into the
+    header, so an ``--amp`` run resumes with the scale it had, not from 65536 again.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -112,6 +119,8 @@ def save_checkpoint(
         tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema_state.items()})
     if numpy_rng is not None:
         header["rng_numpy"] = json.dumps(numpy_rng.bit_generator.state)
+    if grad_scaler is not None and grad_scaler.is_enabled():
+        header["grad_scaler"] = json.dumps(grad_scaler.state_dict())
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -154,6 +163,7 @@ def load_checkpoint(path: str | os.PathLike, *, expect_kind: str | None = "eusr"
         train_state = json.loads(header.get("train_state", "{}"))
         groups = json.loads(header["optim_groups"]) if "optim_groups" in header else []
         rng_numpy = json.loads(header["rng_numpy"]) if "rng_numpy" in header else None
+        grad_scaler = json.loads(header["grad_scaler"]) if "grad_scaler" in header else None
     except (KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: damaged header ({e})") from None
     return Checkpoint(
@@ -168,6 +178,7 @@ def load_checkpoint(path: str | os.PathLike, *, expect_kind: str | None = "eusr"
         rng_torch=tensors.get("rng.torch"),
         rng_numpy=rng_numpy,
         kind=kind,
+        grad_scaler=grad_scaler,
     )
 
 
@@ -188,6 +199,15 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path
             parts.append(f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)})")
         raise CheckpointError(f"{path}: weights do not fit the model: " + "; ".join(parts))
     model.load_state_dict(state, strict=True, assign=assign)
+
+
+def restore_grad_scaler(scaler: torch.amp.GradScaler, ckpt: Checkpoint) -> bool:
+    """Give an enabled AMP scaler the state saved with ``ckpt``; False when there is none to
+    restore (AMP off now, or the checkpoint was written without AMP: the scale starts anew)."""
+    if not scaler.is_enabled() or not ckpt.grad_scaler:
+        return False
+    scaler.load_state_dict(ckpt.grad_scaler)
+    return True
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> None:

@@ -51,6 +51,7 @@ from train.checkpoint import (
     load_checkpoint,
     load_state_into,
     model_config,
+    restore_grad_scaler,
     restore_optimizer,
     save_checkpoint,
 )
@@ -544,6 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ema is None and resume is not None and resume.ema_state:
         log.warning("%s has moving-average weights but --ema is 0: they are not kept in this run", resume.path)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if resume is not None and restore_grad_scaler(scaler, resume):
+        log.info("AMP loss scale restored: %g", scaler.get_scale())
     trainer = PerceptualTrainer(
         generator, discriminator, aesthetic, subjective, weights, opt_g=opt_g, opt_d=opt_d,
         routes=routes, downscale=args.downscale, amp=use_amp, scaler=scaler,
@@ -578,7 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             config_name=discriminator.dense, kind=DISCRIMINATOR_KIND, optimizer=opt_d,
                             train_state={"step": step, "phase": "perceptual"})
         save_checkpoint(gen_path, generator, config=generator.config.to_dict(), config_name=config_name,
-                        optimizer=opt_g, numpy_rng=rng, ema_state=ema.state if ema is not None else None, train_state=state)
+                        optimizer=opt_g, numpy_rng=rng, ema_state=ema.state if ema is not None else None, train_state=state,
+                        grad_scaler=scaler)
 
     from tqdm import tqdm
 

@@ -25,7 +25,15 @@ import numpy as np
 import torch
 
 from train.runtime_setup import setup_device
-from train.checkpoint import CheckpointError, load_checkpoint, load_state_into, model_config, restore_optimizer, save_checkpoint
+from train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_state_into,
+    model_config,
+    restore_grad_scaler,
+    restore_optimizer,
+    save_checkpoint,
+)
 from train.data import PatchDataset, list_images, load_rgb, make_lr, mod_crop
 from train.models.eusr import CONFIGS, EUSR, EUSRConfig
 
@@ -249,12 +257,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     val_log = (args.out / "val_log.jsonl").open("a")
     (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if resume is not None and restore_grad_scaler(scaler, resume):
+        log.info("AMP loss scale restored: %g", scaler.get_scale())
 
     def save(step: int) -> Path:
         return save_checkpoint(
             args.out / "last.safetensors", model, config=config.to_dict(), config_name=config_name,
             optimizer=optimizer, numpy_rng=rng, ema_state=ema.state if ema is not None else None,
             train_state={"step": step, "phase": "pretrain", "scales": scales, "seed": args.seed, "lr": args.lr},
+            grad_scaler=scaler,
         )
 
     from tqdm import tqdm

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from train.runtime_setup import setup_device
-from train.checkpoint import CheckpointError, load_checkpoint, load_state_into, restore_optimizer
+from train.checkpoint import CheckpointError, load_checkpoint, load_state_into, restore_grad_scaler, restore_optimizer
 from train.iqa_data import IQADataset, IQAEntry, mean_of, read_ava, read_tid2013, split_ava, split_tid2013
 from train.models.mobilenet_v2 import bundled_imagenet_weights, load_imagenet_weights
 from train.models.nima import CHECKPOINT_KIND, ScorePredictor, ScorePredictorConfig, emd_loss, save_score_predictor
@@ -366,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     val_log = (args.out / "val_log.jsonl").open("a")
     (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if resume is not None and restore_grad_scaler(scaler, resume):
+        log.info("AMP loss scale restored: %g", scaler.get_scale())
     val_crops: np.ndarray | None = None
 
     def state(step: int, stage: str, extra: dict | None = None) -> dict:
@@ -378,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def save_last(step: int, stage: str) -> Path:
         return save_score_predictor(args.out / "last.safetensors", model, optimizer=optimizer, numpy_rng=rng,
-                                    train_state=state(step, stage))
+                                    train_state=state(step, stage), grad_scaler=scaler)
 
     from tqdm import tqdm
 
