@@ -89,7 +89,7 @@ def run_gate(
     ref_sess, cand_sess = _session(reference), _session(candidate)
     res = GateResult(reference=str(reference), candidate=str(candidate),
                      floors={"min_psnr_vs_fp32": min_psnr, "max_psnr_y_loss": max_loss})
-    for path in list_images(images):
+    for path in list_images(images, flag="--test-images"):
         hr = load_rgb(path)
         hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
         lr = imresize(hr, 1.0 / s)

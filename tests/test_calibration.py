@@ -290,3 +290,9 @@ def test_keep_fp_takes_node_or_module_names(conv_model: Path) -> None:  # noqa: 
         _resolve_keep(["body.9"], src, conv_model)
     with pytest.raises(CalibrationError, match="not a regular expression"):
         _resolve_keep(["(("], src, conv_model)
+
+
+def test_gate_names_the_test_images_flag(tmp_path: Path, conv_model: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    rc = main(["gate", str(conv_model), str(conv_model), "--test-images", str(tmp_path / "nowhere")])
+    assert rc == 2
+    assert f"--test-images {tmp_path / 'nowhere'}: not a folder" in capsys.readouterr().err
