@@ -56,20 +56,21 @@ def load_rgb(path: Path) -> np.ndarray:
         raise CalibrationError(f"{path}: cannot read the image ({exc})") from exc
 
 
-def read_model_info(model: Path) -> ModelInfo:
-    """The exporter's metadata of ``model`` (read with ONNX Runtime, no torch)."""
+def read_model_info(model: Path, *, what: str = "--model") -> ModelInfo:
+    """The exporter's metadata of ``model`` (read with ONNX Runtime, no torch); errors name
+    it as ``what`` (the flag or argument the user gave)."""
     import onnxruntime as ort
 
     if not model.is_file():
-        raise CalibrationError(f"--model {model}: file not found")
+        raise CalibrationError(f"{what} {model}: file not found")
     try:
         sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT raises its own types for bad files
-        raise CalibrationError(f"--model {model}: ONNX Runtime cannot load it ({exc})") from exc
+        raise CalibrationError(f"{what} {model}: ONNX Runtime cannot load it ({exc})") from exc
     custom = sess.get_modelmeta().custom_metadata_map or {}
     if METADATA_KEY not in custom:
         raise CalibrationError(
-            f"--model {model}: no {METADATA_KEY!r} metadata; export it with export/to_onnx.py or pass --io"
+            f"{what} {model}: no {METADATA_KEY!r} metadata; export it with export/to_onnx.py or pass --io"
         )
     return parse_metadata(custom[METADATA_KEY], model=str(model))
 

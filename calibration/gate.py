@@ -78,8 +78,8 @@ def run_gate(
     max_loss: float = DEFAULT_MAX_LOSS,
 ) -> GateResult:
     """Compare ``candidate`` (INT8) with ``reference`` (float32) on every image of ``images``."""
-    ref_info = read_model_info(reference)
-    cand_info = read_model_info(candidate)
+    ref_info = read_model_info(reference, what="reference model")
+    cand_info = read_model_info(candidate, what="candidate model")
     if (ref_info.io, ref_info.scale) != (cand_info.io, cand_info.scale):
         raise CalibrationError(
             f"{candidate}: io/scale {cand_info.io.value} x{cand_info.scale} differ from the "

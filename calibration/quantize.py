@@ -33,7 +33,7 @@ with symmetric activations), so "percentile" is refused rather than silently run
 
 
 def _check_data(arrays: dict[str, np.ndarray], data: Path, model: Path) -> np.ndarray:
-    info = read_model_info(model)
+    info = read_model_info(model, what="model")
     if info.input_name not in arrays:
         raise CalibrationError(
             f"--data {data}: no array named {info.input_name!r} (the input of {model}); "
@@ -179,7 +179,7 @@ def quantize_model(
         ) from exc
     src = onnx.load(str(model))
     keep = _resolve_keep(list(keep_fp or []), src, model)
-    info = read_model_info(model)
+    info = read_model_info(model, what="model")
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_out = Path(tmp) / "q.onnx"

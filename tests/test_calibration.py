@@ -296,3 +296,7 @@ def test_gate_names_the_test_images_flag(tmp_path: Path, conv_model: Path, capsy
     rc = main(["gate", str(conv_model), str(conv_model), "--test-images", str(tmp_path / "nowhere")])
     assert rc == 2
     assert f"--test-images {tmp_path / 'nowhere'}: not a folder" in capsys.readouterr().err
+    assert main(["gate", str(conv_model), str(tmp_path / "q.onnx")]) == 2
+    assert f"candidate model {tmp_path / 'q.onnx'}: file not found" in capsys.readouterr().err
+    assert main(["quantize", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "c.npz"), "-o", str(tmp_path / "o.onnx")]) == 2
+    assert "c.npz: file not found" in capsys.readouterr().err
