@@ -37,6 +37,7 @@ from torch import nn
 
 from benchmarks._common import environment, file_sha256, fmt_float, list_images, markdown_table, write_results
 from export.fp16 import FP16_MAX
+from runtime.cli_help import DefaultsHelpFormatter
 from train.checkpoint import CheckpointError
 from train.models.eusr import EUSR
 
@@ -230,7 +231,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="activation_range.py",
         description="Largest |activation| per layer of a float32 EUSR path on whole photos, and the "
         "fp16 overflow margin (65504 / max). Writes <out>/<name>.json and .md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", type=Path, nargs="?", default=DEFAULT_CHECKPOINT, help="EUSR checkpoint (.safetensors)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of photos (whole images are used)")

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from runtime.cli_help import DefaultsHelpFormatter
+
 __all__ = ["main", "parse_args"]
 
 
@@ -30,7 +32,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m train.evaluate",
         description="PSNR-Y, SSIM-Y and NIQE of a checkpoint and of bicubic on folders of HR images "
         "(Set5/Set14/BSD100 layouts recognised); per-image and mean table, JSON, comparison strips.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", type=Path, help="EUSR checkpoint (.safetensors) from train.pretrain or train.perceptual")
     p.add_argument("--data", type=Path, nargs="+", required=True, help="dataset folders (or single HR images)")

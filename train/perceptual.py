@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from train.runtime_setup import setup_device
+from runtime.cli_help import DefaultsHelpFormatter
+from train.runtime_setup import add_run_args, grad_scaler, open_run, setup_device
 from train.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -51,7 +52,6 @@ from train.checkpoint import (
     load_checkpoint,
     load_state_into,
     model_config,
-    restore_grad_scaler,
     restore_optimizer,
     save_checkpoint,
 )
@@ -328,7 +328,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Phase 3 (4PP-EUSR): perceptual fine-tuning of a phase-1 EUSR with a discriminator and two frozen "
         "score predictors, every step through the three ×4 routes. Writes OUT/last.safetensors (the generator, an "
         "ordinary EUSR checkpoint), OUT/last.discriminator.safetensors, OUT/train_log.jsonl, OUT/val_log.jsonl.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     d = p.add_argument_group("data")
     d.add_argument("--train-dir", type=Path, default=REPO / "data/photos/train", help="folder of HR training images (e.g. DIV2K_train_HR)")
@@ -372,13 +372,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--out", type=Path, default=Path("runs/perceptual"), help="output folder")
     g.add_argument("--resume", type=Path, default=None,
                    help="OUT/last.safetensors of a phase-3 run to continue (its .discriminator.safetensors sibling is read too)")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ...")
-    g.add_argument("--amp", action="store_true", help="float16 autocast + GradScaler (CUDA only)")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    g.add_argument("--log-every", type=int, default=50)
-    g.add_argument("--val-every", type=int, default=1000)
-    g.add_argument("--save-every", type=int, default=1000)
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_args(g)
     return p.parse_args(argv)
 
 
@@ -544,17 +538,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ema = WeightAverage(generator, args.ema, ema_state) if args.ema > 0 else None
     if ema is None and resume is not None and resume.ema_state:
         log.warning("%s has moving-average weights but --ema is 0: they are not kept in this run", resume.path)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    if resume is not None and restore_grad_scaler(scaler, resume):
-        log.info("AMP loss scale restored: %g", scaler.get_scale())
+    scaler = grad_scaler(use_amp, resume, log)
     trainer = PerceptualTrainer(
         generator, discriminator, aesthetic, subjective, weights, opt_g=opt_g, opt_d=opt_d,
         routes=routes, downscale=args.downscale, amp=use_amp, scaler=scaler,
     )
     data = PatchDataset(args.train_dir, [4], lr_patch=args.patch, augment=not args.no_augment)
     validator = Validator(args.val_dir, 4) if str(args.val_dir) not in ("", ".") else None
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2))
+    train_log, val_log = open_run(args)
     predictors = {
         name: {"path": str(path), "sha256": file_sha256(path)}
         for name, path, net in (("aesthetic", args.aesthetic_predictor, aesthetic), ("subjective", args.subjective_predictor, subjective))
@@ -586,8 +577,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    train_log = (args.out / "train_log.jsonl").open("a")
-    val_log = (args.out / "val_log.jsonl").open("a")
     bar = tqdm(total=args.steps, initial=start_step, disable=args.quiet, dynamic_ncols=True, desc="perceptual")
     window: dict[str, list[float]] = {}
     t0 = time.time()

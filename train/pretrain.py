@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,18 +23,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from train.runtime_setup import setup_device
+from runtime.cli_help import DefaultsHelpFormatter
+from train.runtime_setup import add_run_args, grad_scaler, open_run, setup_device
 from train.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_state_into,
     model_config,
-    restore_grad_scaler,
     restore_optimizer,
     save_checkpoint,
 )
 from train.data import PatchDataset, list_images, load_rgb, make_lr, mod_crop
-from train.models.eusr import CONFIGS, EUSR, EUSRConfig
+from train.models.eusr import CONFIGS, EUSR
 
 log = logging.getLogger("train.pretrain")
 
@@ -48,7 +47,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Phase 1: L1 pre-training of the multi-scale EUSR on a folder of HR images "
         "(LR made with MATLAB-bicubic imresize). Writes OUT/last.safetensors, OUT/train_log.jsonl, "
         "OUT/val_log.jsonl.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     d = p.add_argument_group("data")
     d.add_argument("--train-dir", type=Path, default=REPO / "data/photos/train", help="folder of HR training images (e.g. DIV2K_train_HR)")
@@ -78,13 +77,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     r.add_argument("--out", type=Path, default=Path("runs/pretrain"), help="output folder")
     r.add_argument("--resume", type=Path, default=None, help="checkpoint to continue (weights, optimizer, step, RNG)")
     r.add_argument("--init", type=Path, default=None, help="checkpoint to take weights from, starting a new run at step 0")
-    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ...")
-    r.add_argument("--amp", action="store_true", help="float16 autocast + GradScaler (CUDA only)")
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    r.add_argument("--log-every", type=int, default=50)
-    r.add_argument("--val-every", type=int, default=1000)
-    r.add_argument("--save-every", type=int, default=1000)
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_args(r)
     return p.parse_args(argv)
 
 
@@ -252,13 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("%s has moving-average weights but --ema is 0: they are not kept in this run", resume.path)
     data = PatchDataset(args.train_dir, scales, lr_patch=args.patch, augment=not args.no_augment, lr_dirs=_parse_lr_dirs(args.lr_dir))
     validator = Validator(args.val_dir, args.val_scale) if str(args.val_dir) not in ("", ".") else None
-    args.out.mkdir(parents=True, exist_ok=True)
-    train_log = (args.out / "train_log.jsonl").open("a")
-    val_log = (args.out / "val_log.jsonl").open("a")
-    (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    if resume is not None and restore_grad_scaler(scaler, resume):
-        log.info("AMP loss scale restored: %g", scaler.get_scale())
+    train_log, val_log = open_run(args)
+    scaler = grad_scaler(use_amp, resume, log)
 
     def save(step: int) -> Path:
         return save_checkpoint(

@@ -1,13 +1,18 @@
-"""Device, threads and AMP set-up shared by the training commands (one rule for all three)."""
+"""Run flags, device, threads, AMP and the run folder: shared by the training commands (one rule for all three)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+from typing import TYPE_CHECKING, TextIO
 
 import torch
 
-__all__ = ["setup_device"]
+if TYPE_CHECKING:
+    from train.checkpoint import Checkpoint
+
+__all__ = ["setup_device", "add_run_args", "open_run", "grad_scaler"]
 
 
 def setup_device(args: argparse.Namespace, log: logging.Logger) -> tuple[torch.device, bool]:
@@ -25,3 +30,34 @@ def setup_device(args: argparse.Namespace, log: logging.Logger) -> tuple[torch.d
     if args.amp and not use_amp:
         log.warning("--amp ignored: autocast float16 is used on CUDA only")
     return device, use_amp
+
+
+def add_run_args(g: argparse._ArgumentGroup, *, log_every: int = 50, val_every: int = 1000, save_every: int = 1000,
+                 interval_help: tuple[str, str, str] = ("", "", "")) -> None:
+    """--device, --amp, --threads, --log-every, --val-every, --save-every, --quiet: the same
+    flags on every training command (``interval_help``: help of the three intervals)."""
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ...")
+    g.add_argument("--amp", action="store_true", help="float16 autocast + GradScaler (CUDA only)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--log-every", type=int, default=log_every, help=interval_help[0] or None)
+    g.add_argument("--val-every", type=int, default=val_every, help=interval_help[1] or None)
+    g.add_argument("--save-every", type=int, default=save_every, help=interval_help[2] or None)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def open_run(args: argparse.Namespace) -> tuple[TextIO, TextIO]:
+    """Create ``--out``, record the arguments in args.json, open the two logs for appending
+    (a resumed run continues them): (train_log.jsonl, val_log.jsonl)."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2))
+    return (args.out / "train_log.jsonl").open("a"), (args.out / "val_log.jsonl").open("a")
+
+
+def grad_scaler(use_amp: bool, resume: Checkpoint | None, log: logging.Logger) -> torch.amp.GradScaler:
+    """The AMP scaler (disabled without AMP), at the loss scale ``resume`` had reached."""
+    from train.checkpoint import restore_grad_scaler
+
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if resume is not None and restore_grad_scaler(scaler, resume):
+        log.info("AMP loss scale restored: %g", scaler.get_scale())
+    return scaler

@@ -37,8 +37,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from train.runtime_setup import setup_device
-from train.checkpoint import CheckpointError, load_checkpoint, load_state_into, restore_grad_scaler, restore_optimizer
+from runtime.cli_help import DefaultsHelpFormatter
+from train.runtime_setup import add_run_args, grad_scaler, open_run, setup_device
+from train.checkpoint import CheckpointError, load_checkpoint, load_state_into, restore_optimizer
 from train.iqa_data import IQADataset, IQAEntry, mean_of, read_ava, read_tid2013, split_ava, split_tid2013
 from train.models.mobilenet_v2 import bundled_imagenet_weights, load_imagenet_weights
 from train.models.nima import CHECKPOINT_KIND, ScorePredictor, ScorePredictorConfig, emd_loss, save_score_predictor
@@ -134,7 +135,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(AVA.txt + images/) or TID2013 (mos_with_names.txt + mos_std.txt + distorted_images/), in the paper's "
         "two stages. Writes OUT/last.safetensors, OUT/best.safetensors (lowest val EMD), OUT/train_log.jsonl, "
         "OUT/val_log.jsonl.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=sorted(DEFAULT_EPOCHS), required=True, help="which data set and format")
@@ -171,14 +172,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     r.add_argument("--resume", type=Path, default=None, help="last.safetensors of a run to continue (same data and seed)")
     r.add_argument("--max-steps", type=int, default=None,
                    help="stop after this global step (split a run into sessions; continue with --resume)")
-    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ...")
-    r.add_argument("--amp", action="store_true", help="float16 autocast + GradScaler (CUDA only)")
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     r.add_argument("--val-batch", type=int, default=64, help="validation batch size")
-    r.add_argument("--log-every", type=int, default=20, help="training-log interval, steps")
-    r.add_argument("--val-every", type=int, default=0, help="validation interval, steps (0: at the end of every epoch)")
-    r.add_argument("--save-every", type=int, default=0, help="last.safetensors interval, steps (0: at every validation)")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_args(r, log_every=20, val_every=0, save_every=0, interval_help=(
+        "training-log interval, steps", "validation interval, steps (0: at the end of every epoch)",
+        "last.safetensors interval, steps (0: at every validation)"))
     return p.parse_args(argv)
 
 
@@ -361,13 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     best_emd = float(ts.get("best_emd", math.inf))
     stop = min(total, args.max_steps) if args.max_steps else total
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    train_log = (args.out / "train_log.jsonl").open("a")
-    val_log = (args.out / "val_log.jsonl").open("a")
-    (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    if resume is not None and restore_grad_scaler(scaler, resume):
-        log.info("AMP loss scale restored: %g", scaler.get_scale())
+    train_log, val_log = open_run(args)
+    scaler = grad_scaler(use_amp, resume, log)
     val_crops: np.ndarray | None = None
 
     def state(step: int, stage: str, extra: dict | None = None) -> dict:

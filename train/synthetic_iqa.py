@@ -47,6 +47,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
+from runtime.cli_help import DefaultsHelpFormatter
 from runtime.imresize import imresize
 from train.data import list_images, load_rgb
 from train.iqa_data import SCORES, read_ava, read_tid2013
@@ -191,7 +192,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Write a small SYNTHETIC image-quality set in TID2013's or AVA's file format from a folder of "
         "photos (distorted crops, opinion scores a formula of the distortion strength). A stand-in for tests and "
         "demonstrations, not a substitute for the real data sets.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--photos", type=Path, default=REPO / "data/photos/train", help="folder of source photos")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
