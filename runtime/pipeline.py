@@ -39,11 +39,11 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Protocol
 
 import numpy as np
 
+from .closing import Closing
 from ._validate import check_int
 from .backends.device_stage import DeviceStage, DeviceStageFactory
 from .errors import InvalidArgumentError, UpscaleError
@@ -146,7 +146,7 @@ class _InFlight:
     last: bool
 
 
-class PipelineExecutor:
+class PipelineExecutor(Closing):
     """Runs :class:`ImageJob` s through ``slots`` in-flight slots of ``factory``'s stages.
 
     ``window`` is the largest window (height, width) any batch will have (tile + 2·halo)
@@ -364,14 +364,6 @@ class PipelineExecutor:
     @property
     def closed(self) -> bool:
         return self._closed
-
-    def __enter__(self) -> PipelineExecutor:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (

@@ -44,11 +44,11 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from .closing import Closing
 from ._deps import require
 from ._validate import check_int
 from .backends import STAGE_FACTORIES, Backend, DeviceStageFactory, get_backend, get_stage_factory, resolve_auto
@@ -106,7 +106,7 @@ class _NoProgress:
         pass
 
 
-class Upscaler:
+class Upscaler(Closing):
     """Upscale images by the model's scale (×4 by default), tile by tile.
 
     ``model`` is the model file of the backend: an ONNX file for ``"onnxruntime"`` and
@@ -328,17 +328,6 @@ class Upscaler:
                 if owned is not None:
                     owned.close()
         self._close_device()
-
-    def __enter__(self) -> Upscaler:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         extra = f", slots={self.slots}" if self.pipelined else ""

@@ -10,10 +10,10 @@ test runs every registered backend through the same cases.
 from __future__ import annotations
 
 import abc
-from types import TracebackType
 
 import numpy as np
 
+from ..closing import Closing
 from ..errors import InvalidArgumentError, ModelError, UpscaleError
 from ..model_info import ModelInfo, ModelIO
 from ..stitching import batch_shape
@@ -23,7 +23,7 @@ __all__ = ["Backend"]
 _DTYPES = {ModelIO.FLOAT32_NCHW: np.dtype(np.float32), ModelIO.UINT8_NHWC: np.dtype(np.uint8)}
 
 
-class Backend(abc.ABC):
+class Backend(Closing, abc.ABC):
     """Runs a ×scale super-resolution model on batches of RGB windows.
 
     Subclasses set :attr:`name`, call ``super().__init__(info)`` once the model is loaded,
@@ -126,16 +126,6 @@ class Backend(abc.ABC):
     def _close(self) -> None:
         """Release subclass resources (called once)."""
 
-    def __enter__(self) -> Backend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(io={self.io.value!r}, scale={self.scale})"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from ..closing import Closing
 from ..model_info import ModelInfo
 
 __all__ = ["DeviceStage", "DeviceStageFactory"]
@@ -68,7 +69,7 @@ class DeviceStageFactory(Protocol):
         """Release shared resources (engine, runtime, session); idempotent."""
 
 
-class StageFactoryBase:
+class StageFactoryBase(Closing):
     """The bookkeeping every stage factory shares: model facts, batch limit, closing.
 
     Subclasses set ``name``, ``self._info`` and ``self._max_batch`` in ``__init__`` and
@@ -109,8 +110,3 @@ class StageFactoryBase:
     def _close(self) -> None:
         """Subclass resources (called once)."""
 
-    def __enter__(self):  # noqa: ANN204 - returns the subclass
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

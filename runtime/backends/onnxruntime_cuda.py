@@ -30,7 +30,7 @@ import numpy as np
 
 from .._validate import check_int
 from ..errors import BackendUnavailableError, InvalidArgumentError, UpscaleError
-from ..model_info import ModelInfo, ModelIO
+from ..model_info import ModelIO
 from ..stitching import batch_shape
 from .device_stage import StageFactoryBase
 from .onnxruntime_backend import OnnxRuntimeBackend, import_onnxruntime

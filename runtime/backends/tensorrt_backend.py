@@ -30,9 +30,10 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import Any
 
+from ..closing import Closing
 from ..errors import BackendUnavailableError, InvalidArgumentError, MissingDependencyError, ModelError, UpscaleError
 from ..model_info import ModelInfo, ModelIO
 from ..trt_sidecar import (
@@ -281,7 +282,7 @@ class TensorRTStage:
         return f"TensorRTStage(slot={self.slot}, profile={self.profile}, closed={self.closed})"
 
 
-class TensorRTStageFactory:
+class TensorRTStageFactory(Closing):
     """The TensorRT engine as a :class:`~runtime.backends.device_stage.DeviceStageFactory`.
 
     ``engine_path``: a plan written by ``export/to_trt.py`` (its sidecar
@@ -460,14 +461,6 @@ class TensorRTStageFactory:
             stage.close()
         self._engine = None
         self._runtime = None
-
-    def __enter__(self) -> TensorRTStageFactory:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (

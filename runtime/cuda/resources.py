@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import ctypes
 import math
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from ..closing import Closing
 from .._validate import check_int
 from ..errors import InvalidArgumentError, UpscaleError
 from .api import CudaUnavailableError, call, check, cudart
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 
-class _Resource:
+class _Resource(Closing):
     """Close-once bookkeeping shared by every CUDA object here."""
 
     _closed = False
@@ -56,14 +56,6 @@ class _Resource:
     def _check_open(self) -> None:
         if self._closed:
             raise UpscaleError(f"{type(self).__name__} is closed")
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         # A leaked handle is freed at garbage collection; errors then have no one to go to.
