@@ -11,16 +11,13 @@ the price of one more rounding per conv. ``benchmarks/int8_gate.py`` measures bo
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from runtime.model_info import METADATA_KEY
-
 from .collect import load_npz, read_model_info
-from .quantize import _check_data, _quiet, float_residuals
+from .quantize import _check_data, _quiet, float_residuals, stamp_int8_metadata
 
 __all__ = ["quantize_for_onnxruntime"]
 
@@ -82,20 +79,13 @@ def _quantize(model: Path, data: Path, output: Path, method: str, keep_fp: list[
     rewired = float_residuals(q, except_from=("Conv",)) if float_residual else 0
     import onnxruntime
 
-    src = onnx.load(str(model))
-    props = {p.key: p.value for p in src.metadata_props}
-    doc = json.loads(props.get(METADATA_KEY, "{}"))
     prov = {
         "placement": "onnxruntime", "method": method, "keep_fp": keep_fp,
         "float_residual_inputs": rewired, "samples": int(arr.shape[0]),
         "data_sha256": hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest(),
         "tool": f"onnxruntime {onnxruntime.__version__}",
     }
-    doc.update(precision="int8", calibration=prov)
-    props[METADATA_KEY] = json.dumps(doc, sort_keys=True)
-    del q.metadata_props[:]
-    for k, v in props.items():
-        q.metadata_props.add(key=k, value=v)
+    stamp_int8_metadata(q, onnx.load(str(model)), prov)
     output.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(q, str(output))
     return prov

@@ -91,6 +91,18 @@ RANK_WINDOWS = 16
 """Windows used to rank the layers (one ORT session per layer); the target uses them all."""
 
 
+def stamp_int8_metadata(q, src, prov: dict) -> None:  # noqa: ANN001 - onnx.ModelProto
+    """Give the quantized model its source's metadata, with ``precision: int8`` and the
+    calibration record, so the runtime and export/to_trt.py read it like its source."""
+    props = {p.key: p.value for p in src.metadata_props}
+    doc = json.loads(props.get(METADATA_KEY, "{}"))
+    doc.update(precision="int8", calibration=prov)
+    props[METADATA_KEY] = json.dumps(doc, sort_keys=True)
+    del q.metadata_props[:]
+    for k, v in props.items():
+        q.metadata_props.add(key=k, value=v)
+
+
 def _quiet(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
     """Run ``fn`` with its prints and progress bars captured; shown only if it fails.
 
@@ -240,14 +252,7 @@ def quantize_model(
         "tool": f"nvidia-modelopt {modelopt.__version__}",
         "qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in q.graph.node),
     }
-    props = {p.key: p.value for p in src.metadata_props}
-    doc = json.loads(props.get(METADATA_KEY, "{}"))
-    doc["precision"] = "int8"
-    doc["calibration"] = prov
-    props[METADATA_KEY] = json.dumps(doc, sort_keys=True)
-    del q.metadata_props[:]
-    for k, v in props.items():
-        q.metadata_props.add(key=k, value=v)
+    stamp_int8_metadata(q, src, prov)
     onnx.save(q, str(output))
     logging.getLogger(__name__).info("wrote %s", output)
     return prov
