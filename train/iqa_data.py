@@ -37,7 +37,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -89,6 +89,19 @@ def mean_of(target: np.ndarray) -> np.ndarray:
     return (np.asarray(target, np.float64) * SCORES).sum(axis=-1)
 
 
+def _records(lines: list[str], path: Path, count: int, expected: str) -> Iterator[tuple[int, str, list[str]]]:
+    """(line number, "FILE, line N", fields) of each non-blank line; a line with another
+    number of fields than ``count`` is an error naming the file, the line and what was expected."""
+    for lineno, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}, line {lineno}"
+        if len(fields) != count:
+            raise ValueError(f"{where}: found {len(fields)} fields ({line.strip()[:80]!r}); expected {expected}")
+        yield lineno, where, fields
+
+
 def _read_lines(path: Path, what: str) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} not found")
@@ -133,14 +146,7 @@ def read_ava(ava_txt: str | Path, images_dir: str | Path | None = None) -> list[
     entries: list[IQAEntry] = []
     missing: list[str] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(lines, 1):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{ava_txt}, line {lineno}"
-        if len(fields) != 15:
-            raise ValueError(f"{where}: found {len(fields)} fields ({line.strip()[:80]!r}); expected 15 integers: "
-                             "index image_id c1..c10 tag1 tag2 challenge_id")
+    for lineno, where, fields in _records(lines, ava_txt, 15, "15 integers: index image_id c1..c10 tag1 tag2 challenge_id"):
         values = []
         for column, v in enumerate(fields, 1):
             try:
@@ -206,14 +212,7 @@ def read_tid2013(root: str | Path, images_dir: str | Path | None = None) -> list
     std_lines = _read_lines(std_path, "TID2013 mos_std.txt (one standard deviation a line)")
     rows: list[tuple[int, float, str, int]] = []  # (line, mos, name, reference)
     lo, hi = TID_MOS_RANGE
-    for lineno, line in enumerate(mos_lines, 1):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{mos_path}, line {lineno}"
-        if len(fields) != 2:
-            raise ValueError(f"{where}: found {len(fields)} fields ({line.strip()[:80]!r}); expected 'MOS name', "
-                             "e.g. '5.51429 i01_01_1.bmp'")
+    for lineno, where, fields in _records(mos_lines, mos_path, 2, "'MOS name', e.g. '5.51429 i01_01_1.bmp'"):
         try:
             mos = float(fields[0])
         except ValueError:
@@ -226,13 +225,7 @@ def read_tid2013(root: str | Path, images_dir: str | Path | None = None) -> list
                              "i<reference>_<type>_<level>.bmp (e.g. i01_01_1.bmp)")
         rows.append((lineno, mos, fields[1], int(m.group(1))))
     stds: list[float] = []
-    for lineno, line in enumerate(std_lines, 1):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{std_path}, line {lineno}"
-        if len(fields) != 1:
-            raise ValueError(f"{where}: found {len(fields)} fields ({line.strip()[:80]!r}); expected one number")
+    for _, where, fields in _records(std_lines, std_path, 1, "one number"):
         try:
             s = float(fields[0])
         except ValueError:
