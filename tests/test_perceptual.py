@@ -54,7 +54,7 @@ def _calibrated_predictor(seed: int, dataset: str) -> ScorePredictor:
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory, photos_dir):
-    """Train crops (3 × 100²), a val crop (64²), a tiny phase-1 generator, two predictors."""
+    """Train crops (3 × 100²), a val crop (112²), a tiny phase-1 generator, two predictors."""
     root = tmp_path_factory.mktemp("perceptual_assets")
     train, val = root / "train", root / "val"
     train.mkdir()
@@ -62,7 +62,8 @@ def assets(tmp_path_factory, photos_dir):
     for name, (y, x) in TRAIN_SOURCES:
         img = load_rgb(photos_dir / "train" / name)[y : y + 100, x : x + 100]
         Image.fromarray(img).save(train / (Path(name).stem + ".png"))
-    Image.fromarray(load_rgb(photos_dir / "test" / "ihc.png")[100:164, 100:164]).save(val / "ihc64.png")
+    # 112² HR: the smallest whole number of ×4 LR pixels that leaves one 96² NIQE block inside the 4-pixel border
+    Image.fromarray(load_rgb(photos_dir / "test" / "ihc.png")[100:212, 100:212]).save(val / "ihc112.png")
     torch.manual_seed(0)
     gen = build_eusr("tiny")
     gen_path = save_checkpoint(root / "gen.safetensors", gen, config=gen.config.to_dict(), config_name="tiny",
@@ -267,7 +268,7 @@ def test_run_logs_every_term_and_writes_both_checkpoints(straight_run, assets):
         assert 0 <= rec["d_hr"] <= 1 and 0 <= rec["d_sr"] <= 1
         assert rec["lr_g"] == pytest.approx(1e-5) and rec["lr_d"] == pytest.approx(2e-5)
     val = _read_jsonl(out / "val_log.jsonl")
-    assert [r["step"] for r in val] == [2, 4] and all(math.isfinite(r["psnr_y"]) for r in val)
+    assert [r["step"] for r in val] == [2, 4] and all(math.isfinite(r["psnr_y"]) and math.isfinite(r["niqe"]) for r in val)
     g = load_checkpoint(out / "last.safetensors")
     assert g.kind == "eusr" and g.config_name == "tiny"
     ts = g.train_state
@@ -286,6 +287,20 @@ def test_result_loads_with_load_model_and_differs_from_the_start(straight_run, a
         assert not torch.equal(trained(x, 4), start(x, 4))
     # the generator file carries the generator's weights and nothing else
     assert set(load_checkpoint(straight_run / "last.safetensors").model_state) == set(build_eusr("tiny").state_dict())
+
+
+def test_validation_niqe_is_what_evaluate_reports(straight_run, assets, tmp_path):
+    """The NIQE logged during training is the one train.evaluate reports for the saved
+    generator (same LR, rounding, Y and border), so a run can be watched on it."""
+    from train import evaluate
+
+    logged = _read_jsonl(straight_run / "val_log.jsonl")[-1]
+    assert evaluate.main([str(straight_run / "last.safetensors"), "--data", str(assets["val"]), "--out", str(tmp_path / "ev"),
+                          "--threads", "1", "--strips", "0"]) == 0
+    rows = [r for d in json.loads((tmp_path / "ev" / "evaluate.json").read_text())["datasets"] for r in d["images"]]
+    assert len(rows) == 1
+    assert logged["niqe"] == pytest.approx(rows[0]["niqe_model"], abs=1e-9)
+    assert logged["psnr_y"] == pytest.approx(rows[0]["psnr_y_model"], abs=1e-6)
 
 
 def test_resume_is_bit_exact(straight_run, assets, tmp_path):

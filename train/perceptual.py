@@ -332,7 +332,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     d = p.add_argument_group("data")
     d.add_argument("--train-dir", type=Path, default=REPO / "data/photos/train", help="folder of HR training images (e.g. DIV2K_train_HR)")
-    d.add_argument("--val-dir", type=Path, default=REPO / "data/photos/test", help="folder of HR validation images, ×4 PSNR-Y ('' to skip)")
+    d.add_argument("--val-dir", type=Path, default=REPO / "data/photos/val",
+                   help="folder of HR validation images, ×4 PSNR-Y and NIQE ('' to skip); keep it apart from the photos you report on")
     d.add_argument("--patch", type=int, default=48, help="LR patch size (HR patch is 4×)")
     d.add_argument("--no-augment", action="store_true", help="disable rot90/flip augmentation")
     m = p.add_argument_group("models")
@@ -544,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         routes=routes, downscale=args.downscale, amp=use_amp, scaler=scaler,
     )
     data = PatchDataset(args.train_dir, [4], lr_patch=args.patch, augment=not args.no_augment)
-    validator = Validator(args.val_dir, 4) if str(args.val_dir) not in ("", ".") else None
+    validator = Validator(args.val_dir, 4, niqe=True) if str(args.val_dir) not in ("", ".") else None
     train_log, val_log = open_run(args)
     predictors = {
         name: {"path": str(path), "sha256": file_sha256(path)}
@@ -621,7 +622,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     res = validator(generator, device)
                 val_log.write(json.dumps({"step": step, **res}) + "\n")
                 val_log.flush()
-                log.info("step %d: val PSNR-Y ×4 %.3f dB (bicubic %.3f, gain %+.3f)", step, res["psnr_y"], res["bicubic_psnr_y"], res["gain_db"])
+                niqe_note = f", NIQE {res['niqe']:.3f}" if "niqe" in res else ""
+                log.info("step %d: val PSNR-Y ×4 %.3f dB (bicubic %.3f, gain %+.3f)%s", step, res["psnr_y"], res["bicubic_psnr_y"],
+                         res["gain_db"], niqe_note)
             if step % args.save_every == 0 or step == args.steps:
                 save(step)
     finally:

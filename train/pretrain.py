@@ -142,12 +142,15 @@ class WeightAverage:
 
 
 class Validator:
-    """PSNR-Y of the model vs HR and of bicubic vs HR on whole validation images."""
+    """PSNR-Y of the model vs HR and of bicubic vs HR on whole validation images; with
+    ``niqe=True`` also the model's NIQE (phase 3, where PSNR is expected to fall), scored
+    as ``train.evaluate`` scores it (uint8, Y or gray, ``scale``-pixel border)."""
 
-    def __init__(self, folder: Path, scale: int) -> None:
+    def __init__(self, folder: Path, scale: int, *, niqe: bool = False) -> None:
         from runtime.metrics import psnr_y
 
         self.scale = scale
+        self.niqe = niqe
         self.pairs = []
         for path in list_images(folder):
             hr = mod_crop(load_rgb(path), scale)
@@ -159,14 +162,23 @@ class Validator:
     @torch.no_grad()
     def __call__(self, model: EUSR, device: torch.device) -> dict[str, float]:
         model.eval()
-        per = {}
+        per, per_niqe = {}, {}
         for name, lr, hr in self.pairs:
             x = torch.from_numpy(lr.transpose(2, 0, 1).copy()).float()[None].to(device)
             sr = model(x, self.scale)[0].permute(1, 2, 0).cpu().numpy()
-            per[name] = self._psnr_y(*_as_scored(sr, hr), border=self.scale)
+            scored, ref = _as_scored(sr, hr)
+            per[name] = self._psnr_y(scored, ref, border=self.scale)
+            if self.niqe:
+                from runtime.niqe import BLOCK_SIZE, niqe
+
+                if min(ref.shape[:2]) - 2 * self.scale >= BLOCK_SIZE:
+                    per_niqe[name] = niqe(scored, crop_border=self.scale)
         model.train()
         mean = float(np.mean(list(per.values())))
-        return {"psnr_y": mean, "bicubic_psnr_y": self.bicubic, "gain_db": mean - self.bicubic, **{f"psnr_y/{k}": v for k, v in per.items()}}
+        out = {"psnr_y": mean, "bicubic_psnr_y": self.bicubic, "gain_db": mean - self.bicubic, **{f"psnr_y/{k}": v for k, v in per.items()}}
+        if per_niqe:
+            out.update({"niqe": float(np.mean(list(per_niqe.values()))), **{f"niqe/{k}": v for k, v in per_niqe.items()}})
+        return out
 
 
 def _as_scored(sr: np.ndarray, hr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
