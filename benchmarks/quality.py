@@ -240,7 +240,7 @@ class _TorchRunner:
     """Whole-image PyTorch inference of a checkpoint's ×scale path (gray: replicated to
     RGB, result turned back into luma like ``runtime.Upscaler``)."""
 
-    def __init__(self, checkpoint: Path, threads: int | None, scale: int) -> None:
+    def __init__(self, checkpoint: Path, threads: int | None, scale: int, weights: str = "auto") -> None:
         try:
             import torch
 
@@ -251,14 +251,15 @@ class _TorchRunner:
             torch.set_num_threads(threads)
         self._torch = torch
         try:
-            model = load_model(checkpoint)
+            model = load_model(checkpoint, weights=weights)
         except Exception as exc:  # CheckpointError and friends: one line naming the file
             raise BenchmarkError(f"--model {checkpoint}: cannot load the checkpoint: {exc}") from exc
         if scale not in model.scales:
             raise BenchmarkError(f"{checkpoint}: the model has scales {list(model.scales)}, not {scale}")
         self._path = model.path(scale).eval()
         self.scale = scale
-        self.info = {"runner": "torch", "whole_image": True, "config": model.config.to_dict(), "torch_threads": torch.get_num_threads()}
+        self.info = {"runner": "torch", "whole_image": True, "weights": weights, "config": model.config.to_dict(),
+                     "torch_threads": torch.get_num_threads()}
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -281,9 +282,11 @@ def make_runner(args: argparse.Namespace) -> Iterator[tuple[Callable[[np.ndarray
             raise BenchmarkError(f"--runner torch needs a .safetensors checkpoint, got {model}")
         if not model.is_file():
             raise BenchmarkError(f"--model {model}: no such file")
-        run = _TorchRunner(model, args.threads, args.scale)
+        run = _TorchRunner(model, args.threads, args.scale, args.weights)
         yield run, run.scale, {"source": "checkpoint", "path": str(model), "sha256": file_sha256(model), **run.info}
         return
+    if args.weights != "auto":
+        raise BenchmarkError(f"--weights {args.weights} needs --runner torch (the upscaler runs an exported model)")
     from runtime import Upscaler
 
     with prepared_model(model, exporter=args.exporter) as prepared:
@@ -431,6 +434,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="upscaler: runtime.Upscaler on ONNX (default for .onnx); torch: whole-image PyTorch "
                    "(default for .safetensors)")
     p.add_argument("--scale", type=int, default=4, help="super-resolution factor (the model must have it)")
+    p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
+                   help="--runner torch: a checkpoint's moving-average weights (ema), its raw ones, or auto (ema when it has them)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="Upscaler tile (LR pixels)")
     p.add_argument("--halo", type=int, default=None, help="Upscaler halo (LR pixels; default: the model's recommended halo)")
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="Upscaler tiles per call")

@@ -60,3 +60,28 @@ def test_evaluate_scale_the_model_lacks_is_an_error(hr_folder, tmp_path, repo_ro
                         "--scale", "3", "--out", str(tmp_path), "--strips", "0"])
     assert rc == 2
     assert "scales [2, 4, 8], not 3" in capsys.readouterr().err
+
+
+def test_evaluate_weights_picks_the_moving_average_or_the_raw_weights(hr_folder, tmp_path, repo_root, capsys):
+    """A --ema run's checkpoint holds both; auto/ema score the average, raw the live weights."""
+    from train.checkpoint import load_model, save_checkpoint
+
+    bundled = repo_root / "models/eusr-compact.safetensors"
+    model = load_model(bundled)
+    ema = {k: v * 0.9 if k.endswith("outputs.4.weight") else v for k, v in model.state_dict().items() if v.is_floating_point()}
+    assert any(k.endswith("outputs.4.weight") for k in ema)
+    both = save_checkpoint(tmp_path / "both.safetensors", model, config=model.config.to_dict(), config_name="compact",
+                           ema_state={k: v.clone() for k, v in ema.items()})
+
+    def psnr(ckpt: Path, *flags: str) -> float:
+        out = tmp_path / f"ev_{ckpt.stem}_{'_'.join(flags) or 'auto'}"
+        assert evaluate.main([str(ckpt), "--data", str(hr_folder), "--out", str(out), "--strips", "0", "--threads", "1", *flags]) == 0
+        data = json.loads((out / "evaluate.json").read_text())
+        assert data["model"]["weights"] == (flags[1] if flags else "auto")
+        return data["datasets"][0]["mean"]["psnr_y_model"]
+
+    raw = psnr(both, "--weights", "raw")
+    assert raw == psnr(bundled)  # the live weights are the bundled model's
+    assert psnr(both) == psnr(both, "--weights", "ema") != raw
+    assert evaluate.main([str(bundled), "--data", str(hr_folder), "--weights", "ema", "--out", str(tmp_path / "x")]) == 2
+    assert "holds no moving-average weights" in capsys.readouterr().err

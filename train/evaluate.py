@@ -37,6 +37,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("checkpoint", type=Path, help="EUSR checkpoint (.safetensors) from train.pretrain or train.perceptual")
     p.add_argument("--data", type=Path, nargs="+", required=True, help="dataset folders (or single HR images)")
     p.add_argument("--scale", type=int, default=4, help="scale evaluated (a path of the model)")
+    p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
+                   help="the checkpoint's moving-average weights (ema, kept by --ema runs), its raw ones, or auto: ema when it has them")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/evaluate/<checkpoint stem>)")
     p.add_argument("--name", default="evaluate", help="stem of the result files")
     p.add_argument("--strips", type=int, default=3, help="comparison strips for the first N images of each dataset")
@@ -57,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = args.out or Path("runs/evaluate") / args.checkpoint.stem
     forwarded = ["--model", str(args.checkpoint), "--runner", "torch", "--data", *map(str, args.data),
-                 "--scale", str(args.scale), "--out", str(out), "--name", args.name, "--strips", str(args.strips)]
+                 "--scale", str(args.scale), "--weights", args.weights, "--out", str(out), "--name", args.name, "--strips", str(args.strips)]
     if args.ma_scorer:
         forwarded += ["--ma-scorer", args.ma_scorer]
     if args.threads is not None:
