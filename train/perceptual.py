@@ -369,6 +369,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     o.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="keep a moving average of the generator's weights (e.g. 0.999; 0 = off); validation, export and load_model use it")
     o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--d-warmup", type=int, default=0, metavar="STEPS",
+                   help="first train the discriminator alone for STEPS steps against the starting generator's outputs "
+                   "(train/discriminator_warmup.py; for short runs, 0 = the paper: from scratch inside the joint phase)")
+    o.add_argument("--d-warmup-lr", type=float, default=None, help="Adam learning rate of the warm-up (default: --lr-d)")
+    o.add_argument("--d-warmup-batch", type=int, default=8, help="HR and SR patches per warm-up step (each)")
+    o.add_argument("--d-warmup-pool", type=int, default=256, help="training patches upscaled once (every route) for the warm-up")
     g = p.add_argument_group("run")
     g.add_argument("--out", type=Path, default=Path("runs/perceptual"), help="output folder")
     g.add_argument("--resume", type=Path, default=None,
@@ -405,6 +411,15 @@ def _check_args(args: argparse.Namespace) -> None:
     for flag, value in (("--lr-g", args.lr_g), ("--lr-d", args.lr_d)):
         if not (math.isfinite(value) and value >= 0):
             raise SystemExit(f"error: {flag} must be a finite number >= 0, got {value}")
+    if args.d_warmup < 0:
+        raise SystemExit(f"error: --d-warmup must be >= 0, got {args.d_warmup}")
+    for flag, value in (("--d-warmup-batch", args.d_warmup_batch), ("--d-warmup-pool", args.d_warmup_pool)):
+        if value < 1:
+            raise SystemExit(f"error: {flag} must be >= 1, got {value}")
+    if args.d_warmup_lr is None:
+        args.d_warmup_lr = args.lr_d
+    if args.d_warmup and not (math.isfinite(args.d_warmup_lr) and args.d_warmup_lr > 0):
+        raise SystemExit(f"error: --d-warmup-lr (default: --lr-d) must be a finite number > 0, got {args.d_warmup_lr}")
     if not 0.0 <= args.ema < 1.0:
         raise SystemExit(f"error: --ema must be in [0, 1), got {args.ema}")
     if args.resume is not None and args.generator is not None:
@@ -498,6 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     aesthetic = _load_predictor("--aesthetic-predictor", args.aesthetic_predictor, any(t in active for t in ("l_as", "l_ar")), device)
     subjective = _load_predictor("--subjective-predictor", args.subjective_predictor, any(t in active for t in ("l_ss", "l_sr")), device)
     discriminator = None
+    if args.d_warmup and "l_g" not in active:
+        raise SystemExit("error: --d-warmup needs the adversarial term (it is off: --no-adversarial or --alpha-g 0)")
     if "l_g" in active:
         try:
             if d_ckpt is not None:
@@ -558,13 +575,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             if old is not None and old != info["sha256"]:
                 log.warning("the %s predictor %s differs from the one this run was trained with", name, info["path"])
     gen_path = args.out / "last.safetensors"
+    d_warmup = resume.train_state.get("d_warmup") if resume is not None else None
+    if resume is not None and args.d_warmup:
+        log.warning("--d-warmup %d ignored: a resumed run continues from its saved discriminator", args.d_warmup)
+    elif args.d_warmup:
+        from train.discriminator_warmup import warm_up_discriminator
+
+        d_warmup = warm_up_discriminator(
+            discriminator, generator, data, steps=args.d_warmup, lr=args.d_warmup_lr, batch=args.d_warmup_batch,
+            pool=args.d_warmup_pool, seed=args.seed, routes=routes, downscale=args.downscale, device=device,
+            log_path=args.out / "d_warmup_log.jsonl", progress=not args.quiet,
+        )
+        log.info("discriminator warm-up: %d steps in %.0f s, loss %.3f, D(HR) %.3f, D(SR) %.3f", args.d_warmup,
+                 d_warmup["seconds"], d_warmup["final_loss_d"], d_warmup["final_d_hr"], d_warmup["final_d_sr"])
 
     def save(step: int) -> None:
         state = {
             "step": step, "phase": "perceptual", "seed": args.seed, "routes": list(routes), "downscale": args.downscale,
             "loss_weights": weights.to_dict(), "lr_g": args.lr_g, "lr_d": args.lr_d, "predictors": predictors,
             "generator_source": source["path"], "generator_source_sha256": source["sha256"],
-            "discriminator": discriminator.config() if discriminator is not None else None,
+            "discriminator": discriminator.config() if discriminator is not None else None, "d_warmup": d_warmup,
         }
         # Discriminator first: if the generator write is interrupted the pair disagrees on
         # the step and --resume says so, instead of silently pairing mismatched states.
