@@ -11,7 +11,8 @@
 #   bash models/train_perceptual_demo.sh [RUNS_DIR] [SEED] [EXTRA train.perceptual FLAGS...]
 #   bash models/train_perceptual_demo.sh runs 2 --alpha-p 0     # Table 6: no predictor terms (~23 min)
 #
-# Results of seeds 0-2 and of --alpha-p 0: benchmarks/results/perceptual_demo.md.
+# Results of seeds 0-2, of --alpha-p 0 and of --d-warmup 300 --steps 620 (a discriminator
+# warm-up; ~28 min): benchmarks/results/perceptual_demo.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs}

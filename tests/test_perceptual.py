@@ -464,3 +464,15 @@ def test_discriminator_warmup_needs_the_adversarial_term(assets, tmp_path):
         _run(_args(assets, tmp_path / "x", 2, "--d-warmup", "5", "--no-adversarial"))
     with pytest.raises(SystemExit, match=r"--d-warmup-lr \(default: --lr-d\) must be a finite number > 0, got 0.0"):
         _run(_args(assets, tmp_path / "x", 2, "--d-warmup", "5", "--d-warmup-lr", "0"))
+
+
+def test_discriminator_warmup_refuses_bad_settings(assets):
+    from train.discriminator_warmup import warm_up_discriminator
+
+    data = PatchDataset(assets["train"], [4], lr_patch=8)
+    common = dict(steps=1, lr=1e-4, batch=2, pool=2, seed=0, routes=ROUTES, downscale="decimate",
+                  device=torch.device("cpu"), progress=False)
+    for key, value, expected in (("steps", 0, "steps must be a positive int, got 0"), ("pool", 1.5, "pool must be a positive int, got 1.5"),
+                                 ("lr", float("nan"), "lr must be a finite number > 0, got nan")):
+        with pytest.raises(ValueError, match=expected):
+            warm_up_discriminator(Discriminator(), build_eusr("tiny"), data, **{**common, key: value})
