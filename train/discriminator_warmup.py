@@ -30,6 +30,7 @@ from torch import nn
 
 from train.data import PatchDataset
 from train.losses import discriminator_loss
+from train.routes import sr_routes
 
 __all__ = ["warmup_rng", "build_pool", "warm_up_discriminator"]
 
@@ -51,8 +52,6 @@ def build_pool(
     """``size`` HR patches (size, 3, H, W) and their SR through every route (routes, size, 3, H, W),
     float32 in [0, 255] on ``device``. The generator is put in eval mode for the pass and
     restored after."""
-    from train.perceptual import sr_routes
-
     was_training = generator.training
     generator.eval()
     hrs: list[torch.Tensor] = []

@@ -68,6 +68,7 @@ from train.models.discriminator import CHECKPOINT_KIND as DISCRIMINATOR_KIND
 from train.models.discriminator import DENSE_MODES, Discriminator
 from train.models.eusr import EUSR
 from train.models.nima import ScorePredictor, mean_score
+from train.routes import DOWNSCALE_METHODS, ROUTE_SCALES, ROUTES, bicubic_half, downscale_half, sr_routes
 
 __all__ = [
     "ROUTES",
@@ -84,67 +85,6 @@ __all__ = [
 log = logging.getLogger("train.perceptual")
 
 REPO = Path(__file__).resolve().parent.parent
-ROUTES = ("x4", "x2x2", "x8down")
-DOWNSCALE_METHODS = ("decimate", "bicubic")
-_ROUTE_SCALES = {"x4": (4,), "x2x2": (2,), "x8down": (8,)}
-
-
-# --------------------------------------------------------------------------- routes
-
-
-_BICUBIC_TABLES: dict[tuple[int, str], tuple[torch.Tensor, np.ndarray]] = {}
-
-
-def _half_table(n: int, device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
-    key = (n, str(device))
-    if key not in _BICUBIC_TABLES:
-        from runtime.imresize import resize_weights
-
-        idx, w = resize_weights(n, math.ceil(n / 2), 0.5, antialias=True)
-        _BICUBIC_TABLES[key] = (torch.from_numpy(idx).to(device), w)
-    return _BICUBIC_TABLES[key]
-
-
-def bicubic_half(x: torch.Tensor) -> torch.Tensor:
-    """MATLAB ``imresize(x, 0.5)`` (bicubic, antialiased, mirrored borders) on (..., H, W),
-    float, differentiable: runtime/imresize.py's float path as gathers and weighted sums
-    (8 taps per output pixel). Rows first, as MATLAB does for equal scales."""
-    if x.ndim < 2:
-        raise ValueError(f"bicubic_half expects (..., H, W), got shape {tuple(x.shape)}")
-    h, w = x.shape[-2:]
-    idx, wt = _half_table(h, x.device)
-    weights = torch.from_numpy(wt).to(x.device, x.dtype)
-    x = (x[..., idx, :] * weights[:, :, None]).sum(dim=-2)  # (..., H/2, taps, W) → (..., H/2, W)
-    idx, wt = _half_table(w, x.device)
-    weights = torch.from_numpy(wt).to(x.device, x.dtype)
-    return (x[..., idx] * weights).sum(dim=-1)
-
-
-def downscale_half(x: torch.Tensor, method: str = "decimate") -> torch.Tensor:
-    """Halve (..., H, W): ``decimate`` keeps pixels (2i, 2j) (authors' code), ``bicubic`` is
-    MATLAB's antialiased bicubic (the paper's wording)."""
-    if method == "decimate":
-        return x[..., ::2, ::2]
-    if method == "bicubic":
-        return bicubic_half(x)
-    raise ValueError(f"downscale method {method!r}; expected one of {list(DOWNSCALE_METHODS)}")
-
-
-def sr_routes(
-    generator: EUSR, lr: torch.Tensor, routes: Sequence[str] = ROUTES, downscale: str = "decimate"
-) -> dict[str, torch.Tensor]:
-    """The ×4 SR images of each route (raw floats, not rounded or clipped)."""
-    out: dict[str, torch.Tensor] = {}
-    for route in routes:
-        if route == "x4":
-            out[route] = generator(lr, 4)
-        elif route == "x2x2":
-            out[route] = generator(generator(lr, 2), 2)
-        elif route == "x8down":
-            out[route] = downscale_half(generator(lr, 8), downscale)
-        else:
-            raise ValueError(f"unknown route {route!r}; expected some of {list(ROUTES)}")
-    return out
 
 
 # --------------------------------------------------------------------------- one step
@@ -184,7 +124,7 @@ class PerceptualTrainer:
         bad = [r for r in routes if r not in ROUTES]
         if not routes or bad:
             raise ValueError(f"routes {list(routes)}: expected a non-empty subset of {list(ROUTES)}")
-        missing = [s for r in routes for s in _ROUTE_SCALES[r] if s not in generator.scales]
+        missing = [s for r in routes for s in ROUTE_SCALES[r] if s not in generator.scales]
         if missing:
             raise ValueError(f"routes {list(routes)} need ×{sorted(set(missing))} paths; the generator has {list(generator.scales)}")
         self.use_d = "l_g" in self.active
