@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from runtime.cli_help import DefaultsHelpFormatter
-from train.runtime_setup import add_run_args, grad_scaler, open_run, setup_device
+from train.run_setup import add_run_args, grad_scaler, open_run, setup_device
 from train.checkpoint import (
     Checkpoint,
     CheckpointError,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from runtime.cli_help import DefaultsHelpFormatter
-from train.runtime_setup import add_run_args, grad_scaler, open_run, setup_device
+from train.run_setup import add_run_args, grad_scaler, open_run, setup_device
 from train.checkpoint import (
     CheckpointError,
     load_checkpoint,

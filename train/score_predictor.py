@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from runtime.cli_help import DefaultsHelpFormatter
-from train.runtime_setup import add_run_args, grad_scaler, open_run, setup_device
+from train.run_setup import add_run_args, grad_scaler, open_run, setup_device
 from train.checkpoint import CheckpointError, load_checkpoint, load_state_into, restore_optimizer
 from train.iqa_data import IQADataset, IQAEntry, mean_of, read_ava, read_tid2013, split_ava, split_tid2013
 from train.models.mobilenet_v2 import bundled_imagenet_weights, load_imagenet_weights

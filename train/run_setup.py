@@ -1,4 +1,4 @@
-"""Run flags, device, threads, AMP and the run folder: shared by the training commands (one rule for all three)."""
+"""Training run set-up: the run flags, device, threads, AMP and the run folder, one rule for all three phases."""
 
 from __future__ import annotations
 
