@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from runtime.image_io import is_image_path
+from runtime.errors import UpscaleError
 from runtime.imresize import imresize
 from runtime.model_info import METADATA_KEY, ModelIO, ModelInfo, parse_metadata
+from runtime.utils import list_images as _list_images
 
 __all__ = ["CalibrationError", "list_images", "load_rgb", "read_model_info", "collect", "save_npz", "load_npz"]
 
@@ -24,7 +25,7 @@ META_KEY = "__calibration__"
 """npz entry holding the collection's provenance as a JSON string."""
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UpscaleError, ValueError):
     """A user-facing error: bad arguments, files or data."""
 
 
@@ -38,13 +39,8 @@ class Collected:
 
 
 def list_images(folder: Path, *, flag: str = "--images") -> list[Path]:
-    """Sorted image files of ``folder``; an error names the flag when there are none."""
-    if not folder.is_dir():
-        raise CalibrationError(f"{flag} {folder}: not a folder (expected a folder of images)")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
-    if not files:
-        raise CalibrationError(f"{flag} {folder}: no image files found (expected .png/.jpg/... files)")
-    return files
+    """Sorted image files of ``folder``; a CalibrationError names the flag when there are none."""
+    return _list_images(folder, what=flag, error=CalibrationError)
 
 
 def load_rgb(path: Path) -> np.ndarray:

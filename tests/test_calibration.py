@@ -49,10 +49,18 @@ def test_collect_layouts_seed_and_every_image(tmp_path: Path, photos_dir: Path) 
     assert lr.array.shape == (3, 3, 116, 116)
 
 
+def test_calibration_error_is_a_project_error_and_still_a_value_error() -> None:
+    from runtime.errors import UpscaleError
+
+    assert issubclass(CalibrationError, UpscaleError) and issubclass(CalibrationError, ValueError)
+
+
 def test_collect_errors(tmp_path: Path, photos_dir: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CalibrationError, match="no image files"):
+    with pytest.raises(CalibrationError, match=r"--images .*empty: holds no image files"):
         collect(tmp_path / "empty")
+    with pytest.raises(CalibrationError, match=r"--images .*nowhere: not a folder"):
+        collect(tmp_path / "nowhere")
     imgs = _photos(tmp_path / "hr", photos_dir / "train", 64, n=1)
     with pytest.raises(CalibrationError, match=r"too small.*expected at least 576x576"):
         collect(imgs, samples=1)

@@ -25,6 +25,14 @@ from train.models.eusr import CONFIGS, EUSR, build_eusr
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
+def test_checkpoint_error_is_a_project_error_and_still_a_runtime_error():
+    from runtime.errors import UpscaleError
+
+    assert issubclass(CheckpointError, UpscaleError) and issubclass(CheckpointError, RuntimeError)
+    with pytest.raises(UpscaleError, match="no such checkpoint file"):
+        load_checkpoint(Path("nowhere.safetensors"))
+
+
 def _trained_tiny():
     torch.manual_seed(3)
     model = build_eusr("tiny")

@@ -209,7 +209,12 @@ def test_unknown_config_rejected_by_argparse(capsys):
 def test_missing_train_dir(folders, tmp_path):
     args = _args(folders, tmp_path / "o", 1)
     args[args.index("--train-dir") + 1] = str(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(FileNotFoundError, match="nowhere: not a folder"):
+        pretrain.main(args)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
+    args[args.index("--train-dir") + 1] = str(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=r"image folder .*empty: holds no image files"):
         pretrain.main(args)
 
 

@@ -12,7 +12,6 @@ Layout: tensors ``model.<name>`` (weights), ``optim.<group>.<param>.<key>`` (Ada
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -24,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from runtime.errors import UpscaleError
+from runtime.utils import file_sha256
 from train.models.eusr import EUSR, EUSRConfig
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
 FORMAT = "fourpp-eusr-checkpoint/1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UpscaleError, RuntimeError):
     """A checkpoint file is missing, damaged or does not fit what it is loaded into."""
 
 
@@ -60,14 +61,6 @@ class Checkpoint:
     rng_numpy: dict[str, Any] | None = None
     kind: str = "eusr"
     grad_scaler: dict[str, Any] | None = None
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:

@@ -17,22 +17,21 @@ import numpy as np
 from PIL import Image
 
 from runtime.imresize import imresize
+from runtime.utils import IMAGE_SUFFIXES
+from runtime.utils import list_images as _list_images
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "load_rgb", "mod_crop", "PatchDataset", "make_lr"]
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
+"""The image suffixes a folder is listed with: the project's one set (runtime.utils)."""
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist or is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"image folder {folder} holds no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    return files
+    """The images of a training or validation folder, sorted; FileNotFoundError naming the
+    folder when it is missing or holds none."""
+    return _list_images(folder, what="image folder", error=FileNotFoundError)
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

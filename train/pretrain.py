@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from runtime.cli_help import DefaultsHelpFormatter
+from runtime.utils import DefaultsHelpFormatter
 from train.run_setup import add_run_args, grad_scaler, open_run, setup_device
 from train.checkpoint import (
     CheckpointError,

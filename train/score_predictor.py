@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from runtime.cli_help import DefaultsHelpFormatter
+from runtime.utils import DefaultsHelpFormatter
 from train.run_setup import add_run_args, grad_scaler, open_run, setup_device
 from train.checkpoint import CheckpointError, load_checkpoint, load_state_into, restore_optimizer
 from train.iqa_data import IQADataset, IQAEntry, mean_of, read_ava, read_tid2013, split_ava, split_tid2013

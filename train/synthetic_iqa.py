@@ -47,8 +47,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
-from runtime.cli_help import DefaultsHelpFormatter
 from runtime.imresize import imresize
+from runtime.utils import DefaultsHelpFormatter
 from train.data import list_images, load_rgb
 from train.iqa_data import SCORES, read_ava, read_tid2013
 
