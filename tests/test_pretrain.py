@@ -14,6 +14,7 @@ from PIL import Image
 from train import pretrain
 from train.checkpoint import load_checkpoint
 from train.data import PatchDataset, load_rgb, make_lr, mod_crop
+from train.loop import TrainingPhase
 from train.models.eusr import build_eusr
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
@@ -390,3 +391,79 @@ def test_warm_start_also_restarts_the_moving_average_of_copied_modules(folders, 
     # With decay 0.99 one step barely moves the average: it must sit near ×4's averaged
     # conv (the copy), not near ×2's never-trained initial weights.
     assert (after.ema_state[k2] - before.ema_state[k4]).abs().max() < (after.ema_state[k2] - before.ema_state[k2]).abs().max()
+
+
+# --- the loop the three phases share (train.loop) ------------------------------------------
+
+
+class _RecordingPhase(TrainingPhase):
+    """Logs every call, so a test sees the order run_phase calls the hooks in."""
+
+    desc = "test"
+
+    def __init__(self, calls: list, **intervals) -> None:
+        super().__init__(**intervals)
+        self.calls = calls
+
+    def train_step(self, step):
+        self.calls.append(("step", step))
+        if step == 99:
+            raise RuntimeError("boom")
+        return {"loss": float(step), "other": 2.0 * step}
+
+    def log_fields(self, means):
+        return {"loss": means["loss"], "other": means["other"]}
+
+    def validate(self, step):
+        self.calls.append(("validate", step))
+        return {"score": step / 10}
+
+    def report_validation(self, step, record):
+        self.calls.append(("report", record["score"]))
+
+    def save(self, step):
+        self.calls.append(("save", step))
+
+
+def _run_loop(folder, start, **intervals):
+    from train.loop import run_phase
+
+    calls = []
+    train_log, val_log = (folder / "train.jsonl").open("a"), (folder / "val.jsonl").open("a")
+    last = run_phase(_RecordingPhase(calls, **intervals), start=start, train_log=train_log, val_log=val_log, quiet=True)
+    return last, calls, _read_jsonl(folder / "train.jsonl"), _read_jsonl(folder / "val.jsonl"), (train_log, val_log)
+
+
+def test_loop_runs_step_log_validate_save_in_order_at_their_intervals(tmp_path):
+    last, calls, train, val, logs = _run_loop(tmp_path, 0, stop=5, log_every=2, val_every=3, save_every=4, validates=True)
+    assert last == 5
+    assert calls == [("step", 1), ("step", 2), ("step", 3), ("validate", 3), ("report", 0.3), ("step", 4), ("save", 4),
+                     ("step", 5), ("validate", 5), ("report", 0.5), ("save", 5)]
+    # records: step first, the phase's fields (means since the last record), elapsed last
+    assert [list(r) for r in train] == [["step", "loss", "other", "elapsed_s"]] * 3
+    assert [(r["step"], r["loss"], r["other"]) for r in train] == [(2, 1.5, 3.0), (4, 3.5, 7.0), (5, 5.0, 10.0)]
+    assert val == [{"step": 3, "score": 0.3}, {"step": 5, "score": 0.5}]
+    assert all(f.closed for f in logs)
+
+
+def test_loop_without_validator_resumed_at_the_end_and_on_error(tmp_path):
+    for sub in ("a", "b", "c"):
+        (tmp_path / sub).mkdir()
+    _, calls, _, val, _ = _run_loop(tmp_path / "a", 0, stop=2, log_every=1, val_every=1, save_every=1, validates=False)
+    assert [c[0] for c in calls] == ["step", "save", "step", "save"] and val == []
+    last, calls, train, _, logs = _run_loop(tmp_path / "b", 7, stop=7, log_every=1, val_every=1, save_every=1, validates=True)
+    assert last == 7 and calls == [] and train == [] and all(f.closed for f in logs)
+    from train.loop import run_phase
+
+    phase = _RecordingPhase([], stop=100, log_every=1, val_every=50, save_every=50, validates=True)
+    train_log, val_log = (tmp_path / "c" / "t").open("a"), (tmp_path / "c" / "v").open("a")
+    with pytest.raises(RuntimeError, match="boom"):
+        run_phase(phase, start=97, train_log=train_log, val_log=val_log, quiet=True)
+    assert train_log.closed and val_log.closed  # closed on error too
+    assert [r["step"] for r in _read_jsonl(tmp_path / "c" / "t")] == [98]
+
+
+def test_halving_schedule():
+    from train.loop import halving_factor
+
+    assert [halving_factor(s, 3) for s in range(1, 8)] == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]

@@ -3,22 +3,10 @@
 The generator starts from a phase-1 checkpoint, the two score predictors (aesthetic, AVA;
 subjective, TID2013) come frozen from phase 2, the discriminator starts from scratch.
 Every step takes a batch of ×4 LR patches (48×48, HR 192×192) through the three ×4 routes
-(EUSR_SPEC.md, "Perceptual training"):
-
-- ``x4``:     the ×4 path;
-- ``x2x2``:   the ×2 path twice (the second pass takes the first's raw float output);
-- ``x8down``: the ×8 path, then a ×0.5 downscale: ``--downscale decimate`` (default) keeps
-  pixels (2i, 2j), which is what the authors' code computes (TF1's legacy bicubic resize
-  with align_corners=False samples input position 2i exactly, where the cubic kernel is
-  1 at that pixel and 0 at its neighbours); ``--downscale bicubic`` is the paper's wording,
-  here MATLAB's antialiased bicubic imresize (as the LR images are made), differentiable.
-
-Generator loss: eq. 8 (train.losses), each term averaged over the routes used. The
-discriminator loss is BCE(D(HR), 1) + mean over routes BCE(D(SR), 0). Both networks are
-updated **simultaneously** from one forward pass, as in the authors' code (one TF op groups
-the two Adam updates): the generator's gradient goes through the current discriminator and
-the discriminator's through the current SR images. That costs one discriminator pass per
-step instead of two and makes resuming exact without any ordering subtleties.
+(train.routes: ×4; ×2 twice; ×8 then ×0.5 by ``--downscale decimate``, the authors' code,
+or ``bicubic``, the paper's wording) and updates both networks from one forward pass
+(train.perceptual_step). Generator loss: eq. 8 (train.losses), each term averaged over the
+routes used; the discriminator loss is BCE(D(HR), 1) + mean over routes BCE(D(SR), 0).
 
 Outputs: OUT/last.safetensors is an ordinary EUSR checkpoint (kind "eusr": ``load_model``
 and export/to_onnx.py take it as is), with the generator's Adam state, step and both RNG
@@ -30,21 +18,17 @@ OUT/last.safetensors`` finds the sibling and continues bit-exactly.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
 import math
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from runtime.utils import DefaultsHelpFormatter
-from train.run_setup import add_run_args, grad_scaler, open_run, setup_device
 from train.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -55,20 +39,18 @@ from train.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from train.losses import (
-    LossWeights,
-    TERMS,
-    adversarial_loss,
-    discriminator_loss,
-    reconstruction_loss,
-    representation_loss,
-    score_loss,
-)
+from train.data import PatchDataset
+from train.loop import TrainingPhase, halving_factor, run_phase, set_lr
+from train.losses import LossWeights
 from train.models.discriminator import CHECKPOINT_KIND as DISCRIMINATOR_KIND
 from train.models.discriminator import DENSE_MODES, Discriminator
 from train.models.eusr import EUSR
-from train.models.nima import ScorePredictor, mean_score
-from train.routes import DOWNSCALE_METHODS, ROUTE_SCALES, ROUTES, bicubic_half, downscale_half, sr_routes
+from train.models.nima import ScorePredictor
+from train.perceptual_step import PerceptualTrainer, logs_to_floats
+from train.routes import DOWNSCALE_METHODS, ROUTES, bicubic_half, downscale_half, sr_routes
+from train.run_setup import add_run_args, grad_scaler, open_run, restore_rng, seeded_rng, setup_device
+from train.validation import Validator, log_validation
+from train.weight_average import WeightAverage, swapped_in
 
 __all__ = [
     "ROUTES",
@@ -77,6 +59,7 @@ __all__ = [
     "bicubic_half",
     "sr_routes",
     "PerceptualTrainer",
+    "logs_to_floats",
     "discriminator_path",
     "parse_args",
     "main",
@@ -85,158 +68,6 @@ __all__ = [
 log = logging.getLogger("train.perceptual")
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-# --------------------------------------------------------------------------- one step
-
-
-class PerceptualTrainer:
-    """The phase-3 step: routes, eq. 8, discriminator loss, both Adam updates.
-
-    ``forward(lr, hr)`` gives (generator loss, discriminator loss or None, log tensors);
-    ``update`` backpropagates each loss into its own network only and steps both
-    optimizers. Terms whose effective weight is 0 are skipped, and so are the networks
-    only they need (no discriminator without l_g, no predictor without its terms).
-    """
-
-    def __init__(
-        self,
-        generator: EUSR,
-        discriminator: nn.Module | None,
-        aesthetic: ScorePredictor | None,
-        subjective: ScorePredictor | None,
-        weights: LossWeights,
-        *,
-        opt_g: torch.optim.Optimizer,
-        opt_d: torch.optim.Optimizer | None,
-        routes: Sequence[str] = ROUTES,
-        downscale: str = "decimate",
-        amp: bool = False,
-        scaler: torch.amp.GradScaler | None = None,
-    ) -> None:
-        self.weights = weights
-        self.w = weights.effective()
-        self.active = weights.active()
-        if not self.active:
-            raise ValueError("every loss weight is 0: nothing to train")
-        if downscale not in DOWNSCALE_METHODS:
-            raise ValueError(f"downscale method {downscale!r}; expected one of {list(DOWNSCALE_METHODS)}")
-        bad = [r for r in routes if r not in ROUTES]
-        if not routes or bad:
-            raise ValueError(f"routes {list(routes)}: expected a non-empty subset of {list(ROUTES)}")
-        missing = [s for r in routes for s in ROUTE_SCALES[r] if s not in generator.scales]
-        if missing:
-            raise ValueError(f"routes {list(routes)} need ×{sorted(set(missing))} paths; the generator has {list(generator.scales)}")
-        self.use_d = "l_g" in self.active
-        self.use_a = any(t in self.active for t in ("l_as", "l_ar"))
-        self.use_s = any(t in self.active for t in ("l_ss", "l_sr"))
-        for needed, net, what in ((self.use_d, discriminator, "discriminator"), (self.use_a, aesthetic, "aesthetic predictor"),
-                                  (self.use_s, subjective, "subjective predictor")):
-            if needed and net is None:
-                raise ValueError(f"the active loss terms {list(self.active)} need the {what}")
-        if self.use_d and opt_d is None:
-            raise ValueError("the adversarial term needs a discriminator optimizer")
-        self.generator = generator
-        self.discriminator = discriminator if self.use_d else None
-        self.aesthetic = aesthetic if self.use_a else None
-        self.subjective = subjective if self.use_s else None
-        self.opt_g = opt_g
-        self.opt_d = opt_d if self.use_d else None
-        self.routes = tuple(routes)
-        self.downscale = downscale
-        self.amp = amp
-        self.scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)
-        for p in self._predictors():
-            if any(q.requires_grad for q in p.parameters()) or p.training:
-                raise ValueError("score predictors must be frozen (eval mode, requires_grad False): use load_score_predictor(frozen=True)")
-
-    def _predictors(self) -> list[ScorePredictor]:
-        return [p for p in (self.aesthetic, self.subjective) if p is not None]
-
-    def _autocast(self, device: torch.device):
-        return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=self.amp)
-
-    def forward(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
-        b = lr.shape[0]
-        with self._autocast(lr.device):
-            srs = sr_routes(self.generator, lr, self.routes, self.downscale)
-        for name, sr in srs.items():
-            if sr.shape != hr.shape:
-                raise ValueError(f"route {name} gives {tuple(sr.shape)}, HR is {tuple(hr.shape)}; HR must be 4× the LR patch")
-        names = list(srs)
-        per_route: dict[str, list[torch.Tensor]] = {t: [] for t in self.active}
-        logs: dict[str, torch.Tensor] = {}
-        if "l_r" in self.active:
-            per_route["l_r"] = [reconstruction_loss(srs[n], hr) for n in names]
-        d_loss = None
-        if self.discriminator is not None:
-            with self._autocast(lr.device):
-                logits = self.discriminator(torch.cat([hr, *(srs[n] for n in names)])).float()
-            chunks = logits.split(b)
-            logits_hr, logits_sr = chunks[0], chunks[1:]
-            per_route["l_g"] = [adversarial_loss(l) for l in logits_sr]
-            # Not detached: update() backpropagates this loss into the discriminator only.
-            d_loss = discriminator_loss(logits_hr, logits_sr)
-            logs["loss_d"] = d_loss.detach()
-            logs["d_hr"] = torch.sigmoid(logits_hr.detach()).mean()
-            probs = [torch.sigmoid(l.detach()).mean() for l in logits_sr]
-            logs["d_sr"] = torch.stack(probs).mean()
-            logs.update({f"d_sr/{n}": p for n, p in zip(names, probs)})
-        for tag, net, t_score, t_rep in (("a", self.aesthetic, "l_as", "l_ar"), ("s", self.subjective, "l_ss", "l_sr")):
-            if net is None:
-                continue
-            with torch.no_grad(), self._autocast(lr.device):
-                probs_hr, feat_hr = net(hr)
-            with self._autocast(lr.device):
-                probs_sr, feat_sr = net(torch.cat([srs[n] for n in names]))
-            score_hr, score_sr = mean_score(probs_hr.float()), mean_score(probs_sr.float()).split(b)
-            feat_hr, feat_sr = feat_hr.float(), feat_sr.float().split(b)
-            if t_score in self.active:
-                per_route[t_score] = [score_loss(s, score_hr) for s in score_sr]
-            if t_rep in self.active:
-                per_route[t_rep] = [representation_loss(f, feat_hr) for f in feat_sr]
-            logs[f"s_{tag}/hr"] = score_hr.detach().mean()
-            logs[f"s_{tag}/sr"] = torch.stack([s.detach().mean() for s in score_sr]).mean()
-        g_loss = torch.zeros((), device=lr.device)
-        for term in TERMS:
-            if term not in self.active:
-                continue
-            values = per_route[term]
-            mean = torch.stack(values).mean()
-            g_loss = g_loss + self.w[term] * mean
-            logs[term] = mean.detach()
-            logs.update({f"{term}/{n}": v.detach() for n, v in zip(names, values)})
-        logs["loss_g"] = g_loss.detach()
-        return g_loss, d_loss, logs
-
-    def update(self, g_loss: torch.Tensor, d_loss: torch.Tensor | None) -> None:
-        g_params = [p for p in self.generator.parameters() if p.requires_grad]
-        self.opt_g.zero_grad(set_to_none=True)
-        if self.opt_d is not None:
-            self.opt_d.zero_grad(set_to_none=True)
-        # inputs= keeps each loss's gradient in its own network: l_g reaches the generator
-        # through D without touching D's weights; the D loss never reaches the generator.
-        self.scaler.scale(g_loss).backward(inputs=g_params, retain_graph=d_loss is not None)
-        if d_loss is not None:
-            d_params = [p for p in self.discriminator.parameters() if p.requires_grad]
-            self.scaler.scale(d_loss).backward(inputs=d_params)
-        self.scaler.step(self.opt_g)
-        if self.opt_d is not None:
-            self.scaler.step(self.opt_d)
-        self.scaler.update()
-
-    def step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
-        """forward + update; the logged values as floats."""
-        g_loss, d_loss, logs = self.forward(lr, hr)
-        self.update(g_loss, d_loss)
-        return logs_to_floats(logs)
-
-
-def logs_to_floats(logs: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """One device sync for all logged scalars."""
-    keys = list(logs)
-    values = torch.stack([logs[k].float().reshape(()) for k in keys]).cpu().tolist() if keys else []
-    return dict(zip(keys, values))
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -393,6 +224,234 @@ def _load_predictor(flag: str, path: Path | None, needed: bool, device: torch.de
         raise SystemExit(f"error: {flag}: {e}") from None
 
 
+# --------------------------------------------------------------------------- run set-up
+
+
+@dataclass
+class _Start:
+    """Where a run starts: the generator, where it came from and, on resume, what was saved with it."""
+
+    generator: EUSR
+    config_name: str
+    source: dict[str, Any]
+    step: int = 0
+    resume: Checkpoint | None = None
+    d_ckpt: Checkpoint | None = None
+
+
+def _load_start(args: argparse.Namespace, weights: LossWeights, routes: Sequence[str]) -> _Start:
+    """The generator of ``--generator``, or the run of ``--resume`` with its discriminator file."""
+    try:
+        if args.resume is not None:
+            return _load_resume(args, weights, routes)
+        generator, src_ckpt = _load_generator(args.generator, args.generator_weights)
+        return _Start(generator, src_ckpt.config_name, {"path": str(args.generator), "sha256": file_sha256(args.generator)})
+    except CheckpointError as e:
+        flag = "--resume" if args.resume is not None else "--generator"
+        raise SystemExit(f"error: {flag}: {e}") from None
+
+
+def _load_resume(args: argparse.Namespace, weights: LossWeights, routes: Sequence[str]) -> _Start:
+    resume = load_checkpoint(args.resume)
+    if resume.train_state.get("phase") != "perceptual":
+        raise SystemExit(
+            f"error: --resume {args.resume}: a {resume.train_state.get('phase', 'unknown')!r}-phase checkpoint, "
+            "not a phase-3 one; start phase 3 from it with --generator"
+        )
+    generator = EUSR(model_config(resume))
+    load_state_into(generator, resume.model_state, resume.path)
+    source = {"path": resume.train_state.get("generator_source"), "sha256": resume.train_state.get("generator_source_sha256")}
+    start = _Start(generator, resume.config_name, source, int(resume.train_state.get("step", 0)), resume)
+    if "l_g" in weights.active():
+        dpath = discriminator_path(args.resume)
+        if not dpath.is_file():
+            raise SystemExit(f"error: --resume {args.resume}: the discriminator file {dpath} is missing (it is saved beside the generator)")
+        start.d_ckpt = load_checkpoint(dpath, expect_kind=DISCRIMINATOR_KIND)
+        d_step = int(start.d_ckpt.train_state.get("step", -1))
+        if d_step != start.step:
+            raise SystemExit(
+                f"error: --resume {args.resume} is at step {start.step} but {dpath} at step {d_step}; "
+                "the pair was not saved together (interrupted save?)"
+            )
+    _warn_if_changed(resume, weights, routes, args)
+    return start
+
+
+def _check_generator_paths(args: argparse.Namespace, generator: EUSR, routes: Sequence[str]) -> None:
+    need = {4} | ({2, 8} if not args.no_multipass else set())
+    if not need <= set(generator.scales):
+        raise SystemExit(
+            f"error: {args.resume or args.generator}: the generator has paths {list(generator.scales)}; the routes "
+            f"{list(routes)} need ×{sorted(need)} (use --no-multipass for a ×4-only model)"
+        )
+
+
+def _load_discriminator(args: argparse.Namespace, d_ckpt: Checkpoint | None, device: torch.device) -> Discriminator:
+    """The resumed discriminator, or a new one (``--discriminator-dense``, sized for ``--patch``)."""
+    try:
+        if d_ckpt is not None:
+            discriminator = Discriminator.from_config(d_ckpt.config)
+            load_state_into(discriminator, d_ckpt.model_state, d_ckpt.path)
+            if discriminator.dense != args.discriminator_dense:
+                log.warning("--discriminator-dense %s ignored: the resumed discriminator is %s", args.discriminator_dense,
+                            discriminator.dense)
+        else:
+            discriminator = Discriminator(args.discriminator_dense, input_size=4 * args.patch)
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"error: {discriminator_path(args.resume)}: invalid discriminator config ({e})") from None
+    if discriminator.dense == "flatten" and discriminator.input_size != 4 * args.patch:
+        raise SystemExit(
+            f"error: --patch {args.patch}: the flatten discriminator takes {discriminator.input_size}×{discriminator.input_size} "
+            f"HR patches, i.e. --patch {discriminator.input_size // 4}"
+        )
+    return discriminator.to(device).train()
+
+
+def _make_trainer(
+    args: argparse.Namespace, weights: LossWeights, routes: Sequence[str], start: _Start, rng: np.random.Generator,
+    device: torch.device, use_amp: bool,
+) -> tuple[PerceptualTrainer, WeightAverage | None]:
+    """Predictors, discriminator, optimizers (resumed with the random streams), the weight
+    average and the step, in the order a resumed run must repeat."""
+    active = weights.active()
+    aesthetic = _load_predictor("--aesthetic-predictor", args.aesthetic_predictor, any(t in active for t in ("l_as", "l_ar")), device)
+    subjective = _load_predictor("--subjective-predictor", args.subjective_predictor, any(t in active for t in ("l_ss", "l_sr")), device)
+    if args.d_warmup and "l_g" not in active:
+        raise SystemExit("error: --d-warmup needs the adversarial term (it is off: --no-adversarial or --alpha-g 0)")
+    discriminator = _load_discriminator(args, start.d_ckpt, device) if "l_g" in active else None
+    betas = (0.9, 0.999)
+    opt_g = torch.optim.Adam(start.generator.parameters(), lr=args.lr_g, betas=betas, eps=1e-8)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.lr_d, betas=betas, eps=1e-8) if discriminator is not None else None
+    resume = start.resume
+    if resume is not None:
+        try:
+            restore_optimizer(opt_g, resume)
+            if opt_d is not None:
+                restore_optimizer(opt_d, start.d_ckpt)
+        except CheckpointError as e:
+            raise SystemExit(f"error: --resume: {e}") from None
+        restore_rng(rng, resume)
+        log.info("resumed %s at step %d", resume.path, start.step)
+    ema_state = resume.ema_state if resume is not None else None
+    ema = WeightAverage(start.generator, args.ema, ema_state) if args.ema > 0 else None
+    if ema is None and resume is not None and resume.ema_state:
+        log.warning("%s has moving-average weights but --ema is 0: they are not kept in this run", resume.path)
+    scaler = grad_scaler(use_amp, resume, log)
+    trainer = PerceptualTrainer(
+        start.generator, discriminator, aesthetic, subjective, weights, opt_g=opt_g, opt_d=opt_d,
+        routes=routes, downscale=args.downscale, amp=use_amp, scaler=scaler,
+    )
+    return trainer, ema
+
+
+def _predictor_files(args: argparse.Namespace, trainer: PerceptualTrainer, resume: Checkpoint | None) -> dict[str, dict[str, str]]:
+    """Path and hash of each predictor in use, recorded in the checkpoint; a resumed run warns
+    when one differs from what it was trained with."""
+    predictors = {
+        name: {"path": str(path), "sha256": file_sha256(path)}
+        for name, path, net in (("aesthetic", args.aesthetic_predictor, trainer.aesthetic),
+                                ("subjective", args.subjective_predictor, trainer.subjective))
+        if net is not None
+    }
+    if resume is not None:
+        for name, info in predictors.items():
+            old = resume.train_state.get("predictors", {}).get(name, {}).get("sha256")
+            if old is not None and old != info["sha256"]:
+                log.warning("the %s predictor %s differs from the one this run was trained with", name, info["path"])
+    return predictors
+
+
+def _d_warmup(args: argparse.Namespace, start: _Start, trainer: PerceptualTrainer, data: PatchDataset,
+              device: torch.device) -> dict[str, Any] | None:
+    """Run ``--d-warmup`` on a new run; the warm-up record a resumed run was saved with otherwise."""
+    if start.resume is not None:
+        if args.d_warmup:
+            log.warning("--d-warmup %d ignored: a resumed run continues from its saved discriminator", args.d_warmup)
+        return start.resume.train_state.get("d_warmup")
+    if not args.d_warmup:
+        return None
+    from train.discriminator_warmup import warm_up_discriminator
+
+    record = warm_up_discriminator(
+        trainer.discriminator, trainer.generator, data, steps=args.d_warmup, lr=args.d_warmup_lr, batch=args.d_warmup_batch,
+        pool=args.d_warmup_pool, seed=args.seed, routes=trainer.routes, downscale=args.downscale, device=device,
+        log_path=args.out / "d_warmup_log.jsonl", progress=not args.quiet,
+    )
+    log.info("discriminator warm-up: %d steps in %.0f s, loss %.3f, D(HR) %.3f, D(SR) %.3f", args.d_warmup,
+             record["seconds"], record["final_loss_d"], record["final_d_hr"], record["final_d_sr"])
+    return record
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class _PerceptualPhase(TrainingPhase):
+    """Phase 3 in the shared loop: both learning rates halved every ``--lr-halve-every``
+    steps, a joint step, validation with the weight average, the checkpoint pair."""
+
+    desc = "perceptual"
+
+    def __init__(self, args: argparse.Namespace, trainer: PerceptualTrainer, data: PatchDataset, rng: np.random.Generator,
+                 device: torch.device, *, validator: Validator | None, ema: WeightAverage | None, config_name: str,
+                 run_state: dict[str, Any]) -> None:
+        super().__init__(stop=args.steps, log_every=args.log_every, val_every=args.val_every, save_every=args.save_every,
+                         validates=validator is not None)
+        self.args, self.trainer, self.data, self.rng, self.device = args, trainer, data, rng, device
+        self.validator, self.ema, self.config_name, self.run_state = validator, ema, config_name, run_state
+        self.gen_path = args.out / "last.safetensors"
+        self.factor = 1.0
+
+    def train_step(self, step: int) -> Mapping[str, float]:
+        args, trainer = self.args, self.trainer
+        self.factor = halving_factor(step, args.lr_halve_every)
+        set_lr(trainer.opt_g, args.lr_g * self.factor)
+        if trainer.opt_d is not None:
+            set_lr(trainer.opt_d, args.lr_d * self.factor)
+        lr_np, hr_np = self.data.sample(self.rng, 4, args.batch_size)
+        lr_t = torch.from_numpy(lr_np).to(self.device, non_blocking=True)
+        hr_t = torch.from_numpy(hr_np).to(self.device, non_blocking=True)
+        g_loss, d_loss, logs = trainer.forward(lr_t, hr_t)
+        values = logs_to_floats(logs)
+        bad = [k for k in ("loss_g", "loss_d") if k in values and not math.isfinite(values[k])]
+        if bad:
+            self.save(step - 1)
+            raise SystemExit(f"error: {bad[0]} became {values[bad[0]]} at step {step}; last good state saved ({self.gen_path})")
+        trainer.update(g_loss, d_loss)
+        del g_loss, d_loss, logs
+        if self.ema is not None:
+            self.ema.update(trainer.generator)
+        return values
+
+    def log_fields(self, means: dict[str, float]) -> dict[str, Any]:
+        lr_d = self.args.lr_d * self.factor if self.trainer.opt_d is not None else None
+        return {**means, "lr_g": self.args.lr_g * self.factor, "lr_d": lr_d}
+
+    def postfix(self, record: Mapping[str, Any]) -> dict[str, str]:
+        post = {"g": f"{record['loss_g']:.3f}"}
+        if "loss_d" in record:
+            post["d"] = f"{record['loss_d']:.3f}"
+        return post
+
+    def validate(self, step: int) -> dict[str, Any]:
+        with swapped_in(self.ema, self.trainer.generator):
+            return self.validator(self.trainer.generator, self.device)
+
+    def report_validation(self, step: int, record: Mapping[str, Any]) -> None:
+        log_validation(log, step, 4, record)
+
+    def save(self, step: int) -> None:
+        generator, discriminator = self.trainer.generator, self.trainer.discriminator
+        # Discriminator first: if the generator write is interrupted the pair disagrees on
+        # the step and --resume says so, instead of silently pairing mismatched states.
+        if discriminator is not None:
+            save_checkpoint(discriminator_path(self.gen_path), discriminator, config=discriminator.config(),
+                            config_name=discriminator.dense, kind=DISCRIMINATOR_KIND, optimizer=self.trainer.opt_d,
+                            train_state={"step": step, "phase": "perceptual"})
+        save_checkpoint(self.gen_path, generator, config=generator.config.to_dict(), config_name=self.config_name,
+                        optimizer=self.trainer.opt_g, numpy_rng=self.rng, ema_state=self.ema.state if self.ema is not None else None,
+                        train_state={"step": step, **self.run_state}, grad_scaler=self.trainer.scaler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -401,209 +460,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_predictor_flags(args, weights.active())
     device, use_amp = setup_device(args, log)
     routes = ("x4",) if args.no_multipass else ROUTES
-    active = weights.active()
-    rng = np.random.default_rng(args.seed)
-    torch.manual_seed(args.seed)
-
-    # --- generator (and, on resume, everything else saved with it)
-    start_step = 0
-    resume: Checkpoint | None = None
-    d_ckpt: Checkpoint | None = None
-    try:
-        if args.resume is not None:
-            resume = load_checkpoint(args.resume)
-            if resume.train_state.get("phase") != "perceptual":
-                raise SystemExit(
-                    f"error: --resume {args.resume}: a {resume.train_state.get('phase', 'unknown')!r}-phase checkpoint, "
-                    "not a phase-3 one; start phase 3 from it with --generator"
-                )
-            generator = EUSR(model_config(resume))
-            load_state_into(generator, resume.model_state, resume.path)
-            config_name = resume.config_name
-            source = {"path": resume.train_state.get("generator_source"), "sha256": resume.train_state.get("generator_source_sha256")}
-            start_step = int(resume.train_state.get("step", 0))
-            if "l_g" in active:
-                dpath = discriminator_path(args.resume)
-                if not dpath.is_file():
-                    raise SystemExit(f"error: --resume {args.resume}: the discriminator file {dpath} is missing (it is saved beside the generator)")
-                d_ckpt = load_checkpoint(dpath, expect_kind=DISCRIMINATOR_KIND)
-                d_step = int(d_ckpt.train_state.get("step", -1))
-                if d_step != start_step:
-                    raise SystemExit(
-                        f"error: --resume {args.resume} is at step {start_step} but {dpath} at step {d_step}; "
-                        "the pair was not saved together (interrupted save?)"
-                    )
-            _warn_if_changed(resume, weights, routes, args)
-        else:
-            generator, src_ckpt = _load_generator(args.generator, args.generator_weights)
-            config_name = src_ckpt.config_name
-            source = {"path": str(args.generator), "sha256": file_sha256(args.generator)}
-    except CheckpointError as e:
-        flag = "--resume" if args.resume is not None else "--generator"
-        raise SystemExit(f"error: {flag}: {e}") from None
-    need = {4} | ({2, 8} if not args.no_multipass else set())
-    if not need <= set(generator.scales):
-        raise SystemExit(
-            f"error: {args.resume or args.generator}: the generator has paths {list(generator.scales)}; the routes "
-            f"{list(routes)} need ×{sorted(need)} (use --no-multipass for a ×4-only model)"
-        )
-    generator.to(device).train()
-
-    # --- score predictors (frozen) and discriminator (from scratch, or resumed)
-    aesthetic = _load_predictor("--aesthetic-predictor", args.aesthetic_predictor, any(t in active for t in ("l_as", "l_ar")), device)
-    subjective = _load_predictor("--subjective-predictor", args.subjective_predictor, any(t in active for t in ("l_ss", "l_sr")), device)
-    discriminator = None
-    if args.d_warmup and "l_g" not in active:
-        raise SystemExit("error: --d-warmup needs the adversarial term (it is off: --no-adversarial or --alpha-g 0)")
-    if "l_g" in active:
-        try:
-            if d_ckpt is not None:
-                discriminator = Discriminator.from_config(d_ckpt.config)
-                load_state_into(discriminator, d_ckpt.model_state, d_ckpt.path)
-                if discriminator.dense != args.discriminator_dense:
-                    log.warning("--discriminator-dense %s ignored: the resumed discriminator is %s", args.discriminator_dense, discriminator.dense)
-            else:
-                discriminator = Discriminator(args.discriminator_dense, input_size=4 * args.patch)
-        except (TypeError, ValueError) as e:
-            raise SystemExit(f"error: {discriminator_path(args.resume)}: invalid discriminator config ({e})") from None
-        if discriminator.dense == "flatten" and discriminator.input_size != 4 * args.patch:
-            raise SystemExit(
-                f"error: --patch {args.patch}: the flatten discriminator takes {discriminator.input_size}×{discriminator.input_size} "
-                f"HR patches, i.e. --patch {discriminator.input_size // 4}"
-            )
-        discriminator.to(device).train()
-
-    betas = (0.9, 0.999)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=args.lr_g, betas=betas, eps=1e-8)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.lr_d, betas=betas, eps=1e-8) if discriminator is not None else None
-    if resume is not None:
-        try:
-            restore_optimizer(opt_g, resume)
-            if opt_d is not None:
-                restore_optimizer(opt_d, d_ckpt)
-        except CheckpointError as e:
-            raise SystemExit(f"error: --resume: {e}") from None
-        if resume.rng_numpy:
-            rng.bit_generator.state = resume.rng_numpy
-        if resume.rng_torch is not None:
-            torch.set_rng_state(resume.rng_torch)
-        log.info("resumed %s at step %d", resume.path, start_step)
-
-    from train.data import PatchDataset
-    from train.pretrain import Validator, WeightAverage
-
-    ema_state = resume.ema_state if resume is not None else None
-    ema = WeightAverage(generator, args.ema, ema_state) if args.ema > 0 else None
-    if ema is None and resume is not None and resume.ema_state:
-        log.warning("%s has moving-average weights but --ema is 0: they are not kept in this run", resume.path)
-    scaler = grad_scaler(use_amp, resume, log)
-    trainer = PerceptualTrainer(
-        generator, discriminator, aesthetic, subjective, weights, opt_g=opt_g, opt_d=opt_d,
-        routes=routes, downscale=args.downscale, amp=use_amp, scaler=scaler,
-    )
+    rng = seeded_rng(args.seed)
+    start = _load_start(args, weights, routes)
+    _check_generator_paths(args, start.generator, routes)
+    start.generator.to(device).train()
+    trainer, ema = _make_trainer(args, weights, routes, start, rng, device, use_amp)
     data = PatchDataset(args.train_dir, [4], lr_patch=args.patch, augment=not args.no_augment)
     validator = Validator(args.val_dir, 4, niqe=True) if str(args.val_dir) not in ("", ".") else None
     train_log, val_log = open_run(args)
-    predictors = {
-        name: {"path": str(path), "sha256": file_sha256(path)}
-        for name, path, net in (("aesthetic", args.aesthetic_predictor, aesthetic), ("subjective", args.subjective_predictor, subjective))
-        if net is not None
+    predictors = _predictor_files(args, trainer, start.resume)
+    d_warmup = _d_warmup(args, start, trainer, data, device)
+    discriminator = trainer.discriminator
+    run_state = {
+        "phase": "perceptual", "seed": args.seed, "routes": list(routes), "downscale": args.downscale,
+        "loss_weights": weights.to_dict(), "lr_g": args.lr_g, "lr_d": args.lr_d, "predictors": predictors,
+        "generator_source": start.source["path"], "generator_source_sha256": start.source["sha256"],
+        "discriminator": discriminator.config() if discriminator is not None else None, "d_warmup": d_warmup,
     }
-    if resume is not None:
-        for name, info in predictors.items():
-            old = resume.train_state.get("predictors", {}).get(name, {}).get("sha256")
-            if old is not None and old != info["sha256"]:
-                log.warning("the %s predictor %s differs from the one this run was trained with", name, info["path"])
-    gen_path = args.out / "last.safetensors"
-    d_warmup = resume.train_state.get("d_warmup") if resume is not None else None
-    if resume is not None and args.d_warmup:
-        log.warning("--d-warmup %d ignored: a resumed run continues from its saved discriminator", args.d_warmup)
-    elif args.d_warmup:
-        from train.discriminator_warmup import warm_up_discriminator
-
-        d_warmup = warm_up_discriminator(
-            discriminator, generator, data, steps=args.d_warmup, lr=args.d_warmup_lr, batch=args.d_warmup_batch,
-            pool=args.d_warmup_pool, seed=args.seed, routes=routes, downscale=args.downscale, device=device,
-            log_path=args.out / "d_warmup_log.jsonl", progress=not args.quiet,
-        )
-        log.info("discriminator warm-up: %d steps in %.0f s, loss %.3f, D(HR) %.3f, D(SR) %.3f", args.d_warmup,
-                 d_warmup["seconds"], d_warmup["final_loss_d"], d_warmup["final_d_hr"], d_warmup["final_d_sr"])
-
-    def save(step: int) -> None:
-        state = {
-            "step": step, "phase": "perceptual", "seed": args.seed, "routes": list(routes), "downscale": args.downscale,
-            "loss_weights": weights.to_dict(), "lr_g": args.lr_g, "lr_d": args.lr_d, "predictors": predictors,
-            "generator_source": source["path"], "generator_source_sha256": source["sha256"],
-            "discriminator": discriminator.config() if discriminator is not None else None, "d_warmup": d_warmup,
-        }
-        # Discriminator first: if the generator write is interrupted the pair disagrees on
-        # the step and --resume says so, instead of silently pairing mismatched states.
-        if discriminator is not None:
-            save_checkpoint(discriminator_path(gen_path), discriminator, config=discriminator.config(),
-                            config_name=discriminator.dense, kind=DISCRIMINATOR_KIND, optimizer=opt_d,
-                            train_state={"step": step, "phase": "perceptual"})
-        save_checkpoint(gen_path, generator, config=generator.config.to_dict(), config_name=config_name,
-                        optimizer=opt_g, numpy_rng=rng, ema_state=ema.state if ema is not None else None, train_state=state,
-                        grad_scaler=scaler)
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=args.steps, initial=start_step, disable=args.quiet, dynamic_ncols=True, desc="perceptual")
-    window: dict[str, list[float]] = {}
-    t0 = time.time()
-    step = start_step
-    try:
-        for step in range(start_step + 1, args.steps + 1):
-            factor = 0.5 ** ((step - 1) // args.lr_halve_every)
-            for group in opt_g.param_groups:
-                group["lr"] = args.lr_g * factor
-            if opt_d is not None:
-                for group in opt_d.param_groups:
-                    group["lr"] = args.lr_d * factor
-            lr_np, hr_np = data.sample(rng, 4, args.batch_size)
-            lr_t = torch.from_numpy(lr_np).to(device, non_blocking=True)
-            hr_t = torch.from_numpy(hr_np).to(device, non_blocking=True)
-            g_loss, d_loss, logs = trainer.forward(lr_t, hr_t)
-            values = logs_to_floats(logs)
-            bad = [k for k in ("loss_g", "loss_d") if k in values and not math.isfinite(values[k])]
-            if bad:
-                save(step - 1)
-                raise SystemExit(f"error: {bad[0]} became {values[bad[0]]} at step {step}; last good state saved ({gen_path})")
-            trainer.update(g_loss, d_loss)
-            del g_loss, d_loss, logs
-            if ema is not None:
-                ema.update(generator)
-            for k, v in values.items():
-                window.setdefault(k, []).append(v)
-            bar.update(1)
-            if step % args.log_every == 0 or step == args.steps:
-                rec = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()},
-                       "lr_g": args.lr_g * factor, "lr_d": args.lr_d * factor if opt_d is not None else None,
-                       "elapsed_s": round(time.time() - t0, 1)}
-                train_log.write(json.dumps(rec) + "\n")
-                train_log.flush()
-                post = {"g": f"{rec['loss_g']:.3f}"}
-                if "loss_d" in rec:
-                    post["d"] = f"{rec['loss_d']:.3f}"
-                bar.set_postfix(post)
-                window.clear()
-            if validator is not None and (step % args.val_every == 0 or step == args.steps):
-                with ema.swapped_in(generator) if ema is not None else contextlib.nullcontext():
-                    res = validator(generator, device)
-                val_log.write(json.dumps({"step": step, **res}) + "\n")
-                val_log.flush()
-                niqe_note = f", NIQE {res['niqe']:.3f}" if "niqe" in res else ""
-                log.info("step %d: val PSNR-Y ×4 %.3f dB (bicubic %.3f, gain %+.3f)%s", step, res["psnr_y"], res["bicubic_psnr_y"],
-                         res["gain_db"], niqe_note)
-            if step % args.save_every == 0 or step == args.steps:
-                save(step)
-    finally:
-        bar.close()
-        train_log.close()
-        val_log.close()
-    if step == start_step:
-        log.info("nothing to do: checkpoint is at step %d and --steps is %d", start_step, args.steps)
-    log.info("done: %s", gen_path)
+    phase = _PerceptualPhase(args, trainer, data, rng, device, validator=validator, ema=ema, config_name=start.config_name,
+                             run_state=run_state)
+    step = run_phase(phase, start=start.step, train_log=train_log, val_log=val_log, quiet=args.quiet)
+    if step == start.step:
+        log.info("nothing to do: checkpoint is at step %d and --steps is %d", start.step, args.steps)
+    log.info("done: %s", phase.gen_path)
     return 0
 
 

@@ -12,20 +12,17 @@ states are in the checkpoint. ``--scales`` may change on resume (e.g. ×4 first,
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
 import sys
-import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from runtime.utils import DefaultsHelpFormatter
-from train.run_setup import add_run_args, grad_scaler, open_run, setup_device
 from train.checkpoint import (
+    Checkpoint,
     CheckpointError,
     load_checkpoint,
     load_state_into,
@@ -33,8 +30,14 @@ from train.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from train.data import PatchDataset, list_images, load_rgb, make_lr, mod_crop
-from train.models.eusr import CONFIGS, EUSR
+from train.data import PatchDataset
+from train.loop import TrainingPhase, halving_factor, run_phase, set_lr
+from train.models.eusr import CONFIGS, EUSR, EUSRConfig
+from train.run_setup import add_run_args, grad_scaler, open_run, restore_rng, seeded_rng, setup_device
+from train.validation import Validator, log_validation
+from train.weight_average import WeightAverage, swapped_in
+
+__all__ = ["parse_args", "main", "Validator", "WeightAverage"]  # the last two live in train.validation / train.weight_average
 
 log = logging.getLogger("train.pretrain")
 
@@ -112,102 +115,9 @@ def _parse_lr_dirs(items: list[str]) -> dict[int, Path]:
     return out
 
 
-class WeightAverage:
-    """Exponential moving average of a model's floating-point state (weights and buffers)."""
-
-    def __init__(self, model: torch.nn.Module, decay: float, state: dict[str, torch.Tensor] | None = None) -> None:
-        self.decay = decay
-        own = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
-        if state:
-            if set(state) != set(own):
-                raise SystemExit("error: the checkpoint's moving-average weights do not match the model")
-            own = {k: state[k].to(own[k].device, own[k].dtype).clone() for k in own}
-        self.state = own
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        current = model.state_dict()
-        for k, avg in self.state.items():
-            avg.lerp_(current[k].detach(), 1.0 - self.decay)
-
-    @contextlib.contextmanager
-    def swapped_in(self, model: torch.nn.Module):
-        """Run the block with the averaged weights, then put the live ones back."""
-        live = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.state}
-        model.load_state_dict(self.state, strict=False)
-        try:
-            yield model
-        finally:
-            model.load_state_dict(live, strict=False)
-
-
-class Validator:
-    """PSNR-Y of the model vs HR and of bicubic vs HR on whole validation images; with
-    ``niqe=True`` also the model's NIQE (phase 3, where PSNR is expected to fall), scored
-    as ``train.evaluate`` scores it (uint8, Y or gray, ``scale``-pixel border)."""
-
-    def __init__(self, folder: Path, scale: int, *, niqe: bool = False) -> None:
-        from runtime.metrics import psnr_y
-
-        self.scale = scale
-        self.niqe = niqe
-        self.pairs = []
-        for path in list_images(folder):
-            hr = mod_crop(load_rgb(path), scale)
-            lr = make_lr(hr, scale)
-            self.pairs.append((path.name, lr, hr))
-        self._psnr_y = psnr_y
-        self.bicubic = float(np.mean([psnr_y(*_as_scored(_bicubic_up(lr, scale), hr), border=scale) for _, lr, hr in self.pairs]))
-
-    @torch.no_grad()
-    def __call__(self, model: EUSR, device: torch.device) -> dict[str, float]:
-        model.eval()
-        per, per_niqe = {}, {}
-        for name, lr, hr in self.pairs:
-            x = torch.from_numpy(lr.transpose(2, 0, 1).copy()).float()[None].to(device)
-            sr = model(x, self.scale)[0].permute(1, 2, 0).cpu().numpy()
-            scored, ref = _as_scored(sr, hr)
-            per[name] = self._psnr_y(scored, ref, border=self.scale)
-            if self.niqe:
-                from runtime.niqe import BLOCK_SIZE, niqe
-
-                if min(ref.shape[:2]) - 2 * self.scale >= BLOCK_SIZE:
-                    per_niqe[name] = niqe(scored, crop_border=self.scale)
-        model.train()
-        mean = float(np.mean(list(per.values())))
-        out = {"psnr_y": mean, "bicubic_psnr_y": self.bicubic, "gain_db": mean - self.bicubic, **{f"psnr_y/{k}": v for k, v in per.items()}}
-        if per_niqe:
-            out.update({"niqe": float(np.mean(list(per_niqe.values()))), **{f"niqe/{k}": v for k, v in per_niqe.items()}})
-        return out
-
-
-def _as_scored(sr: np.ndarray, hr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gray photos (loaded as RGB) are scored on their gray values, as the field does, not
-    on Y of the replicated RGB (which would shrink the range to 16..235 and add 1.3 dB)."""
-    if np.array_equal(hr[..., 0], hr[..., 1]) and np.array_equal(hr[..., 0], hr[..., 2]):
-        luma = 0.299 * sr[..., 0] + 0.587 * sr[..., 1] + 0.114 * sr[..., 2]
-        return luma, hr[..., 0]
-    return sr, hr
-
-
-def _bicubic_up(lr: np.ndarray, scale: int) -> np.ndarray:
-    from runtime.imresize import imresize
-
-    return imresize(lr, float(scale))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    device, use_amp = setup_device(args, log)
-
-    start_step = 0
-    rng = np.random.default_rng(args.seed)
-    torch.manual_seed(args.seed)
-    if args.resume and args.init:
-        raise SystemExit("error: give --resume or --init, not both")
-    if not 0.0 <= args.ema < 1.0:
-        raise SystemExit(f"error: --ema must be in [0, 1), got {args.ema}")
+def _load_model(args: argparse.Namespace) -> tuple[EUSR, EUSRConfig, str, Checkpoint | None, Checkpoint | None]:
+    """The model of ``--resume`` or ``--init`` (weights loaded), or a new ``--config`` one:
+    (model, config, config name, resume checkpoint, source checkpoint)."""
     try:
         resume = load_checkpoint(args.resume) if args.resume else None
         init = load_checkpoint(args.init) if args.init else None
@@ -221,33 +131,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_state_into(model, source.model_state, source.path)
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
-    scales, weights = _parse_scales(args, config.scales)
-    if args.warm_start_from is not None:
-        if source is None:
-            raise SystemExit("error: --warm-start-from needs --resume or --init (a model trained on that scale)")
-        if args.warm_start_from not in config.scales:
-            raise SystemExit(f"error: --warm-start-from {args.warm_start_from}: the model has paths {list(config.scales)}")
-        for s in scales:
-            model.copy_path(args.warm_start_from, s)
-        log.info("warm start: scales %s initialised from ×%d", [s for s in scales if s != args.warm_start_from], args.warm_start_from)
-    model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
-    if resume is not None:
-        try:
-            restore_optimizer(optimizer, resume)
-        except CheckpointError as e:
-            raise SystemExit(f"error: {e}") from None
-        start_step = int(resume.train_state.get("step", 0))
-        if resume.rng_numpy:
-            rng.bit_generator.state = resume.rng_numpy
-        if resume.rng_torch is not None:
-            torch.set_rng_state(resume.rng_torch)
-        log.info("resumed %s at step %d", resume.path, start_step)
+    return model, config, config_name, resume, source
 
+
+def _warm_start(args: argparse.Namespace, model: EUSR, source: Checkpoint | None, scales: Sequence[int]) -> None:
+    """``--warm-start-from``: copy that scale's own modules into the other trained scales."""
+    if args.warm_start_from is None:
+        return
+    if source is None:
+        raise SystemExit("error: --warm-start-from needs --resume or --init (a model trained on that scale)")
+    if args.warm_start_from not in model.config.scales:
+        raise SystemExit(f"error: --warm-start-from {args.warm_start_from}: the model has paths {list(model.config.scales)}")
+    for s in scales:
+        model.copy_path(args.warm_start_from, s)
+    log.info("warm start: scales %s initialised from ×%d", [s for s in scales if s != args.warm_start_from], args.warm_start_from)
+
+
+def _weight_average(args: argparse.Namespace, model: EUSR, scales: Sequence[int], resume: Checkpoint | None) -> WeightAverage | None:
+    """The ``--ema`` average, continued from ``resume`` (warm-started like the model)."""
     ema_state = resume.ema_state if resume is not None else None
     if ema_state and args.warm_start_from is not None:
         # The average must start from the warm-started modules too, not from their old values.
-        averaged = EUSR(config)
+        averaged = EUSR(model.config)
         averaged.load_state_dict(ema_state)
         for s in scales:
             averaged.copy_path(args.warm_start_from, s)
@@ -255,64 +160,100 @@ def main(argv: Sequence[str] | None = None) -> int:
     ema = WeightAverage(model, args.ema, ema_state) if args.ema > 0 else None
     if ema is None and resume is not None and resume.ema_state:
         log.warning("%s has moving-average weights but --ema is 0: they are not kept in this run", resume.path)
+    return ema
+
+
+class _PretrainPhase(TrainingPhase):
+    """Phase 1 in the shared loop: lr halved every ``--lr-halve-every`` steps, one scale drawn
+    per step, L1 on 0–255 values, validation with the weight average."""
+
+    desc = "pretrain"
+
+    def __init__(self, args: argparse.Namespace, model: EUSR, optimizer: torch.optim.Optimizer, data: PatchDataset,
+                 rng: np.random.Generator, device: torch.device, *, scales: list[int], weights: np.ndarray, config_name: str,
+                 scaler: torch.amp.GradScaler, use_amp: bool, ema: WeightAverage | None, validator: Validator | None) -> None:
+        super().__init__(stop=args.steps, log_every=args.log_every, val_every=args.val_every, save_every=args.save_every,
+                         validates=validator is not None)
+        self.args, self.model, self.optimizer, self.data, self.rng, self.device = args, model, optimizer, data, rng, device
+        self.scales, self.weights, self.config_name, self.scaler, self.use_amp = scales, weights, config_name, scaler, use_amp
+        self.ema, self.validator = ema, validator
+        self.lr_now, self.scale = args.lr, scales[0]
+
+    def train_step(self, step: int) -> Mapping[str, float]:
+        self.lr_now = self.args.lr * halving_factor(step, self.args.lr_halve_every)
+        set_lr(self.optimizer, self.lr_now)
+        scale = self.scale = int(self.scales[self.rng.choice(len(self.scales), p=self.weights)])
+        lr_np, hr_np = self.data.sample(self.rng, scale, self.args.batch_size)
+        lr_t = torch.from_numpy(lr_np).to(self.device, non_blocking=True)
+        hr_t = torch.from_numpy(hr_np).to(self.device, non_blocking=True)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            sr = self.model(lr_t, scale)
+            loss = torch.nn.functional.l1_loss(sr.float(), hr_t)
+        if not torch.isfinite(loss):
+            self.save(step - 1)
+            raise SystemExit(f"error: loss became {loss.item()} at step {step} (scale ×{scale}); last good state saved")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return {"loss": loss.item()}
+
+    def log_fields(self, means: dict[str, float]) -> dict[str, Any]:
+        return {"loss": means["loss"], "lr": self.lr_now, "scale": self.scale}
+
+    def postfix(self, record: Mapping[str, Any]) -> dict[str, str]:
+        return {"loss": f"{record['loss']:.3f}"}
+
+    def validate(self, step: int) -> dict[str, Any]:
+        with swapped_in(self.ema, self.model):
+            return self.validator(self.model, self.device)
+
+    def report_validation(self, step: int, record: Mapping[str, Any]) -> None:
+        log_validation(log, step, self.validator.scale, record)
+
+    def save(self, step: int) -> None:
+        args = self.args
+        save_checkpoint(
+            args.out / "last.safetensors", self.model, config=self.model.config.to_dict(), config_name=self.config_name,
+            optimizer=self.optimizer, numpy_rng=self.rng, ema_state=self.ema.state if self.ema is not None else None,
+            train_state={"step": step, "phase": "pretrain", "scales": self.scales, "seed": args.seed, "lr": args.lr},
+            grad_scaler=self.scaler,
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    device, use_amp = setup_device(args, log)
+    rng = seeded_rng(args.seed)
+    if args.resume and args.init:
+        raise SystemExit("error: give --resume or --init, not both")
+    if not 0.0 <= args.ema < 1.0:
+        raise SystemExit(f"error: --ema must be in [0, 1), got {args.ema}")
+    model, config, config_name, resume, source = _load_model(args)
+    scales, weights = _parse_scales(args, config.scales)
+    _warm_start(args, model, source, scales)
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
+    start_step = 0
+    if resume is not None:
+        try:
+            restore_optimizer(optimizer, resume)
+        except CheckpointError as e:
+            raise SystemExit(f"error: {e}") from None
+        start_step = int(resume.train_state.get("step", 0))
+        restore_rng(rng, resume)
+        log.info("resumed %s at step %d", resume.path, start_step)
+    ema = _weight_average(args, model, scales, resume)
     data = PatchDataset(args.train_dir, scales, lr_patch=args.patch, augment=not args.no_augment, lr_dirs=_parse_lr_dirs(args.lr_dir))
     validator = Validator(args.val_dir, args.val_scale) if str(args.val_dir) not in ("", ".") else None
     train_log, val_log = open_run(args)
     scaler = grad_scaler(use_amp, resume, log)
-
-    def save(step: int) -> Path:
-        return save_checkpoint(
-            args.out / "last.safetensors", model, config=config.to_dict(), config_name=config_name,
-            optimizer=optimizer, numpy_rng=rng, ema_state=ema.state if ema is not None else None,
-            train_state={"step": step, "phase": "pretrain", "scales": scales, "seed": args.seed, "lr": args.lr},
-            grad_scaler=scaler,
-        )
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=args.steps, initial=start_step, disable=args.quiet, dynamic_ncols=True, desc="pretrain")
-    window: list[float] = []
-    t0 = time.time()
-    step = start_step
-    for step in range(start_step + 1, args.steps + 1):
-        lr_now = args.lr * 0.5 ** ((step - 1) // args.lr_halve_every)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_now
-        scale = int(scales[rng.choice(len(scales), p=weights)])
-        lr_np, hr_np = data.sample(rng, scale, args.batch_size)
-        lr_t = torch.from_numpy(lr_np).to(device, non_blocking=True)
-        hr_t = torch.from_numpy(hr_np).to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            sr = model(lr_t, scale)
-            loss = torch.nn.functional.l1_loss(sr.float(), hr_t)
-        if not torch.isfinite(loss):
-            save(step - 1)
-            raise SystemExit(f"error: loss became {loss.item()} at step {step} (scale ×{scale}); last good state saved")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if ema is not None:
-            ema.update(model)
-        window.append(loss.item())
-        bar.update(1)
-        if step % args.log_every == 0 or step == args.steps:
-            rec = {"step": step, "loss": float(np.mean(window)), "lr": lr_now, "scale": scale, "elapsed_s": round(time.time() - t0, 1)}
-            train_log.write(json.dumps(rec) + "\n")
-            train_log.flush()
-            bar.set_postfix(loss=f"{rec['loss']:.3f}")
-            window.clear()
-        if validator is not None and (step % args.val_every == 0 or step == args.steps):
-            with ema.swapped_in(model) if ema is not None else contextlib.nullcontext():
-                res = validator(model, device)
-            val_log.write(json.dumps({"step": step, **res}) + "\n")
-            val_log.flush()
-            log.info("step %d: val PSNR-Y ×%d %.3f dB (bicubic %.3f, gain %+.3f)", step, validator.scale, res["psnr_y"], res["bicubic_psnr_y"], res["gain_db"])
-        if step % args.save_every == 0 or step == args.steps:
-            save(step)
-    bar.close()
-    train_log.close()
-    val_log.close()
+    phase = _PretrainPhase(args, model, optimizer, data, rng, device, scales=scales, weights=weights, config_name=config_name,
+                           scaler=scaler, use_amp=use_amp, ema=ema, validator=validator)
+    step = run_phase(phase, start=start_step, train_log=train_log, val_log=val_log, quiet=args.quiet)
     if step == start_step:
         log.info("nothing to do: checkpoint is at step %d and --steps is %d", start_step, args.steps)
     log.info("done: %s", args.out / "last.safetensors")

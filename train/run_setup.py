@@ -7,12 +7,13 @@ import json
 import logging
 from typing import TYPE_CHECKING, TextIO
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
     from train.checkpoint import Checkpoint
 
-__all__ = ["setup_device", "add_run_args", "open_run", "grad_scaler"]
+__all__ = ["setup_device", "add_run_args", "open_run", "grad_scaler", "seeded_rng", "restore_rng"]
 
 
 def setup_device(args: argparse.Namespace, log: logging.Logger) -> tuple[torch.device, bool]:
@@ -61,3 +62,22 @@ def grad_scaler(use_amp: bool, resume: Checkpoint | None, log: logging.Logger) -
     if resume is not None and restore_grad_scaler(scaler, resume):
         log.info("AMP loss scale restored: %g", scaler.get_scale())
     return scaler
+
+
+def seeded_rng(seed: int) -> np.random.Generator:
+    """Seed torch's global generator and return the run's numpy Generator, both from ``seed``."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    return rng
+
+
+def restore_rng(rng: np.random.Generator, ckpt: Checkpoint, device: torch.device | None = None) -> None:
+    """Continue the random streams saved with ``ckpt``: the numpy Generator, torch's CPU
+    generator and, when the training state holds it and ``device`` is CUDA, its generator."""
+    if ckpt.rng_numpy:
+        rng.bit_generator.state = ckpt.rng_numpy
+    if ckpt.rng_torch is not None:
+        torch.set_rng_state(ckpt.rng_torch)
+    cuda_state = ckpt.train_state.get("rng_cuda")
+    if device is not None and device.type == "cuda" and cuda_state is not None:
+        torch.cuda.set_rng_state(torch.tensor(cuda_state, dtype=torch.uint8), device)

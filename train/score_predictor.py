@@ -26,23 +26,24 @@ RNG state (and, on CUDA, the device generator's, in the training state).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from runtime.utils import DefaultsHelpFormatter
-from train.run_setup import add_run_args, grad_scaler, open_run, setup_device
-from train.checkpoint import CheckpointError, load_checkpoint, load_state_into, restore_optimizer
-from train.iqa_data import IQADataset, IQAEntry, mean_of, read_ava, read_tid2013, split_ava, split_tid2013
+from train.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_state_into, restore_optimizer
+from train.iqa_data import IQADataset, IQAEntry, read_ava, read_tid2013, split_ava, split_tid2013
+from train.iqa_metrics import evaluate, plcc, rankdata, srocc
+from train.loop import TrainingPhase, run_phase
 from train.models.mobilenet_v2 import bundled_imagenet_weights, load_imagenet_weights
 from train.models.nima import CHECKPOINT_KIND, ScorePredictor, ScorePredictorConfig, emd_loss, save_score_predictor
+from train.run_setup import add_run_args, grad_scaler, open_run, restore_rng, seeded_rng, setup_device
 
 __all__ = ["rankdata", "srocc", "plcc", "evaluate", "main", "DEFAULT_EPOCHS"]
 
@@ -51,78 +52,6 @@ log = logging.getLogger("train.score_predictor")
 DEFAULT_EPOCHS = {"ava": 5, "tid2013": 100}  # per stage
 STAGES = ("A", "B")
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-7
-
-
-# --- correlation metrics ---------------------------------------------------------------------
-
-
-def rankdata(a: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (scipy.stats.rankdata 'average')."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    order = np.argsort(a, kind="mergesort")
-    inv = np.empty(len(a), dtype=np.int64)
-    inv[order] = np.arange(len(a))
-    s = a[order]
-    starts = np.r_[True, s[1:] != s[:-1]]
-    dense = np.cumsum(starts)[inv]  # 1-based index of each value's tie group
-    bounds = np.r_[np.nonzero(starts)[0], len(a)]  # group g spans sorted positions bounds[g-1]..bounds[g]-1
-    return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
-
-
-def plcc(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson linear correlation; nan when either input is constant or shorter than 2."""
-    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"plcc: inputs of {x.size} and {y.size} values")
-    if x.size < 2:
-        return float("nan")
-    xc, yc = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float((xc * xc).sum()) * float((yc * yc).sum()))
-    return float((xc * yc).sum() / denom) if denom > 0 else float("nan")
-
-
-def srocc(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (Pearson of average ranks); nan for constant inputs."""
-    return plcc(rankdata(x), rankdata(y))
-
-
-# --- evaluation ------------------------------------------------------------------------------
-
-
-def _finite_or_none(v: float) -> float | None:
-    return float(v) if math.isfinite(v) else None
-
-
-@torch.no_grad()
-def evaluate(model: ScorePredictor, images: np.ndarray, targets: np.ndarray, *, device: torch.device,
-             batch_size: int = 32, prior: np.ndarray | None = None, amp: bool = False) -> dict[str, float | None]:
-    """EMD (r = 2), SROCC and PLCC of ``model`` on uint8 crops (N, H, W, 3) with target
-    distributions (N, 10); with ``prior`` (10,), also the EMD of always predicting it."""
-    was_training = model.training
-    model.eval()
-    probs = []
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[i : i + batch_size].transpose(0, 3, 1, 2).astype(np.float32)).to(device)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            p, _ = model(x)
-        probs.append(p.float().cpu())
-    model.train(was_training)
-    pred = torch.cat(probs)
-    tgt = torch.from_numpy(np.asarray(targets, np.float32))
-    pred_mean, gt_mean = mean_of(pred.numpy()), mean_of(tgt.numpy())
-    res: dict[str, float | None] = {
-        "emd": float(emd_loss(pred, tgt)),
-        "srocc": _finite_or_none(srocc(pred_mean, gt_mean)),
-        "plcc": _finite_or_none(plcc(pred_mean, gt_mean)),
-        "pred_mean_score": float(pred_mean.mean()),
-        "gt_mean_score": float(gt_mean.mean()),
-        "n": len(images),
-    }
-    if prior is not None:
-        const = torch.from_numpy(np.asarray(prior, np.float32)).expand_as(tgt)
-        res["baseline_emd"] = float(emd_loss(const, tgt))
-        res["beats_baseline"] = res["emd"] < res["baseline_emd"]
-    return res
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -268,12 +197,8 @@ def _set_mode(model: ScorePredictor, stage: str) -> None:
         model.backbone.eval()  # frozen: keep the ImageNet batch-norm statistics
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    _check_args(args)
-    device, use_amp = setup_device(args, log)
-
+def _load_resume(args: argparse.Namespace) -> tuple[Checkpoint | None, dict[str, Any], int]:
+    """``--resume``'s checkpoint, its training state and the run's seed (the resumed run's own)."""
     resume = None
     if args.resume is not None:
         try:
@@ -289,12 +214,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("--seed %d ignored: the resumed run uses its own seed %d", args.seed, seed)
     if resume is not None and ts.get("dataset") != args.dataset:
         raise SystemExit(f"error: --resume {args.resume} trained on {ts.get('dataset')!r}, but --dataset is {args.dataset!r}")
+    return resume, ts, seed
 
+
+@dataclass
+class _Data:
+    """The split, its datasets and the two stages' lengths."""
+
+    train: IQADataset
+    val: IQADataset
+    prior: np.ndarray
+    steps_a: int
+    steps_b: int
+
+
+def _load_data(args: argparse.Namespace, seed: int, ts: Mapping[str, Any]) -> _Data:
+    """Read and split the data set; a resumed run must see the same split and stage A."""
     train_entries, val_entries = _load_split(args, seed)
     n_train, n_val = len(train_entries), len(val_entries)
     steps_a, steps_b = _stage_steps(args, n_train)
-    total = steps_a + steps_b
-    if resume is not None:
+    if ts:
         if (ts.get("n_train"), ts.get("n_val")) != (n_train, n_val):
             raise SystemExit(f"error: --resume {args.resume}: the run trained on {ts.get('n_train')} images and validated "
                              f"on {ts.get('n_val')}; this data gives {n_train} and {n_val} (same --root/--images/split flags?)")
@@ -309,9 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"error: {e}") from None
     prior = train_ds.targets.astype(np.float64).mean(axis=0)
     log.info("%s: %d training, %d validation images; stage A %d steps, stage B %d steps", args.dataset, n_train, n_val, steps_a, steps_b)
+    return _Data(train_ds, val_ds, prior, steps_a, steps_b)
 
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
+
+def _build_model(args: argparse.Namespace, resume: Checkpoint | None) -> ScorePredictor:
+    """The resumed predictor, or a new one with the ImageNet backbone (unless ``--no-imagenet``)."""
     if resume is not None:
         try:
             config = ScorePredictorConfig.from_dict(resume.config)
@@ -322,133 +263,170 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_state_into(model, resume.model_state, resume.path)
         except CheckpointError as e:
             raise SystemExit(f"error: --resume: {e}") from None
-    else:
-        config = ScorePredictorConfig(dropout=args.dropout, input_size=args.crop, dataset=args.dataset)
-        model = ScorePredictor(config)
-        weights = _imagenet_file(args)
-        if weights is not None:
-            try:
-                load_imagenet_weights(model.backbone, weights, include_classifier=False)
-            except (FileNotFoundError, ValueError, RuntimeError) as e:
-                raise SystemExit(f"error: --imagenet-weights: {e}") from None
-            log.info("backbone initialised from %s", weights)
-    model.to(device)
+        return model
+    model = ScorePredictor(ScorePredictorConfig(dropout=args.dropout, input_size=args.crop, dataset=args.dataset))
+    weights = _imagenet_file(args)
+    if weights is not None:
+        try:
+            load_imagenet_weights(model.backbone, weights, include_classifier=False)
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            raise SystemExit(f"error: --imagenet-weights: {e}") from None
+        log.info("backbone initialised from %s", weights)
+    return model
 
-    start = int(ts.get("step", 0))
-    stage = "A" if start < steps_a else "B"
-    optimizer = _make_optimizer(model, stage, args)
-    if resume is not None:
-        saved_stage = ts.get("stage")
-        if saved_stage == stage:
-            try:
-                restore_optimizer(optimizer, resume)
-            except CheckpointError as e:
-                raise SystemExit(f"error: --resume: {e}") from None
-        elif not (saved_stage == "A" and stage == "B" and start == steps_a):
-            raise SystemExit(f"error: --resume {args.resume}: saved in stage {saved_stage} at step {start}, "
-                             f"but these flags put step {start + 1} in stage {stage}")
-        if resume.rng_numpy:
-            rng.bit_generator.state = resume.rng_numpy
-        if resume.rng_torch is not None:
-            torch.set_rng_state(resume.rng_torch)
-        if device.type == "cuda" and ts.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(torch.tensor(ts["rng_cuda"], dtype=torch.uint8), device)
-        log.info("resumed %s at step %d (stage %s)", resume.path, start, stage)
-    _set_mode(model, stage)
-    best_emd = float(ts.get("best_emd", math.inf))
-    stop = min(total, args.max_steps) if args.max_steps else total
 
-    train_log, val_log = open_run(args)
-    scaler = grad_scaler(use_amp, resume, log)
-    val_crops: np.ndarray | None = None
+def _restore(args: argparse.Namespace, resume: Checkpoint, optimizer: torch.optim.Optimizer, stage: str, start: int,
+             steps_a: int, rng: np.random.Generator, device: torch.device) -> None:
+    """Adam state (within a stage; stage B starts a fresh Adam) and the random streams."""
+    saved_stage = resume.train_state.get("stage")
+    if saved_stage == stage:
+        try:
+            restore_optimizer(optimizer, resume)
+        except CheckpointError as e:
+            raise SystemExit(f"error: --resume: {e}") from None
+    elif not (saved_stage == "A" and stage == "B" and start == steps_a):
+        raise SystemExit(f"error: --resume {args.resume}: saved in stage {saved_stage} at step {start}, "
+                         f"but these flags put step {start + 1} in stage {stage}")
+    restore_rng(rng, resume, device)
+    log.info("resumed %s at step %d (stage %s)", resume.path, start, stage)
 
-    def state(step: int, stage: str, extra: dict | None = None) -> dict:
-        st = {"phase": "score_predictor", "dataset": args.dataset, "step": step, "stage": stage, "seed": seed,
-              "steps_a": steps_a, "steps_b": steps_b, "n_train": n_train, "n_val": n_val, "best_emd": best_emd,
-              "crop": args.crop, "resize": args.resize}
-        if device.type == "cuda":
-            st["rng_cuda"] = torch.cuda.get_rng_state(device).tolist()
-        return {**st, **(extra or {})}
 
-    def save_last(step: int, stage: str) -> Path:
-        return save_score_predictor(args.out / "last.safetensors", model, optimizer=optimizer, numpy_rng=rng,
-                                    train_state=state(step, stage), grad_scaler=scaler)
+class _ScorePhase(TrainingPhase):
+    """Phase 2 in the shared loop: the two stages, each epoch in its own seeded order, a log
+    record also at the end of each stage, validation every ``--val-every`` steps or epoch,
+    ``best.safetensors`` at each new lowest validation EMD."""
 
-    from tqdm import tqdm
+    desc = "score_predictor"
 
-    bar = tqdm(total=stop, initial=min(start, stop), disable=args.quiet, dynamic_ncols=True, desc="score_predictor")
-    perms: dict[tuple[str, int], np.ndarray] = {}
-    window: list[float] = []
-    t0 = time.time()
-    step = start
-    for step in range(start + 1, stop + 1):
-        new_stage = "A" if step <= steps_a else "B"
-        if new_stage != stage:
-            stage = new_stage
-            optimizer = _make_optimizer(model, stage, args)
-            _set_mode(model, stage)
+    def __init__(self, args: argparse.Namespace, model: ScorePredictor, optimizer: torch.optim.Optimizer, data: _Data,
+                 rng: np.random.Generator, device: torch.device, *, seed: int, stage: str, best_emd: float,
+                 scaler: torch.amp.GradScaler, use_amp: bool) -> None:
+        stop = min(data.steps_a + data.steps_b, args.max_steps) if args.max_steps else data.steps_a + data.steps_b
+        super().__init__(stop=stop, log_every=args.log_every, val_every=args.val_every, save_every=args.save_every,
+                         validates=True)
+        self.args, self.model, self.optimizer, self.data, self.rng, self.device = args, model, optimizer, data, rng, device
+        self.seed, self.stage, self.best_emd, self.scaler, self.use_amp = seed, stage, best_emd, scaler, use_amp
+        self.total = data.steps_a + data.steps_b
+        self.perms: dict[tuple[str, int], np.ndarray] = {}
+        self.val_crops: np.ndarray | None = None
+        self.val_result: dict[str, Any] = {}
+        self.epoch, self.end_of_epoch = 0, False
+
+    def _next_batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Switch to stage B at its first step; the step's images from its epoch's order."""
+        args, n_train = self.args, len(self.data.train)
+        new_stage = "A" if step <= self.data.steps_a else "B"
+        if new_stage != self.stage:
+            self.stage = new_stage
+            self.optimizer = _make_optimizer(self.model, self.stage, args)
+            _set_mode(self.model, self.stage)
             log.info("step %d: stage B (all layers, lr %g, batch %d)", step, args.lr_b, args.batch_b)
-        batch = args.batch_a if stage == "A" else args.batch_b
-        k = step - 1 if stage == "A" else step - 1 - steps_a
+        batch = args.batch_a if self.stage == "A" else args.batch_b
+        k = step - 1 if self.stage == "A" else step - 1 - self.data.steps_a
         per_epoch = math.ceil(n_train / batch)
-        epoch, pos = divmod(k, per_epoch)
-        key = (stage, epoch)
-        if key not in perms:
-            perms = {key: np.random.default_rng([seed, STAGES.index(stage), epoch]).permutation(n_train)}
-        idx = perms[key][pos * batch : (pos + 1) * batch]
-        x_np, t_np = train_ds.batch(idx, rng)
-        x, t = torch.from_numpy(x_np).to(device), torch.from_numpy(t_np).to(device)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            if stage == "A":
+        self.epoch, pos = divmod(k, per_epoch)
+        self.end_of_epoch = pos == per_epoch - 1
+        key = (self.stage, self.epoch)
+        if key not in self.perms:
+            self.perms = {key: np.random.default_rng([self.seed, STAGES.index(self.stage), self.epoch]).permutation(n_train)}
+        return self.data.train.batch(self.perms[key][pos * batch : (pos + 1) * batch], self.rng)
+
+    def train_step(self, step: int) -> Mapping[str, float]:
+        x_np, t_np = self._next_batch(step)
+        x, t = torch.from_numpy(x_np).to(self.device), torch.from_numpy(t_np).to(self.device)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            if self.stage == "A":
                 with torch.no_grad():
-                    feat = model.features(x)
-                probs = torch.softmax(model.head(feat.float()).float(), dim=1)
+                    feat = self.model.features(x)
+                probs = torch.softmax(self.model.head(feat.float()).float(), dim=1)
             else:
-                probs, _ = model(x)
+                probs, _ = self.model(x)
         loss = emd_loss(probs.float(), t)
         if not torch.isfinite(loss):
-            raise SystemExit(f"error: loss became {loss.item()} at step {step} (stage {stage}); "
-                             f"the last checkpoint in {args.out} is the last good state")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        window.append(loss.item())
-        bar.update(1)
-        lr_now = optimizer.param_groups[0]["lr"]
-        end_of_epoch = pos == per_epoch - 1
-        end_of_stage = step in (steps_a, total)
-        if step % args.log_every == 0 or step == stop or end_of_stage:
-            rec = {"step": step, "stage": stage, "epoch": epoch + 1, "loss": float(np.mean(window)), "lr": lr_now,
-                   "elapsed_s": round(time.time() - t0, 1)}
-            train_log.write(json.dumps(rec) + "\n")
-            train_log.flush()
-            bar.set_postfix(stage=stage, emd=f"{rec['loss']:.4f}")
-            window.clear()
-        validate = (step % args.val_every == 0) if args.val_every else end_of_epoch
-        validate = validate or end_of_stage or step == stop
-        if validate:
-            if val_crops is None:
-                val_crops = np.stack([val_ds.item(i) for i in range(n_val)])
-            res = evaluate(model, val_crops, val_ds.targets, device=device, batch_size=args.val_batch, prior=prior, amp=use_amp)
-            _set_mode(model, stage)
-            rec = {"step": step, "stage": stage, "epoch": epoch + 1, **res}
-            val_log.write(json.dumps(rec) + "\n")
-            val_log.flush()
-            log.info("step %d (stage %s): val EMD %.4f (constant predictor %.4f), SROCC %s, PLCC %s", step, stage,
-                     res["emd"], res["baseline_emd"], _fmt(res["srocc"]), _fmt(res["plcc"]))
-            if res["emd"] < best_emd:
-                best_emd = res["emd"]
-                save_score_predictor(args.out / "best.safetensors", model, train_state=state(step, stage, {"val": res}))
-        if step == stop or ((step % args.save_every == 0) if args.save_every else validate):
-            save_last(step, stage)
-    bar.close()
-    train_log.close()
-    val_log.close()
+            raise SystemExit(f"error: loss became {loss.item()} at step {step} (stage {self.stage}); "
+                             f"the last checkpoint in {self.args.out} is the last good state")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": loss.item()}
+
+    def _end_of_stage(self, step: int) -> bool:
+        return step in (self.data.steps_a, self.total)
+
+    def log_due(self, step: int) -> bool:
+        return step % self.log_every == 0 or step == self.stop or self._end_of_stage(step)
+
+    def log_fields(self, means: dict[str, float]) -> dict[str, Any]:
+        return {"stage": self.stage, "epoch": self.epoch + 1, "loss": means["loss"], "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def postfix(self, record: Mapping[str, Any]) -> dict[str, str]:
+        return {"stage": self.stage, "emd": f"{record['loss']:.4f}"}
+
+    def val_due(self, step: int) -> bool:
+        due = (step % self.val_every == 0) if self.val_every else self.end_of_epoch
+        return due or self._end_of_stage(step) or step == self.stop
+
+    def validate(self, step: int) -> dict[str, Any]:
+        val = self.data.val
+        if self.val_crops is None:
+            self.val_crops = np.stack([val.item(i) for i in range(len(val))])
+        res = evaluate(self.model, self.val_crops, val.targets, device=self.device, batch_size=self.args.val_batch,
+                       prior=self.data.prior, amp=self.use_amp)
+        _set_mode(self.model, self.stage)
+        self.val_result = res
+        return {"stage": self.stage, "epoch": self.epoch + 1, **res}
+
+    def report_validation(self, step: int, record: Mapping[str, Any]) -> None:
+        res = self.val_result
+        log.info("step %d (stage %s): val EMD %.4f (constant predictor %.4f), SROCC %s, PLCC %s", step, self.stage,
+                 res["emd"], res["baseline_emd"], _fmt(res["srocc"]), _fmt(res["plcc"]))
+        if res["emd"] < self.best_emd:
+            self.best_emd = res["emd"]
+            save_score_predictor(self.args.out / "best.safetensors", self.model, train_state=self._state(step, {"val": res}))
+
+    def save_due(self, step: int, validated: bool) -> bool:
+        return step == self.stop or ((step % self.save_every == 0) if self.save_every else validated)
+
+    def save(self, step: int) -> None:
+        save_score_predictor(self.args.out / "last.safetensors", self.model, optimizer=self.optimizer, numpy_rng=self.rng,
+                             train_state=self._state(step), grad_scaler=self.scaler)
+
+    def _state(self, step: int, extra: dict | None = None) -> dict:
+        args = self.args
+        st = {"phase": "score_predictor", "dataset": args.dataset, "step": step, "stage": self.stage, "seed": self.seed,
+              "steps_a": self.data.steps_a, "steps_b": self.data.steps_b, "n_train": len(self.data.train),
+              "n_val": len(self.data.val), "best_emd": self.best_emd, "crop": args.crop, "resize": args.resize}
+        if self.device.type == "cuda":
+            st["rng_cuda"] = torch.cuda.get_rng_state(self.device).tolist()
+        return {**st, **(extra or {})}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _check_args(args)
+    device, use_amp = setup_device(args, log)
+    resume, ts, seed = _load_resume(args)
+    data = _load_data(args, seed, ts)
+    rng = seeded_rng(seed)
+    model = _build_model(args, resume)
+    model.to(device)
+    start = int(ts.get("step", 0))
+    stage = "A" if start < data.steps_a else "B"
+    optimizer = _make_optimizer(model, stage, args)
+    if resume is not None:
+        _restore(args, resume, optimizer, stage, start, data.steps_a, rng, device)
+    _set_mode(model, stage)
+    train_log, val_log = open_run(args)
+    scaler = grad_scaler(use_amp, resume, log)
+    phase = _ScorePhase(args, model, optimizer, data, rng, device, seed=seed, stage=stage,
+                        best_emd=float(ts.get("best_emd", math.inf)), scaler=scaler, use_amp=use_amp)
+    step = run_phase(phase, start=start, train_log=train_log, val_log=val_log, quiet=args.quiet)
     if step == start:
-        log.info("nothing to do: the checkpoint is at step %d and the run ends at step %d", start, stop)
+        log.info("nothing to do: the checkpoint is at step %d and the run ends at step %d", start, phase.stop)
     else:
-        log.info("done at step %d of %d: %s", step, total, args.out / "last.safetensors")
+        log.info("done at step %d of %d: %s", step, phase.total, args.out / "last.safetensors")
     return 0
 
 
