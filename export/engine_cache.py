@@ -11,7 +11,9 @@ changes, so a new option cannot be forgotten (vs-mlrt's key once missed some).
 Options that do not change the engine (where the timing cache lives, progress output)
 are deliberately not fields of :class:`BuildOptions`.
 
-Writes are atomic (temporary file in the same folder + ``os.replace``) and a cached
+Writes are atomic (:func:`runtime.utils.atomic_write_bytes`: temporary file in the same
+folder, fsync, ``os.replace``; re-exported here with ``atomic_write_json`` and
+``file_sha256`` for the callers that import them from this module) and a cached
 engine is reused only after it deserialises (the caller passes the check), never on the
 strength of its file name or size.
 """
@@ -23,14 +25,16 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from runtime.model_info import ModelIO
+from export.errors import BuildOptionsError
+from runtime.errors import InvalidArgumentError
+from runtime.layout import ModelIO, Precision
+from runtime.utils import atomic_write_bytes, atomic_write_json, check_int, file_sha256
 
 __all__ = [
     "KEY_FORMAT",
@@ -51,28 +55,8 @@ log = logging.getLogger(__name__)
 KEY_FORMAT = 1
 """Bumped when the meaning of the key's inputs changes, so old cache entries stop matching."""
 
-
-class Precision(str, Enum):
-    """The precision the ONNX graph carries (TensorRT builds it strongly typed: the graph's
-    own dtypes decide; there is no FP16/INT8 builder flag in TensorRT 11)."""
-
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"
-
-
-class BuildOptionsError(ValueError):
-    """A build option is out of range; the message names the option (CLI flag)."""
-
-
 ProfileShapes = tuple[tuple[int, int, int, int], tuple[int, int, int, int], tuple[int, int, int, int]]
 """``(min, opt, max)`` input shapes of one optimisation profile, in the model's layout."""
-
-
-def _check_int(flag: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise BuildOptionsError(f"{flag} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,13 +91,14 @@ class BuildOptions:
     """Workspace memory pool limit in bytes (``MemoryPoolType.WORKSPACE``); None: TensorRT's default."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "precision", _precision(self.precision))
-        _check_int("--tile", self.tile, 1)
-        _check_int("--halo", self.halo, 0)
-        _check_int("--batch", self.batch, 1)
-        _check_int("--min-batch", self.min_batch, 1)
-        _check_int("--min-window", self.min_window, 1)
-        _check_int("--profiles", self.profiles, 1)
+        try:
+            precision = Precision.parse(self.precision, what="--precision")
+        except InvalidArgumentError as e:
+            raise BuildOptionsError(str(e)) from None
+        object.__setattr__(self, "precision", precision)
+        for name, minimum in (("tile", 1), ("halo", 0), ("batch", 1), ("min_batch", 1), ("min_window", 1),
+                              ("profiles", 1)):
+            self._check_int(name, minimum)
         if self.min_batch > self.batch:
             raise BuildOptionsError(f"--min-batch {self.min_batch} must not exceed --batch {self.batch}")
         if self.min_window > self.window:
@@ -126,7 +111,13 @@ class BuildOptions:
         ):
             raise BuildOptionsError(f"--opt-level must be an integer 0..5 (TensorRT's range), got {self.opt_level!r}")
         if self.workspace is not None:
-            _check_int("--workspace", self.workspace, 1)
+            self._check_int("workspace", 1)
+
+    def _check_int(self, name: str, minimum: int) -> None:
+        """Field ``name`` as a plain int >= ``minimum`` (numpy integers too, so the options
+        stay JSON-ready), else :class:`BuildOptionsError` naming its CLI flag."""
+        flag = "--" + name.replace("_", "-")
+        object.__setattr__(self, name, check_int(flag, getattr(self, name), minimum, error=BuildOptionsError))
 
     @property
     def window(self) -> int:
@@ -135,15 +126,11 @@ class BuildOptions:
 
     def profile_shapes(self, io: ModelIO | str) -> ProfileShapes:
         """``(min, opt, max)`` input shapes for the model layout ``io`` (NCHW or NHWC)."""
-        io = ModelIO(io)
-        if io is ModelIO.FLOAT32_NCHW:
-            shape = lambda n, e: (n, 3, e, e)  # noqa: E731
-        else:
-            shape = lambda n, e: (n, e, e, 3)  # noqa: E731
+        layout = ModelIO(io)
         return (
-            shape(self.min_batch, self.min_window),
-            shape(self.batch, self.window),
-            shape(self.batch, self.window),
+            layout.batch_shape(self.min_batch, self.min_window, self.min_window),
+            layout.batch_shape(self.batch, self.window, self.window),
+            layout.batch_shape(self.batch, self.window, self.window),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,15 +148,6 @@ class BuildOptions:
         if unknown:
             raise BuildOptionsError(f"unknown build options {unknown}; known: {sorted(names)}")
         return cls(**dict(data))
-
-
-def _precision(value: Precision | str) -> Precision:
-    try:
-        return Precision(value)
-    except ValueError:
-        raise BuildOptionsError(
-            f"--precision must be one of {[p.value for p in Precision]}, got {value!r}"
-        ) from None
 
 
 def cache_key(
@@ -194,43 +172,6 @@ def cache_key(
 
 
 # --------------------------------------------------------------------------- files
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _file_mode() -> int:
-    """The mode a plain ``open()`` would give a new file (mkstemp makes 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
-    return atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
 
 
 def default_cache_dir() -> Path:

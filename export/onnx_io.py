@@ -7,9 +7,13 @@
 to NCHW, the network, Round (half to even, as ``numpy.round``), Clip 0..255, cast to uint8,
 transpose to NHWC; output ``sr`` uint8 ``[N,sH,sW,3]``. A quarter of the transfer bytes.
 
-Either contract can come in two precisions (:class:`Precision`): ``fp32``, or ``fp16``
-where the graph computes in float16 between float32 edges (``export/fp16.py``), so the I/O
-above is the same for both and the runtime and TensorRT see no difference at the edges.
+The exporter writes either contract in two precisions (:data:`EXPORT_PRECISIONS`): ``fp32``,
+or ``fp16`` where the graph computes in float16 between float32 edges (``export/fp16.py``),
+so the I/O above is the same for both and the runtime and TensorRT see no difference at
+the edges. ``int8`` graphs exist too, but ``calibration/`` makes them from an fp32 export.
+The metadata records ``"precision"`` only for fp16 (and int8): a file without the key is
+float32, and float32 exports stay byte-identical to those of earlier versions (an engine
+cache keys on the ONNX bytes).
 
 The metadata (ONNX ``metadata_props`` key ``fourpp_eusr``, a JSON object) is read by
 ``runtime.model_info.parse_metadata``; the key and the I/O names come from there so the
@@ -20,13 +24,16 @@ from __future__ import annotations
 
 import json
 import os
-from enum import Enum
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
+from runtime import layout
+from runtime.errors import InvalidArgumentError
+from runtime.layout import Precision
 from runtime.model_info import METADATA_KEY, ModelIO
 
 __all__ = [
@@ -36,10 +43,12 @@ __all__ = [
     "OUTPUT_NAME",
     "METADATA_FORMAT",
     "Precision",
+    "EXPORT_PRECISIONS",
     "parse_precision",
     "Uint8NHWC",
     "wrap_for_io",
     "parse_io",
+    "io_layout",
     "variant_paths",
     "export_paths",
     "set_metadata",
@@ -54,24 +63,28 @@ UINT8_SUFFIX = ".uint8"
 FP16_SUFFIX = ".fp16"
 """``--precision both`` writes the fp16 graphs as ``<stem>.fp16.onnx`` (and ``<stem>.fp16.uint8.onnx``)."""
 
-
-class Precision(str, Enum):
-    """What the graph computes in between its I/O edges (which do not change).
-
-    Recorded in the metadata as ``"precision"`` only for fp16: a file without the key is
-    float32, as every file exported before the key existed is, and float32 exports stay
-    byte-identical to those of earlier versions (an engine cache keys on the ONNX bytes).
-    """
-
-    FP32 = "fp32"
-    FP16 = "fp16"
+EXPORT_PRECISIONS = (Precision.FP32, Precision.FP16)
+"""The precisions ``export/to_onnx.py`` writes (``--precision both``); INT8 comes from ``calibration/``."""
 
 
-def parse_precision(precision: str | Precision) -> Precision:
+def parse_precision(precision: str | Precision, *, what: str = "precision") -> Precision:
+    """``precision`` as one of :data:`EXPORT_PRECISIONS`; int8 and anything else are refused
+    with an :class:`~runtime.errors.InvalidArgumentError` (a ``ValueError``) naming ``what``."""
     try:
-        return Precision(precision)
+        value = Precision(precision)
     except ValueError:
-        raise ValueError(f"precision must be one of {[p.value for p in Precision]}, got {precision!r}") from None
+        value = None
+    if value is Precision.INT8:
+        raise InvalidArgumentError(
+            f"{what} int8 is not made by the ONNX exporter, which writes "
+            f"{' or '.join(p.value for p in EXPORT_PRECISIONS)} graphs; for INT8 export fp32, then "
+            "quantize it: python -m calibration quantize MODEL.onnx --data calib.npz -o MODEL.int8.onnx"
+        )
+    if value is None:
+        raise InvalidArgumentError(
+            f"{what} must be one of {[p.value for p in EXPORT_PRECISIONS]}, got {precision!r}"
+        )
+    return value
 
 
 class Uint8NHWC(nn.Module):
@@ -89,11 +102,18 @@ class Uint8NHWC(nn.Module):
         return y.permute(0, 2, 3, 1)
 
 
-def parse_io(io: str | ModelIO) -> ModelIO:
+def parse_io(io: str | ModelIO, *, what: str = "io") -> ModelIO:
+    """``io`` as a :class:`ModelIO`, else an ``InvalidArgumentError`` (a ``ValueError``)."""
     try:
         return ModelIO(io)
     except ValueError:
-        raise ValueError(f"io must be one of {[m.value for m in ModelIO]}, got {io!r}") from None
+        raise InvalidArgumentError(f"{what} must be one of {[m.value for m in ModelIO]}, got {io!r}") from None
+
+
+def io_layout(io: str | ModelIO) -> layout.ModelIO:
+    """The :class:`runtime.layout.ModelIO` of ``io``: what knows its dtype, axes and shapes
+    (the identity once ``runtime.model_info`` re-exports that class)."""
+    return layout.ModelIO(parse_io(io))
 
 
 def wrap_for_io(net: nn.Module, io: str | ModelIO) -> nn.Module:
