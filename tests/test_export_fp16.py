@@ -22,6 +22,7 @@ import torch
 from onnx import TensorProto
 
 from export import to_onnx
+from export import validate as export_validate
 from export.fp16 import FP16_MAX, HalfPrecisionPath, check_precision, emulate_fp16, graph_precision
 from export.onnx_io import METADATA_KEY, ModelIO, Precision, export_paths, read_metadata
 from export.to_onnx import (
@@ -268,7 +269,7 @@ def test_cross_check_catches_a_uint8_graph_off_by_more(exported):
 
 @needs_photos
 def test_exporter_refuses_when_the_fp16_check_fails(ckpt, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(to_onnx, "MIN_PSNR_FP16_DB", 500.0)
+    monkeypatch.setattr(export_validate, "MIN_PSNR_FP16_DB", 500.0)  # read when the check runs
     out = tmp_path / "out" / "m.onnx"
     rc = main([str(ckpt), "-o", str(out), "--precision", "fp16", "--exporter", "torchscript",
                "--images", str(PHOTOS)])

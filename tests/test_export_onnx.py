@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from export import to_onnx
+from export import write as export_write
 from export.onnx_io import METADATA_KEY, ModelIO, read_metadata, variant_paths
 from export.to_onnx import (
     DEFAULT_HALO,
@@ -166,7 +167,7 @@ def test_export_writes_nothing_when_validation_fails(exported, model, tmp_path, 
         init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
         return proto
 
-    monkeypatch.setattr(to_onnx, "build_onnx", corrupted_build)
+    monkeypatch.setattr(export_write, "build_graph", corrupted_build)
     with pytest.raises(ExportValidationError) as exc:
         export_onnx(model, tmp_path / "bad.onnx")
     assert exc.value.report is not None and not exc.value.report.passed
