@@ -29,15 +29,18 @@ import argparse
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from benchmarks._common import environment, file_sha256, fmt_float, list_images, markdown_table, write_results
 from export.fp16 import FP16_MAX
-from runtime.cli_help import DefaultsHelpFormatter
+from export.load import load_source
+from export.report import environment, fmt_float, markdown_table, write_results
+from runtime.errors import InvalidArgumentError
+from runtime.utils import DefaultsHelpFormatter, file_sha256, list_images
 from train.checkpoint import CheckpointError
 from train.models.eusr import EUSR
 
@@ -249,18 +252,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
             return 2
         torch.set_num_threads(args.threads)
-    if not args.data.is_dir():
-        print(f"error: --data {args.data}: no such folder (expected a folder of photos)", file=sys.stderr)
-        return 2
-    images = list_images(args.data)
-    if not images:
-        print(f"error: --data {args.data}: holds no images (.png, .jpg, ...)", file=sys.stderr)
+    try:
+        images = list_images(args.data, what="--data")
+    except InvalidArgumentError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if not args.checkpoint.is_file():
         print(f"error: {args.checkpoint}: no such checkpoint file (expected an EUSR .safetensors)", file=sys.stderr)
         return 2
-    from export.to_onnx import load_source
-
     try:
         source = load_source(args.checkpoint)
         model = source.model
