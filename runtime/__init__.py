@@ -5,8 +5,10 @@
         big = up.upscale("photo.png")          # numpy array, same dtype/layout as the input
         up.upscale_file("photo.png", "photo_x4.png")
 
+    Upscaler("eusr-x4.plan", backend=TensorRT(device=1, slots=3), tile=128)   # typed options
+
 Importing this package needs only numpy and Pillow; inference backends (onnxruntime,
-later TensorRT/CUDA) and tqdm are imported when first used.
+TensorRT, cuda-python, torch) and tqdm are imported when first used.
 """
 
 from __future__ import annotations
@@ -24,8 +26,19 @@ from .errors import (
     OutputExistsError,
     UpscaleError,
 )
+from .backends import (
+    Backend,
+    BackendOptions,
+    OnnxRuntime,
+    OnnxRuntimeCuda,
+    Stage,
+    StageFactory,
+    TensorRT,
+    TorchCuda,
+)
 from .image_io import ChannelLayout, ImageInfo, read_image, write_image
-from .model_info import ModelInfo, ModelIO
+from .layout import ModelIO, Precision
+from .model_info import ModelInfo
 from .tiling import TilePlan, plan_tiles
 from .upscaler import DEFAULT_BATCH, DEFAULT_HALO, DEFAULT_TILE, Upscaler
 
@@ -37,6 +50,15 @@ except _metadata.PackageNotFoundError:  # running from a source checkout, not in
 __all__ = [
     "__version__",
     "Upscaler",
+    "BackendOptions",
+    "OnnxRuntime",
+    "OnnxRuntimeCuda",
+    "TensorRT",
+    "TorchCuda",
+    "StageFactory",
+    "Stage",
+    "Backend",
+    "Precision",
     "DEFAULT_TILE",
     "DEFAULT_HALO",
     "DEFAULT_BATCH",

@@ -12,10 +12,10 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from .errors import ModelError
+from .layout import ModelIO
 
 __all__ = ["METADATA_KEY", "ModelIO", "ModelInfo", "parse_metadata", "infer_model_info"]
 
@@ -25,15 +25,6 @@ METADATA_KEY = "fourpp_eusr"
 """ONNX ``metadata_props`` key holding the exporter's JSON description."""
 
 SUPPORTED_FORMATS = (1,)
-
-
-class ModelIO(str, Enum):
-    """The two I/O contracts an exported model can have."""
-
-    FLOAT32_NCHW = "float32-nchw"
-    """Input ``[N,3,H,W]`` float32 RGB in 0..255; output float32, not clipped."""
-    UINT8_NHWC = "uint8-nhwc"
-    """Input ``[N,H,W,3]`` uint8 RGB; output uint8, rounded and clamped in the graph."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,10 +108,13 @@ def infer_model_info(
     ``scale`` if given, else the ratio of static output/input heights.
     """
     rank = len(input_shape)
-    if input_type == "tensor(uint8)" and rank == 4 and input_shape[3] == 3:
-        io, h_axis = ModelIO.UINT8_NHWC, 1
-    elif input_type == "tensor(float)" and rank == 4:
-        io, h_axis = ModelIO.FLOAT32_NCHW, 2
+    matches = [
+        m for m in ModelIO
+        if input_type == m.onnx_type and rank == 4 and (m.channel_axis == 1 or input_shape[m.channel_axis] == 3)
+    ]
+    if matches:
+        io = matches[0]
+        h_axis = io.spatial_axes[0]
     else:
         raise ModelError(
             f"{model}: lacks {METADATA_KEY!r} metadata and its input {input_name!r} "

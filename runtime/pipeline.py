@@ -43,13 +43,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .backends.contract import Stage, StageFactory
 from .closing import Closing
-from ._validate import check_int
-from .backends.device_stage import DeviceStage, DeviceStageFactory
 from .errors import InvalidArgumentError, UpscaleError
-from .model_info import ModelIO
-from .stitching import batch_shape, gather_windows, scatter_cores
+from .layout import ModelIO
+from .stitching import gather_windows, scatter_cores
 from .tiling import Tile, TilePlan
+from .utils import check_int
 
 __all__ = [
     "DEFAULT_SLOTS",
@@ -68,11 +68,13 @@ third; 2 already overlaps compute with the CPU. Each slot costs its buffers and 
 
 MAX_GRAPHS_PER_SLOT = 8
 
-_DTYPES = {ModelIO.FLOAT32_NCHW: np.dtype(np.float32), ModelIO.UINT8_NHWC: np.dtype(np.uint8)}
-
 
 class Device(Protocol):
-    """What the executor needs from a device (CUDA or the CPU stand-in)."""
+    """What the executor needs from a device (CUDA, the host, or the emulated test device).
+
+    Optional attributes: ``unified`` (host buffers are device buffers: no copies) and
+    ``synchronous`` (work is complete when queued: host stages may run on it).
+    """
 
     kind: str
 
@@ -125,7 +127,7 @@ class _Slot:
     index: int
     stream: Any
     event: Any
-    stage: DeviceStage
+    stage: Stage
     host_in: Any
     host_out: Any
     dev_in: Any
@@ -152,12 +154,13 @@ class PipelineExecutor(Closing):
     ``window`` is the largest window (height, width) any batch will have (tile + 2·halo)
     and ``batch`` the most windows per batch (at most ``factory.max_batch``): together
     they size the buffers, allocated here once. Not thread-safe; one ``run`` at a time.
-    The caller keeps ownership of ``factory`` and ``device``.
+    The caller keeps ownership of ``factory`` and ``device``. This is the only tile loop:
+    CPU backends run through it on :class:`~runtime.host.HostDevice`.
     """
 
     def __init__(
         self,
-        factory: DeviceStageFactory,
+        factory: StageFactory,
         device: Device,
         *,
         window: tuple[int, int],
@@ -176,10 +179,17 @@ class PipelineExecutor(Closing):
         if not (isinstance(window, tuple) and len(window) == 2):
             raise InvalidArgumentError(f"window must be a (height, width) tuple, got {window!r}")
         self.window = (check_int("window height", window[0], 1), check_int("window width", window[1], 1))
+        if getattr(factory, "memory", "device") == "host" and not getattr(device, "synchronous", False):
+            raise InvalidArgumentError(
+                f"the {factory.name} backend computes synchronously on host memory, so it runs on the "
+                f"host device, not on {getattr(device, 'name', device.kind)}; use runtime.host.HostDevice "
+                "(or wrap it in runtime.testing.DeferredStageFactory on an EmulatedDevice)"
+            )
         info = factory.info
         self.io: ModelIO = info.io
         self.scale: int = info.scale
-        self.dtype = _DTYPES[self.io]
+        self.dtype = self.io.dtype
+        self._unified = bool(getattr(device, "unified", False))
         self.cuda_graphs = bool(cuda_graphs) and self._graphs_supported()
         self._closed = False
         self._busy = False
@@ -196,12 +206,15 @@ class PipelineExecutor(Closing):
             self._release()
             raise
         log.info(
-            "pipeline: %d slot(s) on %s, batch %d of %dx%d windows, %s I/O, %.1f MB pinned per slot%s",
+            "pipeline: %d slot(s) on %s, batch %d of %dx%d windows, %s I/O, %.1f MB of buffers per slot%s",
             self.slots, getattr(device, "name", device.kind), self.batch, *self.window, self.io.value,
             (in_bytes + out_bytes) / 1e6, ", CUDA graphs" if self.cuda_graphs else "",
         )
 
     def _graphs_supported(self) -> bool:
+        if getattr(self.device, "synchronous", False):
+            log.warning("cuda_graphs=True ignored: the %s device has no CUDA graphs", self.device.kind)
+            return False
         if getattr(self.factory, "supports_cuda_graphs", False):
             return True
         log.warning("cuda_graphs=True ignored: %s does not support graph capture", type(self.factory).__name__)
@@ -210,21 +223,24 @@ class PipelineExecutor(Closing):
     def _make_slot(self, index: int, in_bytes: int, out_bytes: int) -> _Slot:
         device = self.device
         made: list[Any] = []
+        creators = [
+            device.create_stream,
+            device.create_event,
+            lambda: self.factory.create_stage(index),
+            lambda: device.alloc_host(in_bytes),
+            lambda: device.alloc_host(out_bytes),
+        ]
+        if not self._unified:
+            creators += [lambda: device.alloc_device(in_bytes), lambda: device.alloc_device(out_bytes)]
         try:
-            for create in (
-                device.create_stream,
-                device.create_event,
-                lambda: self.factory.create_stage(index),
-                lambda: device.alloc_host(in_bytes),
-                lambda: device.alloc_host(out_bytes),
-                lambda: device.alloc_device(in_bytes),
-                lambda: device.alloc_device(out_bytes),
-            ):
+            for create in creators:
                 made.append(create())
         except BaseException:
             for thing in reversed(made):
                 _close_quietly(thing)
             raise
+        if self._unified:  # the host buffers are what the stage reads and writes
+            made += [made[3], made[4]]
         return _Slot(index, *made)
 
     # -- running ---------------------------------------------------------------------
@@ -277,8 +293,8 @@ class PipelineExecutor(Closing):
                 f"window {wh}x{ww} is larger than the {self.window[0]}x{self.window[1]} the pipeline "
                 "was sized for; create it with a larger window (tile + 2*halo)"
             )
-        in_shape = batch_shape(self.io, n, wh, ww)
-        out_shape = batch_shape(self.io, n, wh * self.scale, ww * self.scale)
+        in_shape = self.io.batch_shape(n, wh, ww)
+        out_shape = self.io.batch_shape(n, wh * self.scale, ww * self.scale)
         gather_windows(p.source, tiles, slot.host_in.view(self.dtype, in_shape), io=self.io, input_scale=job.input_scale)
         if slot.bound != in_shape:
             slot.stage.bind(slot.dev_in.ptr, slot.dev_out.ptr, in_shape)
@@ -294,6 +310,9 @@ class PipelineExecutor(Closing):
         return _InFlight(slot, job, p, tiles, out_shape, last)
 
     def _enqueue(self, slot: _Slot, in_bytes: int, out_bytes: int) -> None:
+        if self._unified:
+            slot.stage.enqueue(slot.stream.handle)
+            return
         self.device.copy_h2d(slot.dev_in, slot.host_in, in_bytes, slot.stream)
         slot.stage.enqueue(slot.stream.handle)
         self.device.copy_d2h(slot.host_out, slot.dev_out, out_bytes, slot.stream)
@@ -357,7 +376,9 @@ class PipelineExecutor(Closing):
         for slot in self._slots:
             for graph in slot.graphs.values():
                 _close_quietly(graph)
-            for thing in (slot.stage, slot.dev_out, slot.dev_in, slot.host_out, slot.host_in, slot.event, slot.stream):
+            buffers = (slot.host_out, slot.host_in) if self._unified else (
+                slot.dev_out, slot.dev_in, slot.host_out, slot.host_in)
+            for thing in (slot.stage, *buffers, slot.event, slot.stream):
                 _close_quietly(thing)
         self._slots = []
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import InvalidArgumentError
-from .model_info import ModelIO
+from .layout import ModelIO
 from .tiling import Tile
 
 __all__ = ["LUMA_BT601", "batch_shape", "allocate_batch", "gather_windows", "scatter_cores"]
@@ -24,19 +24,15 @@ __all__ = ["LUMA_BT601", "batch_shape", "allocate_batch", "gather_windows", "sca
 LUMA_BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 """ITU-R BT.601 luma weights: how a 3-channel model result becomes one gray channel."""
 
-_DTYPES = {ModelIO.FLOAT32_NCHW: np.dtype(np.float32), ModelIO.UINT8_NHWC: np.dtype(np.uint8)}
-
 
 def batch_shape(io: ModelIO, batch: int, height: int, width: int) -> tuple[int, int, int, int]:
     """The array shape of ``batch`` RGB windows of ``height`` × ``width`` in layout ``io``."""
-    if io is ModelIO.FLOAT32_NCHW:
-        return batch, 3, height, width
-    return batch, height, width, 3
+    return ModelIO(io).batch_shape(batch, height, width)
 
 
 def allocate_batch(io: ModelIO, batch: int, height: int, width: int) -> np.ndarray:
     """An uninitialised input batch for layout ``io`` (a GPU backend may pin it instead)."""
-    return np.empty(batch_shape(io, batch, height, width), dtype=_DTYPES[io])
+    return np.empty(io.batch_shape(batch, height, width), dtype=io.dtype)
 
 
 def gather_windows(
@@ -55,25 +51,22 @@ def gather_windows(
     """
     if source.ndim != 3 or source.shape[2] not in (1, 3):
         raise InvalidArgumentError(f"source must be H×W×1 or H×W×3, got shape {source.shape}")
-    if out.dtype != _DTYPES[io] or out.ndim != 4 or len(tiles) > out.shape[0]:
+    if out.dtype != io.dtype or out.ndim != 4 or len(tiles) > out.shape[0]:
         raise InvalidArgumentError(
-            f"out must be a {_DTYPES[io]} batch for {io.value} with room for {len(tiles)} "
+            f"out must be a {io.dtype} batch for {io.value} with room for {len(tiles)} "
             f"tiles, got {out.dtype} {out.shape}"
         )
-    if io is ModelIO.UINT8_NHWC and source.dtype != np.uint8:
+    if io.is_integer and source.dtype != io.dtype:
         raise InvalidArgumentError(
-            f"a {io.value} model takes uint8 pixels, got {source.dtype}; use a float32-nchw model"
+            f"a {io.value} model takes {io.dtype} pixels, got {source.dtype}; use a float32-nchw model"
         )
+    scale = None if input_scale == 1.0 else out.dtype.type(input_scale)
     for i, tile in enumerate(tiles):
-        window = source[tile.window.slices]
-        if io is ModelIO.FLOAT32_NCHW:
-            dst = out[i]
-            # transpose is a view and copyto broadcasts 1 channel to 3: no temporaries.
-            np.copyto(dst, window.transpose(2, 0, 1), casting="unsafe")
-            if input_scale != 1.0:
-                dst *= np.float32(input_scale)
-        else:
-            np.copyto(out[i], window, casting="unsafe")
+        # io.hwc is a view and copyto broadcasts 1 channel to 3: no temporaries.
+        dst = io.hwc(out[i])
+        np.copyto(dst, source[tile.window.slices], casting="unsafe")
+        if scale is not None:
+            dst *= scale
     return out[: len(tiles)]
 
 
@@ -102,11 +95,7 @@ def scatter_cores(
     integer = np.issubdtype(output.dtype, np.integer)
     limits = np.iinfo(output.dtype) if integer else None
     for i, tile in enumerate(tiles):
-        crop = tile.crop_box(scale)
-        if io is ModelIO.FLOAT32_NCHW:
-            piece = results[i][:, crop.y0 : crop.y1, crop.x0 : crop.x1].transpose(1, 2, 0)
-        else:
-            piece = results[i][crop.y0 : crop.y1, crop.x0 : crop.x1]
+        piece = io.hwc(results[i])[tile.crop_box(scale).slices]
         dst = output[tile.output_box(scale).slices]
         if to_gray:
             piece = np.dot(piece, LUMA_BT601)[..., None]

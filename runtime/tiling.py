@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import check_int
+from .utils import check_int
 from .errors import InvalidArgumentError
 
 __all__ = ["Box", "Tile", "TilePlan", "plan_tiles", "required_size", "pad_image"]

@@ -10,16 +10,18 @@ How an image goes through (see DESIGN.md, "Data flow"):
    run through the backend, and each tile's upscaled core is written into the output.
    Peak memory is the output array plus a few tile-sized buffers, whatever the image size.
 
-Two ways to run step 3, chosen by the backend:
+One tile loop runs step 3 for every backend: :class:`~runtime.pipeline.PipelineExecutor`.
+The backend (a :class:`~runtime.backends.StageFactory`, made from typed options such as
+:class:`~runtime.backends.OnnxRuntime` or :class:`~runtime.backends.TensorRT`) says where its
+buffers live, and that picks the executor's device:
 
-* **Sequential** (``backend="onnxruntime"``, a :class:`~runtime.backends.Backend`): one
-  batch after the other on the CPU (or ONNX Runtime's own CUDA provider). This stays the
-  CPU default: on the CPU the model is the whole cost and the executor's emulated copies
-  would only add work.
-* **Pipelined** (``backend="tensorrt" | "torch-cuda" | "onnxruntime-cuda"``, or a
-  :class:`~runtime.backends.DeviceStageFactory`): :class:`~runtime.pipeline.PipelineExecutor`
-  with ``slots`` CUDA streams in flight, pinned buffers and async copies, pipelining tile
-  batches within an image and across the images of :meth:`Upscaler.upscale_many`.
+* **host** (``backend="onnxruntime"``, any :class:`~runtime.backends.Backend`): the
+  synchronous :class:`~runtime.host.HostDevice`, one slot, no copies: one batch after the
+  other on the CPU (or ONNX Runtime's own CUDA provider).
+* **device** (``backend="tensorrt" | "torch-cuda" | "onnxruntime-cuda"``): a
+  :class:`~runtime.cuda.CudaDevice` with ``slots`` CUDA streams in flight, pinned buffers and
+  async copies, pipelining tile batches within an image and across the images of
+  :meth:`Upscaler.upscale_many`.
 
 Channel layouts and dtypes, decided once here:
 
@@ -40,24 +42,26 @@ Channel layouts and dtypes, decided once here:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .closing import Closing
 from ._deps import require
-from ._validate import check_int
-from .backends import STAGE_FACTORIES, Backend, DeviceStageFactory, get_backend, get_stage_factory, resolve_auto
+from .backends import BackendOptions, GpuOptions, StageFactory, resolve, with_overrides
+from .closing import Closing
 from .errors import InvalidArgumentError, ModelError
+from .host import HostDevice
 from .image_io import ImageInfo, ImageSource, check_output_path, read_image, write_image
-from .model_info import ModelInfo, ModelIO
+from .model_info import ModelInfo
 from .pipeline import DEFAULT_SLOTS, ImageJob, Pass, PipelineExecutor
-from .stitching import allocate_batch, gather_windows, scatter_cores
 from .tiling import pad_image, plan_tiles
+from .utils import check_int
 
 __all__ = [
     "Upscaler",
@@ -81,14 +85,14 @@ gives no ``recommended_halo`` (the export measures nothing; benchmarks/seams.py 
 the bundled model records the halo chosen from that curve)."""
 
 DEFAULT_BATCH = 1
-"""Tiles per backend call. On CPU a 128² tile already fills the cores, and each extra tile
-in a call adds its activations (~50 MB for the compact model at ×4) to peak memory; GPU
-backends want larger batches and say so when they are chosen."""
+"""Tiles per backend call on the host. On CPU a 128² tile already fills the cores, and each
+extra tile in a call adds its activations (~50 MB for the compact model at ×4) to peak
+memory; GPU backends want larger batches and say so when they are chosen."""
 
 DEFAULT_GPU_BATCH = 8
-"""Tiles per enqueue for the pipelined GPU backends (capped by the stage's ``max_batch``):
-enough windows per launch to fill a GPU with 128-pixel tiles, while the buffers of three
-slots stay around 0.1 GB (float32 I/O, ×4, halo 16)."""
+"""Tiles per enqueue for the GPU backends (capped by the stage's ``max_batch``): enough
+windows per launch to fill a GPU with 128-pixel tiles, while the buffers of three slots
+stay around 0.1 GB (float32 I/O, ×4, halo 16)."""
 
 DEFAULT_MODEL_NAME = "eusr-compact-x4.onnx"
 
@@ -109,37 +113,35 @@ class _NoProgress:
 class Upscaler(Closing):
     """Upscale images by the model's scale (×4 by default), tile by tile.
 
-    ``model`` is the model file of the backend: an ONNX file for ``"onnxruntime"`` and
-    ``"onnxruntime-cuda"`` (default: the bundled compact ×4 model), a TensorRT engine for
-    ``"tensorrt"``, an EUSR ``.safetensors`` checkpoint for ``"torch-cuda"``. ``backend`` is
-    a name (``"auto"``, ``"onnxruntime"``, ``"tensorrt"``, ``"torch-cuda"``,
-    ``"onnxruntime-cuda"``), a ready :class:`Backend` or a ready
-    :class:`~runtime.backends.DeviceStageFactory` (both stay the caller's to close);
-    ``backend_options`` go to the backend's constructor (e.g. ``{"providers": [...],
-    "intra_op_threads": 2, "scale": 4}``, ``{"fp16": True}`` for torch-cuda). ``tile``,
-    ``halo`` and ``batch`` trade memory for speed, see :mod:`runtime.tiling`; ``halo=None``
-    takes the model's ``recommended_halo`` (else :data:`DEFAULT_HALO`), ``batch=None``
-    :data:`DEFAULT_BATCH` (sequential) or :data:`DEFAULT_GPU_BATCH` (pipelined).
+    ``model`` is the backend's model: an ONNX file for ONNX Runtime (default: the bundled
+    compact ×4 model), a TensorRT engine, an EUSR checkpoint or ``nn.Module`` for PyTorch.
+    ``backend`` is typed options (``OnnxRuntime(threads=2)``, ``TensorRT(device=1,
+    slots=3)``, see :mod:`runtime.backends.options`), a name (``"auto"``, ``"onnxruntime"``,
+    ``"tensorrt"``, ``"torch-cuda"``, ``"onnxruntime-cuda"``: that backend's defaults), or a
+    ready :class:`~runtime.backends.StageFactory` (it stays the caller's to close).
+    ``tile``, ``halo`` and ``batch`` trade memory for speed, see :mod:`runtime.tiling`;
+    ``halo=None`` takes the model's ``recommended_halo`` (else :data:`DEFAULT_HALO`),
+    ``batch=None`` :data:`DEFAULT_BATCH` on the host or :data:`DEFAULT_GPU_BATCH` on a GPU.
     ``progress`` shows a tqdm bar over tiles.
 
-    Pipelined backends only: ``slots`` batches in flight (see :mod:`runtime.pipeline`),
-    ``cuda_graphs`` to replay the enqueue as a CUDA graph where the stage allows it, and
-    ``device``: a GPU index (default 0) or a device object such as
-    :class:`~runtime.cuda.emulated.EmulatedDevice`. Not thread-safe: one Upscaler per thread.
+    ``slots``, ``cuda_graphs`` and ``device`` override the GPU options of the same names
+    (``device`` may also be a device object, such as :class:`runtime.testing.EmulatedDevice`);
+    ``backend_options`` (a dict of option names) is the deprecated form of typed options.
+    Not thread-safe: one Upscaler per thread.
     """
 
     def __init__(
         self,
-        model: str | os.PathLike | None = None,
+        model: str | os.PathLike[str] | Any | None = None,
         *,
-        backend: str | Backend | DeviceStageFactory = "auto",
+        backend: str | BackendOptions | StageFactory = "auto",
         tile: int = DEFAULT_TILE,
         halo: int | None = None,
         batch: int | None = None,
         progress: bool = False,
         backend_options: Mapping[str, Any] | None = None,
-        slots: int = DEFAULT_SLOTS,
-        cuda_graphs: bool = False,
+        slots: int | None = None,
+        cuda_graphs: bool | None = None,
         device: int | Any | None = None,
     ) -> None:
         self.tile = check_int("tile", tile, 1)
@@ -147,60 +149,96 @@ class Upscaler(Closing):
             check_int("batch", batch, 1)
         if halo is not None:
             check_int("halo", halo, 0)  # refuse a bad value before loading any model
-        self.slots = check_int("slots", slots, 1)
+        if slots is not None:
+            check_int("slots", slots, 1)
         self._tqdm = require("tqdm", pip="tqdm", purpose="progress=True").tqdm if progress else None
-        self._backend: Backend | None = None
-        self._factory: DeviceStageFactory | None = None
         self._executor: PipelineExecutor | None = None
         self._device: Any = None
         self._owns_backend = self._owns_device = False
+        self.options: BackendOptions | None = None
+        """The backend's options (None when a ready StageFactory was given)."""
 
-        if isinstance(backend, (Backend, DeviceStageFactory)):
+        if isinstance(backend, StageFactory):
             if model is not None or backend_options:
                 raise InvalidArgumentError(
                     "model and backend_options cannot be given together with a Backend instance; "
                     "the backend already holds its model"
                 )
-            if isinstance(backend, Backend):
-                self._backend = backend
-            else:
-                self._factory = backend
-        elif isinstance(backend, str):
-            path = Path(model) if model is not None else default_model_path()
-            if model is None and not path.is_file():
-                raise ModelError(
-                    f"the bundled default model {path} is missing from this installation; pass "
-                    "model= the path of an .onnx file (export one with python export/to_onnx.py)"
+            self._factory: StageFactory = backend
+        elif isinstance(backend, (str, BackendOptions)):
+            source = self._model_source(model)
+            options = resolve(backend, source if isinstance(source, Path) else None)
+            if backend_options:
+                warnings.warn(
+                    "Upscaler(backend_options={...}) is deprecated; pass typed options, e.g. "
+                    f"backend={type(options).__name__}(...)", DeprecationWarning, stacklevel=2,
                 )
-            options = dict(backend_options or {})
-            name = backend
-            if name == "auto":
-                name, auto_options = resolve_auto(path)
-                options = {**auto_options, **options}
-            if name in STAGE_FACTORIES:
-                self._device, self._owns_device = self._make_device(device), not _is_device(device)
-                try:
-                    self._factory = get_stage_factory(name, path, **options)
-                except BaseException:
-                    self._close_device()
-                    raise
-            else:
-                self._backend = get_backend(name, path, **options)
+                options = with_overrides(options, backend_options, what="backend_options")
+            self.options = options = self._merge_gpu_arguments(options, slots=slots, cuda_graphs=cuda_graphs, device=device)
+            if options.pipelined and not _is_device(device):
+                self._device, self._owns_device = self._cuda_device(options), True
+            try:
+                self._factory = options.create(source)
+            except BaseException:
+                self._close_device()
+                raise
             self._owns_backend = True
         else:
             raise InvalidArgumentError(
-                "backend must be a backend name such as 'auto', a Backend or a DeviceStageFactory, "
-                f"got {type(backend).__name__}"
+                "backend must be a backend name such as 'auto', backend options such as "
+                f"OnnxRuntime(threads=2), or a StageFactory, got {type(backend).__name__}"
             )
 
         try:
-            self._setup(halo, batch, device, cuda_graphs)
+            self._setup(halo, batch, slots, cuda_graphs, device)
         except BaseException:
             self.close()
             raise
 
-    def _setup(self, halo: int | None, batch: int | None, device: Any, cuda_graphs: bool) -> None:
-        recommended = self.info.recommended_halo
+    @staticmethod
+    def _model_source(model: Any) -> Any:
+        """A path for file models (the bundled default when None), else the object (a module)."""
+        if model is None:
+            path = default_model_path()
+            if not path.is_file():
+                raise ModelError(
+                    f"the bundled default model {path} is missing from this installation; pass "
+                    "model= the path of an .onnx file (export one with python export/to_onnx.py)"
+                )
+            return path
+        if isinstance(model, (str, os.PathLike)):
+            return Path(model)
+        return model
+
+    @staticmethod
+    def _merge_gpu_arguments(options: BackendOptions, **given: Any) -> BackendOptions:
+        """Apply Upscaler's ``slots``/``cuda_graphs``/``device`` (GPU index) to GPU options."""
+        given = {k: v for k, v in given.items() if v is not None and not (k == "device" and _is_device(v))}
+        if not isinstance(options, GpuOptions):
+            ignored = sorted(k for k, v in given.items() if not (k == "slots" and v == 1) and not (k == "cuda_graphs" and v is False))
+            if ignored:
+                log.warning("%s ignored: the %s backend runs on the CPU, one batch at a time",
+                            ", ".join(f"{k}={given[k]!r}" for k in ignored), options.name)
+            return options
+        defaults = type(options)()
+        for key, value in given.items():
+            current = getattr(options, key)
+            if current != getattr(defaults, key) and current != value:
+                raise InvalidArgumentError(
+                    f"Upscaler({key}={value!r}) contradicts {type(options).__name__}({key}={current!r}); give it once"
+                )
+        return dataclasses.replace(options, **given) if given else options
+
+    @staticmethod
+    def _cuda_device(options: BackendOptions) -> Any:
+        from .cuda.resources import CudaDevice
+
+        return CudaDevice(getattr(options, "device", 0))
+
+    def _setup(self, halo: int | None, batch: int | None, slots: int | None, cuda_graphs: bool | None,
+               device: Any) -> None:
+        factory = self._factory
+        recommended = factory.info.recommended_halo
         if halo is None:
             halo = DEFAULT_HALO if recommended is None else recommended
         self.halo = check_int("halo", halo, 0)
@@ -210,11 +248,24 @@ class Upscaler(Closing):
                 self.halo,
                 recommended,
             )
-        if self._factory is None:
+        on_host = factory.memory == "host" and not _is_device(device)
+        if self._device is None:
+            if _is_device(device):
+                self._device = device
+            elif on_host:
+                self._device, self._owns_device = HostDevice(), True
+            else:
+                self._device, self._owns_device = self._cuda_device(self.options or GpuOptions(device=device or 0)), True
+        options = self.options
+        if on_host:
             self.batch = DEFAULT_BATCH if batch is None else batch
-            return
-        factory = self._factory
-        self.batch = min(DEFAULT_GPU_BATCH, factory.max_batch) if batch is None else batch
+            self.slots = 1
+            graphs = False
+        else:
+            self.batch = min(DEFAULT_GPU_BATCH, factory.max_batch) if batch is None else batch
+            default_slots = options.slots if isinstance(options, GpuOptions) else DEFAULT_SLOTS
+            self.slots = default_slots if slots is None else slots
+            graphs = options.cuda_graphs if isinstance(options, GpuOptions) else bool(cuda_graphs)
         window = self.tile + 2 * self.halo
         limits = factory.window_limits()
         if limits is not None:
@@ -229,19 +280,9 @@ class Upscaler(Closing):
                     f"tile + 2*halo must be at least {low}, the smallest input edge of the model's "
                     f"engine, got {self.tile} + 2*{self.halo} = {window}; use tile >= {low - 2 * self.halo}"
                 )
-        if self._device is None:
-            self._device, self._owns_device = self._make_device(device), not _is_device(device)
         self._executor = PipelineExecutor(
-            factory, self._device, window=(window, window), batch=self.batch, slots=self.slots, cuda_graphs=cuda_graphs
+            factory, self._device, window=(window, window), batch=self.batch, slots=self.slots, cuda_graphs=graphs
         )
-
-    @staticmethod
-    def _make_device(device: Any) -> Any:
-        if _is_device(device):
-            return device
-        from .cuda.resources import CudaDevice
-
-        return CudaDevice(0 if device is None else device)
 
     def _close_device(self) -> None:
         if self._owns_device and self._device is not None:
@@ -250,13 +291,13 @@ class Upscaler(Closing):
 
     # -- properties ------------------------------------------------------------------
     @property
-    def backend(self) -> Backend | DeviceStageFactory:
-        """The sequential Backend, or for pipelined backends the DeviceStageFactory."""
-        return self._backend if self._backend is not None else self._factory
+    def backend(self) -> StageFactory:
+        """The backend (a :class:`~runtime.backends.StageFactory`)."""
+        return self._factory
 
     @property
     def info(self) -> ModelInfo:
-        return (self._backend if self._backend is not None else self._factory).info
+        return self._factory.info
 
     @property
     def scale(self) -> int:
@@ -264,16 +305,18 @@ class Upscaler(Closing):
 
     @property
     def pipelined(self) -> bool:
-        """Whether images go through the pipelined executor (a GPU backend)."""
-        return self._executor is not None
+        """Whether batches are in flight on a GPU device (streams, async copies)."""
+        return not getattr(self._device, "synchronous", False)
 
     @property
-    def executor(self) -> PipelineExecutor | None:
+    def executor(self) -> PipelineExecutor:
+        """The tile loop every image goes through."""
+        assert self._executor is not None  # set in __init__; absent only if __init__ failed
         return self._executor
 
     @property
     def device(self) -> Any:
-        """The executor's device (CudaDevice, EmulatedDevice), None for sequential backends."""
+        """The executor's device: HostDevice, CudaDevice, or the device object given."""
         return self._device
 
     # -- public API ------------------------------------------------------------------
@@ -287,7 +330,7 @@ class Upscaler(Closing):
         return self._upscale_array(array, info)
 
     def upscale_file(
-        self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False
+        self, src: str | os.PathLike[str], dst: str | os.PathLike[str], *, overwrite: bool = False
     ) -> Path:
         """Read ``src``, upscale it and write ``dst`` atomically, keeping its ICC profile.
 
@@ -304,18 +347,14 @@ class Upscaler(Closing):
     def upscale_many(self, images: Iterable[ImageSource]) -> Iterator[np.ndarray]:
         """Upscale each image of ``images`` in order, yielding results one at a time.
 
-        With a pipelined backend the next image is read and its first tiles are in flight
-        while the previous one is being finished, so a stream of frames keeps the GPU busy;
-        close the iterator (or exhaust it) before using this Upscaler for anything else.
+        On a GPU the next image is read and its first tiles are in flight while the previous
+        one is being finished, so a stream of frames keeps the GPU busy; close the iterator
+        (or exhaust it) before using this Upscaler for anything else.
         """
-        if self._executor is None:
-            for image in images:
-                yield self.upscale(image)
-            return
         bar = self._progress(None)
         try:
             jobs = (self._prepare(*read_image(image)) for image in images)
-            yield from self._executor.run(jobs, on_batch=bar.update)
+            yield from self.executor.run(jobs, on_batch=bar.update)
         finally:
             bar.close()
 
@@ -323,10 +362,8 @@ class Upscaler(Closing):
         """Release the executor, and the backend and device if this Upscaler created them."""
         if self._executor is not None:
             self._executor.close()
-        if self._owns_backend:
-            for owned in (self._backend, self._factory):
-                if owned is not None:
-                    owned.close()
+        if self._owns_backend and getattr(self, "_factory", None) is not None:
+            self._factory.close()
         self._close_device()
 
     def __repr__(self) -> str:
@@ -341,7 +378,7 @@ class Upscaler(Closing):
         io = self.info.io
         if info.dtype == np.uint8:
             return 1.0, 1.0
-        if io is not ModelIO.FLOAT32_NCHW:
+        if io.is_integer:
             raise InvalidArgumentError(
                 f"{info.dtype} images need a float32-nchw model, but this model has {io.value} I/O "
                 "(8-bit only); convert the image to uint8 or export the model with float32 I/O"
@@ -351,8 +388,6 @@ class Upscaler(Closing):
         return 1.0, 1.0  # float32, already 0..255
 
     def _min_input_size(self) -> int:
-        if self._backend is not None:
-            return self._backend.min_input_size
         limits = self._factory.window_limits()
         return 1 if limits is None else limits[0]
 
@@ -383,25 +418,10 @@ class Upscaler(Closing):
         job = self._prepare(array, info)
         bar = self._progress(len(job.plan) * len(job.passes))
         try:
-            if self._executor is not None:
-                (result,) = self._executor.run([job], on_batch=bar.update)
-                return result
-            self._run_sequential(job, bar)
-            return job.result
+            (result,) = self.executor.run([job], on_batch=bar.update)
+            return result
         finally:
             bar.close()
-
-    def _run_sequential(self, job: ImageJob, bar: Any) -> None:
-        io = self._backend.io
-        plan = job.plan
-        buffer = allocate_batch(io, min(self.batch, len(plan)), *plan.window_shape)
-        for p, tiles in job.batches(self.batch):
-            inputs = gather_windows(p.source, tiles, buffer, io=io, input_scale=job.input_scale)
-            results = self._backend.infer(inputs)
-            scatter_cores(
-                results, tiles, p.target, scale=self.scale, io=io, output_scale=job.output_scale, to_gray=p.to_gray
-            )
-            bar.update(len(tiles))
 
     def _progress(self, total: int | None) -> Any:
         if self._tqdm is None:

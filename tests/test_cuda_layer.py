@@ -27,7 +27,7 @@ from runtime.cuda.api import CudaError  # noqa: E402
 from runtime.cuda.resources import CudaDevice, DeviceBuffer, Event, PinnedBuffer, Stream  # noqa: E402
 from runtime.errors import InvalidArgumentError, UpscaleError  # noqa: E402
 from runtime.model_info import ModelIO  # noqa: E402
-from runtime.stitching import batch_shape  # noqa: E402
+from runtime.backends import Stage, StageFactory, host_array  # noqa: E402
 
 OK = rt.cudaError_t.cudaSuccess
 
@@ -227,46 +227,35 @@ def test_errors_carry_the_cuda_name(fake: FakeCudart) -> None:
             event.query()
 
 
-class HostStageFactory:
+class HostStageFactory(StageFactory):
     """A device stage for the fake runtime: "device" pointers are host memory, so the model
     runs at enqueue time on the bytes behind them."""
 
-    supports_cuda_graphs = False
+    name = "fake-cuda host stage"
 
     def __init__(self, backend: BlurUp) -> None:
         self.backend = backend
-        self.info = backend.info
-        self.max_batch = 16
-        self.closed = 0
+        self._info = backend.info
+        self._max_batch = 16
+        self.close_calls = 0
 
-    def window_limits(self) -> None:
-        return None
+    def _new_stage(self, slot: int) -> Stage:
+        return _FakeCudaStage(self, slot)
 
-    def create_stage(self, slot: int) -> HostStageFactory._Stage:
-        return self._Stage(self)
+    def _close(self) -> None:
+        self.close_calls += 1
 
-    def close(self) -> None:
-        self.closed += 1
 
-    class _Stage:
-        def __init__(self, factory: HostStageFactory) -> None:
-            self.factory = factory
+class _FakeCudaStage(Stage):
+    factory: HostStageFactory
 
-        def bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int]) -> None:
-            self.ptrs, self.shape = (input_ptr, output_ptr), input_shape
+    def _bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
+              output_shape: tuple[int, int, int, int]) -> None:
+        dtype = self.factory.io.dtype
+        self._x, self._y = host_array(input_ptr, dtype, input_shape), host_array(output_ptr, dtype, output_shape)
 
-        def enqueue(self, stream: int) -> None:
-            info, io = self.factory.info, self.factory.info.io
-            dtype = np.float32 if io is ModelIO.FLOAT32_NCHW else np.uint8
-            n = self.shape[0]
-            h, w = (self.shape[2], self.shape[3]) if io is ModelIO.FLOAT32_NCHW else self.shape[1:3]
-            out_shape = batch_shape(io, n, h * info.scale, w * info.scale)
-            x = np.ctypeslib.as_array((ctypes.c_uint8 * (np.prod(self.shape) * np.dtype(dtype).itemsize)).from_address(self.ptrs[0]))
-            y = np.ctypeslib.as_array((ctypes.c_uint8 * (np.prod(out_shape) * np.dtype(dtype).itemsize)).from_address(self.ptrs[1]))
-            y.view(dtype).reshape(out_shape)[...] = self.factory.backend.infer(x.view(dtype).reshape(self.shape))
-
-        def close(self) -> None:
-            pass
+    def _enqueue(self, stream: int) -> None:
+        self._y[...] = self.factory.backend.infer(self._x)
 
 
 @pytest.mark.parametrize("io", list(ModelIO))
@@ -282,7 +271,7 @@ def test_upscaler_on_cuda_device_matches_sequential(fake: FakeCudart, rng: np.ra
         np.testing.assert_array_equal(g, e)
     assert fake.calls.count("cudaHostAlloc") == 4 and fake.calls.count("cudaMalloc") == 4  # 2 slots, once
     assert not fake.memory and not any(fake.live.values())  # everything freed on close
-    assert factory.closed == 0  # the caller's factory
+    assert factory.close_calls == 0 and not factory.closed  # the caller's factory
 
 
 def test_cuda_error_at_an_event_propagates_and_drains(fake: FakeCudart, rng: np.random.Generator) -> None:

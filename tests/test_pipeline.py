@@ -1,7 +1,7 @@
 """The pipelined executor on the CPU stand-in: same pixels as the sequential path, in order,
 errors surface, shutdown drains, nothing allocated per batch.
 
-The stand-in (runtime.cuda.emulated.EmulatedDevice) runs queued work lazily (only when an
+The stand-in (runtime.testing.EmulatedDevice) runs queued work lazily (only when an
 event after it is waited for) or at random times, and poisons a D2H destination when the
 copy is queued, so a missing wait shows as wrong pixels; the negative controls at the end
 check that it does.
@@ -9,19 +9,28 @@ check that it does.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from _runtime_models import conv_model, conv_uint8_model, models_dir  # noqa: F401 - fixtures
 from runtime import Upscaler
-from runtime.backends import BACKENDS, STAGE_FACTORIES, get_backend, get_stage_factory, resolve_auto
-from runtime.backends.base import Backend
-from runtime.cuda.emulated import BackendStageFactory, EmulatedDevice
+from runtime.backends import (
+    OPTIONS,
+    Backend,
+    GpuOptions,
+    OnnxRuntimeCuda,
+    TensorRT,
+    create_backend,
+    resolve_auto,
+)
+from runtime.testing import BackendStageFactory, EmulatedDevice
 from runtime.errors import BackendUnavailableError, InvalidArgumentError, UpscaleError
 from runtime.image_io import write_image
 from runtime.model_info import ModelInfo, ModelIO
@@ -38,9 +47,8 @@ class BlurUp(Backend):
         self._min = min_size
         self.calls = 0
 
-    @property
-    def min_input_size(self) -> int:
-        return self._min
+    def window_limits(self) -> tuple[int, int] | None:
+        return None if self._min <= 1 else (self._min, 1 << 30)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         self.calls += 1
@@ -110,7 +118,7 @@ def test_onnxruntime_cpu_stage_matches_the_sequential_onnxruntime_path(conv_mode
     for model in (conv_model, conv_uint8_model):
         with Upscaler(model, backend="onnxruntime", tile=8, halo=3, batch=4) as seq:
             expected = seq.upscale(image)
-        ort = get_backend("onnxruntime", model)
+        ort = create_backend("onnxruntime", model)
         with ort, pipelined(ort, "lazy", tile=8, halo=3, batch=4, slots=2) as up:
             np.testing.assert_array_equal(up.upscale(image), expected)
 
@@ -381,24 +389,27 @@ def test_the_stand_in_catches_missing_synchronisation(broken: type, rng: np.rand
 
 
 def test_registry_names_and_errors(tmp_path: Path) -> None:
-    assert set(STAGE_FACTORIES) == {"tensorrt", "torch-cuda", "onnxruntime-cuda"}
-    assert not set(STAGE_FACTORIES) & set(BACKENDS)
-    with pytest.raises(BackendUnavailableError, match="unknown GPU backend 'tpu'"):
-        get_stage_factory("tpu", tmp_path / "m")
-    with pytest.raises(BackendUnavailableError, match="not implemented as a sequential Backend.*Upscaler"):
-        get_backend("torch-cuda", tmp_path / "m")
+    assert set(OPTIONS) == {"onnxruntime", "tensorrt", "torch-cuda", "onnxruntime-cuda"}
+    assert {name for name, cls in OPTIONS.items() if cls().pipelined} == {"tensorrt", "torch-cuda", "onnxruntime-cuda"}
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'tpu'"):
+        create_backend("tpu", tmp_path / "m")
     # whichever state the TensorRT module is in, asking for it here fails clearly
     with pytest.raises(UpscaleError):
-        get_stage_factory("tensorrt", tmp_path / "missing.plan")
+        create_backend("tensorrt", tmp_path / "missing.plan")
 
 
 def test_registry_lookup_of_a_missing_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setitem(STAGE_FACTORIES, "ghost", "runtime.backends.ghost_backend:GhostFactory")
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Ghost(GpuOptions):
+        name: ClassVar[str] = "ghost"
+        factory: ClassVar[str] = "runtime.backends.ghost_backend:GhostFactory"
+
+    monkeypatch.setitem(OPTIONS, "ghost", Ghost)
     with pytest.raises(BackendUnavailableError, match="runtime.backends.ghost_backend is not part of this installation"):
-        get_stage_factory("ghost", tmp_path / "m")
-    monkeypatch.setitem(STAGE_FACTORIES, "ghost", "runtime.backends.base:GhostFactory")
+        create_backend("ghost", tmp_path / "m")
+    monkeypatch.setattr(Ghost, "factory", "runtime.backends.contract:GhostFactory")
     with pytest.raises(BackendUnavailableError, match="has no GhostFactory"):
-        get_stage_factory("ghost", tmp_path / "m")
+        create_backend("ghost", tmp_path / "m")
 
 
 def test_auto_order(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -406,14 +417,14 @@ def test_auto_order(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFi
     import runtime.cuda.resources as resources
 
     caplog.set_level(logging.INFO, logger="runtime.backends")
-    name, options = resolve_auto("model.onnx")  # this machine: no GPU
-    assert (name, options["providers"]) == ("onnxruntime", ("CPUExecutionProvider",))
+    options = resolve_auto("model.onnx")  # this machine: no GPU
+    assert (options.name, options.providers) == ("onnxruntime", ("CPUExecutionProvider",))
     assert "backend 'auto' resolved to onnxruntime" in caplog.text
 
     monkeypatch.setattr(backends, "_module_importable", lambda name: True)
     monkeypatch.setattr(resources, "cuda_available", lambda: (True, "1 CUDA device(s)"))
-    assert resolve_auto("engine.plan") == ("tensorrt", {})
-    assert resolve_auto("model.onnx")[0] == "onnxruntime"  # no CUDAExecutionProvider here
+    assert resolve_auto("engine.plan") == TensorRT()
+    assert resolve_auto("model.onnx").name == "onnxruntime"  # no CUDAExecutionProvider here
 
     class FakeOrt:
         @staticmethod
@@ -421,9 +432,9 @@ def test_auto_order(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFi
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
     monkeypatch.setattr("runtime.backends.onnxruntime_backend.import_onnxruntime", lambda: FakeOrt)
-    assert resolve_auto("model.onnx") == ("onnxruntime-cuda", {})
-    assert resolve_auto("model.onnx", pipelined=False)[1]["providers"][0] == "CUDAExecutionProvider"
+    assert resolve_auto("model.onnx") == OnnxRuntimeCuda()
+    assert resolve_auto("model.onnx", pipelined=False).providers[0] == "CUDAExecutionProvider"
     monkeypatch.setattr(resources, "cuda_available", lambda: (False, "no driver"))
     caplog.clear()
-    assert resolve_auto("engine.plan")[0] == "onnxruntime"
+    assert resolve_auto("engine.plan").name == "onnxruntime"
     assert "tensorrt: no driver" in caplog.text

@@ -17,7 +17,7 @@ import pytest
 from _runtime_models import conv_model, conv_uint8_model, models_dir  # noqa: F401 - fixtures
 from runtime import Upscaler
 from runtime.backends.onnxruntime_cuda import OrtCudaStageFactory
-from runtime.cuda.emulated import DeferredStageFactory, EmulatedDevice
+from runtime.testing.emulated import DeferredStageFactory, EmulatedDevice
 from runtime.errors import BackendUnavailableError, InvalidArgumentError, ModelError
 from runtime.model_info import ModelIO
 

@@ -23,7 +23,7 @@ from _runtime_models import (  # noqa: F401 - fixtures
     reference,
 )
 from runtime import Upscaler
-from runtime.backends import BACKENDS, Backend, get_backend
+from runtime.backends import Backend, OnnxRuntime, create_backend, get_backend
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.errors import (
     BackendUnavailableError,
@@ -291,24 +291,28 @@ def test_models_without_metadata(models_dir: Path) -> None:
 
 
 def test_backend_registry(nearest_model: Path) -> None:
-    with pytest.raises(BackendUnavailableError, match="'tensorrt' .* not implemented"):
-        get_backend("tensorrt", nearest_model)
+    # every name is a backend now; TensorRT given an ONNX file says what it needs
+    with pytest.raises(ModelError, match="no such sidecar.*export/to_trt.py"):
+        create_backend("tensorrt", nearest_model)
     with pytest.raises(BackendUnavailableError, match="unknown backend 'tpu'"):
-        get_backend("tpu", nearest_model)
+        create_backend("tpu", nearest_model)
     with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider.*onnxruntime-gpu"):
-        get_backend("onnxruntime", nearest_model, providers=["CUDAExecutionProvider"])
-    with get_backend("auto", nearest_model) as backend:
+        create_backend(OnnxRuntime(providers=("CUDAExecutionProvider",)), nearest_model)
+    with pytest.raises(InvalidArgumentError, match=r"OnnxRuntime has no option\(s\) \['thread'\]"):
+        create_backend("onnxruntime", nearest_model, thread=2)
+    with create_backend("auto", nearest_model) as backend:
         assert backend.name == "onnxruntime" and backend.scale == 4
+    with pytest.warns(DeprecationWarning, match="create_backend"), get_backend("auto", nearest_model) as backend:
+        assert backend.name == "onnxruntime"
 
 
-@pytest.mark.parametrize("name", sorted(BACKENDS))
-def test_backend_contract(name: str, nearest_model: Path, nearest_uint8_model: Path) -> None:
-    """Every registered backend validates input and output the same way."""
+def test_backend_contract(nearest_model: Path, nearest_uint8_model: Path) -> None:
+    """A host backend's infer() validates input and output (the Stage contract: test_backend_conformance)."""
     for model, good, two_channels in [
         (nearest_model, np.ones((2, 3, 5, 6), np.float32), np.ones((2, 2, 5, 6), np.float32)),
         (nearest_uint8_model, np.ones((2, 5, 6, 3), np.uint8), np.ones((2, 5, 6, 2), np.uint8)),
     ]:
-        backend = get_backend(name, model)
+        backend = create_backend("onnxruntime", model)
         with backend:
             out = backend.infer(good)
             assert out.dtype == good.dtype and out.sum() == good.sum() * 16
@@ -357,9 +361,8 @@ class RepeatBackend(Backend):
         self._min_size = min_size
         self.shapes: list[tuple[int, ...]] = []
 
-    @property
-    def min_input_size(self) -> int:
-        return self._min_size
+    def window_limits(self) -> tuple[int, int]:
+        return (self._min_size, 1 << 30)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         self.shapes.append(batch.shape)

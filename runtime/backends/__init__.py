@@ -1,14 +1,10 @@
-"""Inference backends and the registry that picks one by name.
+"""Inference backends: one contract, typed options, and the registry that picks one.
 
-Two kinds, both imported only when asked for, so listing or choosing them costs nothing:
-
-* :data:`BACKENDS`: sequential :class:`Backend` s (numpy batch in, numpy batch out).
-  ``get_backend("onnxruntime", model_path)`` builds one; ONNX Runtime on the CPU is the
-  default on machines without a GPU.
-* :data:`STAGE_FACTORIES`: GPU backends that run through the pipelined CUDA executor
-  (``runtime.pipeline``); each gives a :class:`DeviceStageFactory`.
-  ``get_stage_factory("torch-cuda", checkpoint)`` builds one; ``runtime.Upscaler`` does it
-  for you with ``backend="tensorrt" | "torch-cuda" | "onnxruntime-cuda"``.
+Every backend is a :class:`StageFactory` (see :mod:`runtime.backends.contract`), made from
+its options (:mod:`runtime.backends.options`): :class:`OnnxRuntime` on the CPU (host
+memory), :class:`TensorRT`, :class:`TorchCuda` and :class:`OnnxRuntimeCuda` on a GPU.
+Backend modules are imported only when a backend is created, so listing or choosing them
+costs nothing.
 
 ``"auto"`` (:func:`resolve_auto`) picks the best one available here, in this order:
 TensorRT (an engine file given, tensorrt and a GPU present) → ONNX Runtime CUDA through the
@@ -18,79 +14,75 @@ provider (no cuda-python) → ONNX Runtime CPU; and logs the choice and why.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
 import os
+import warnings
 from typing import Any
 
 from ..errors import BackendUnavailableError
-from .base import Backend
-from .device_stage import DeviceStage, DeviceStageFactory
+from .contract import Backend, Memory, Stage, StageFactory, host_array
+from .options import (
+    OPTIONS,
+    BackendOptions,
+    GpuOptions,
+    OnnxRuntime,
+    OnnxRuntimeCuda,
+    TensorRT,
+    TorchCuda,
+    options_for,
+    with_overrides,
+)
 
 __all__ = [
+    "Stage",
+    "StageFactory",
     "Backend",
+    "Memory",
+    "host_array",
+    "BackendOptions",
+    "GpuOptions",
+    "OnnxRuntime",
+    "OnnxRuntimeCuda",
+    "TensorRT",
+    "TorchCuda",
+    "OPTIONS",
+    "ENGINE_SUFFIXES",
+    "options_for",
+    "with_overrides",
+    "resolve_auto",
+    "resolve",
+    "create_backend",
+    "backend_names",
+    # deprecated names, kept for one release
     "DeviceStage",
     "DeviceStageFactory",
     "BACKENDS",
     "STAGE_FACTORIES",
-    "PLANNED_BACKENDS",
-    "ENGINE_SUFFIXES",
     "get_backend",
     "get_stage_factory",
-    "resolve_auto",
-    "backend_names",
 ]
 
 log = logging.getLogger(__name__)
 
-BACKENDS: dict[str, str] = {
-    "onnxruntime": "runtime.backends.onnxruntime_backend:OnnxRuntimeBackend",
-}
-"""Backend name → ``module:Class``, imported on demand."""
-
-STAGE_FACTORIES: dict[str, str] = {
-    "tensorrt": "runtime.backends.tensorrt_backend:TensorRTStageFactory",
-    "torch-cuda": "runtime.backends.torch_cuda:TorchCudaStageFactory",
-    "onnxruntime-cuda": "runtime.backends.onnxruntime_cuda:OrtCudaStageFactory",
-}
-"""GPU backend name → ``module:DeviceStageFactory class`` (constructor: model path, options)."""
-
-PLANNED_BACKENDS: dict[str, str] = {
-    "torch": "PyTorch checkpoints on the CPU, for parity checks (on a GPU: 'torch-cuda')",
-}
-"""Names reserved for backends that are not implemented yet."""
-
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 """File suffixes taken to be TensorRT engines (``backend="auto"`` tries TensorRT for them)."""
+
+BACKENDS: dict[str, str] = {name: cls.factory for name, cls in OPTIONS.items() if not cls().pipelined}
+"""Host-memory backend names → ``module:Class`` (deprecated view of :data:`OPTIONS`)."""
+
+STAGE_FACTORIES: dict[str, str] = {name: cls.factory for name, cls in OPTIONS.items() if cls().pipelined}
+"""GPU backend names → ``module:Class`` (deprecated view of :data:`OPTIONS`)."""
+
+DeviceStage = Stage
+"""Deprecated alias of :class:`Stage` (the GPU-only contract is now every backend's)."""
+DeviceStageFactory = StageFactory
+"""Deprecated alias of :class:`StageFactory`."""
 
 
 def backend_names() -> list[str]:
     """Every name ``Upscaler(backend=...)`` accepts."""
-    return ["auto", *BACKENDS, *STAGE_FACTORIES]
-
-
-def _import_class(spec: str, name: str) -> type:
-    module_name, _, class_name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):  # the backend module itself is missing
-            raise BackendUnavailableError(
-                f"backend {name!r} is registered as {spec} but module {module_name} is not part of "
-                "this installation"
-            ) from exc
-        raise
-    try:
-        return getattr(module, class_name)
-    except AttributeError:
-        raise BackendUnavailableError(
-            f"backend {name!r} is registered as {spec} but {module_name} has no {class_name}"
-        ) from None
-
-
-def _backend_class(name: str) -> type[Backend]:
-    return _import_class(BACKENDS[name], name)
+    return ["auto", *OPTIONS]
 
 
 def _module_importable(name: str) -> bool:
@@ -100,11 +92,10 @@ def _module_importable(name: str) -> bool:
         return False
 
 
-def resolve_auto(model_path: str | os.PathLike | None = None, *, pipelined: bool = True) -> tuple[str, dict[str, Any]]:
-    """The best backend available here for ``model_path``, as ``(name, options)``; logs it.
+def resolve_auto(model_path: str | os.PathLike[str] | None = None, *, pipelined: bool = True) -> BackendOptions:
+    """The options of the best backend available here for ``model_path``; logs the choice.
 
-    With ``pipelined=False`` only sequential :data:`BACKENDS` are considered (what
-    :func:`get_backend` can build).
+    With ``pipelined=False`` only host-memory backends are considered.
     """
     from .onnxruntime_backend import import_onnxruntime
 
@@ -127,71 +118,72 @@ def resolve_auto(model_path: str | os.PathLike | None = None, *, pipelined: bool
         if not _module_importable("tensorrt"):
             reasons.append("tensorrt: the tensorrt package is not installed")
         elif not cuda_ok():
-            reasons.append(f"tensorrt: {gpu[1]}")
+            reasons.append(f"tensorrt: {gpu[1] if gpu else '?'}")
         else:
             log.info("backend 'auto' resolved to tensorrt for %s", model_path)
-            return "tensorrt", {}
+            return TensorRT()
     try:
         ort = import_onnxruntime()
     except BackendUnavailableError as exc:
         raise BackendUnavailableError(
             f"no inference backend is available: {exc}" + (f" ({'; '.join(reasons)})" if reasons else "")
         ) from exc
+    choice: BackendOptions
     if "CUDAExecutionProvider" in ort.get_available_providers():
         if pipelined and cuda_ok():
             log.info("backend 'auto' resolved to onnxruntime-cuda (pipelined executor)%s",
                      f"; skipped {'; '.join(reasons)}" if reasons else "")
-            return "onnxruntime-cuda", {}
+            return OnnxRuntimeCuda()
         if pipelined:
-            reasons.append(f"onnxruntime-cuda: {gpu[1]}")
-        choice = ("onnxruntime", {"providers": ("CUDAExecutionProvider", "CPUExecutionProvider")})
+            reasons.append(f"onnxruntime-cuda: {gpu[1] if gpu else '?'}")
+        choice = OnnxRuntime(providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
     else:
         reasons.append("onnxruntime-cuda: ONNX Runtime has no CUDAExecutionProvider (install onnxruntime-gpu)")
-        choice = ("onnxruntime", {"providers": ("CPUExecutionProvider",)})
+        choice = OnnxRuntime()
     log.info(
-        "backend 'auto' resolved to %s with %s%s", choice[0], ", ".join(choice[1]["providers"]),
+        "backend 'auto' resolved to %s with %s%s", choice.name, ", ".join(choice.providers),  # type: ignore[attr-defined]
         f" (skipped {'; '.join(reasons)})" if pipelined and reasons else "",
     )
     return choice
 
 
-def get_stage_factory(name: str, model_path: str | os.PathLike, **options: Any) -> DeviceStageFactory:
-    """Create the GPU stage factory ``name`` (see :data:`STAGE_FACTORIES`) for ``model_path``.
-
-    ``options`` go to the factory's constructor. Unknown names, or a factory whose module
-    or packages are missing, raise :class:`~runtime.errors.BackendUnavailableError`.
-    """
-    if name not in STAGE_FACTORIES:
+def resolve(backend: str | BackendOptions, model_path: str | os.PathLike[str] | None = None) -> BackendOptions:
+    """Options for ``backend``: options as given, a name's defaults, or ``"auto"`` resolved."""
+    if isinstance(backend, BackendOptions):
+        return backend
+    if not isinstance(backend, str):
         raise BackendUnavailableError(
-            f"unknown GPU backend {name!r}; use one of {list(STAGE_FACTORIES)}"
+            f"backend must be a name ({backend_names()}) or backend options such as "
+            f"OnnxRuntime(threads=2), got {type(backend).__name__}"
         )
-    return _import_class(STAGE_FACTORIES[name], name)(model_path, **options)
+    if backend == "auto":
+        return resolve_auto(model_path)
+    return options_for(backend)
 
 
-def get_backend(name: str, model_path: str | os.PathLike, **options: Any) -> Backend:
-    """Create the sequential backend ``name`` for the model at ``model_path``.
+def create_backend(
+    backend: str | BackendOptions, model: str | os.PathLike[str] | Any, **overrides: Any
+) -> StageFactory:
+    """The backend ``backend`` (a name or options) for ``model``; ``overrides`` by field name."""
+    options = resolve(backend, model if isinstance(model, (str, os.PathLike)) else None)
+    if overrides:
+        options = with_overrides(options, overrides, what=f"backend {options.name!r}")
+    return options.create(model)
 
-    ``options`` go to the backend's constructor (for onnxruntime: ``providers``,
-    ``intra_op_threads``, ``scale``). Unknown, planned or unavailable names raise
-    :class:`~runtime.errors.BackendUnavailableError` saying what is available; GPU
-    backends of :data:`STAGE_FACTORIES` are built by :func:`get_stage_factory` or
-    ``runtime.Upscaler`` instead.
-    """
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=3)
+
+
+def get_backend(name: str, model_path: str | os.PathLike[str], **options: Any) -> StageFactory:
+    """Deprecated: :func:`create_backend` (every backend is a StageFactory now)."""
+    _deprecated("runtime.backends.get_backend", "runtime.backends.create_backend")
     if name == "auto":
-        name, auto_options = resolve_auto(model_path, pipelined=False)
-        options = {**auto_options, **options}
-    if name in STAGE_FACTORIES:
-        raise BackendUnavailableError(
-            f"backend {name!r} is not implemented as a sequential Backend: it runs on the pipelined "
-            f"GPU executor; use runtime.Upscaler(model, backend={name!r}) or get_stage_factory({name!r}, ...)"
-        )
-    if name in PLANNED_BACKENDS and name not in BACKENDS:
-        raise BackendUnavailableError(
-            f"backend {name!r} ({PLANNED_BACKENDS[name]}) is not implemented in this version; "
-            f"use one of {['auto', *BACKENDS]}"
-        )
-    if name not in BACKENDS:
-        raise BackendUnavailableError(
-            f"unknown backend {name!r}; use one of {backend_names()}"
-        )
-    return _backend_class(name)(model_path, **options)
+        return create_backend(resolve_auto(model_path, pipelined=False), model_path, **options)
+    return create_backend(name, model_path, **options)
+
+
+def get_stage_factory(name: str, model_path: str | os.PathLike[str], **options: Any) -> StageFactory:
+    """Deprecated: :func:`create_backend`."""
+    _deprecated("runtime.backends.get_stage_factory", "runtime.backends.create_backend")
+    return create_backend(name, model_path, **options)

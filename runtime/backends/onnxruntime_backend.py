@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from .._deps import require
-from ..errors import BackendUnavailableError, InvalidArgumentError, ModelError
-from ..model_info import METADATA_KEY, infer_model_info, parse_metadata
-from .base import Backend
+from ..errors import BackendUnavailableError, ModelError
+from ..model_info import METADATA_KEY, ModelInfo, infer_model_info, parse_metadata
+from ..utils import check_int
+from .contract import Backend
 
 __all__ = ["OnnxRuntimeBackend", "import_onnxruntime", "DEFAULT_PROVIDERS"]
 
@@ -71,9 +72,7 @@ class OnnxRuntimeBackend(Backend):
         # the arena, not the tile. Plain allocation keeps the peak at what a batch needs.
         options.enable_cpu_mem_arena = False
         if intra_op_threads is not None:
-            if isinstance(intra_op_threads, bool) or not isinstance(intra_op_threads, int) or intra_op_threads < 0:
-                raise InvalidArgumentError(f"intra_op_threads must be an integer >= 0, got {intra_op_threads!r}")
-            options.intra_op_num_threads = intra_op_threads
+            options.intra_op_num_threads = check_int("intra_op_threads", intra_op_threads, 0)
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -88,7 +87,7 @@ class OnnxRuntimeBackend(Backend):
             )
         log.info("onnxruntime backend: %s on %s (%s, x%d)", path.name, self.providers, self.io.value, self.scale)
 
-    def _read_info(self, model: str, scale: int | None):  # noqa: ANN202
+    def _read_info(self, model: str, scale: int | None) -> ModelInfo:
         custom = self._session.get_modelmeta().custom_metadata_map or {}
         if METADATA_KEY in custom:
             return parse_metadata(custom[METADATA_KEY], model=model, scale=scale)

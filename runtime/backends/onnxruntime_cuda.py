@@ -15,7 +15,8 @@ algorithm search on first run per shape). A stage creates its session on its fir
 ``enqueue``, when it learns the stream.
 
 ``provider="CPUExecutionProvider"`` runs the same IOBinding code on host memory (synchronous,
-no stream): with ``runtime.cuda.emulated.DeferredStageFactory`` that is how CI tests it.
+no stream; ``memory == "host"``): with ``runtime.testing.DeferredStageFactory`` on the
+emulated device that is how CI tests it.
 """
 
 from __future__ import annotations
@@ -26,13 +27,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .._validate import check_int
 from ..errors import BackendUnavailableError, InvalidArgumentError, UpscaleError
-from ..model_info import ModelIO
-from ..stitching import batch_shape
-from .device_stage import StageFactoryBase
+from ..utils import check_int
+from .contract import Memory, Stage, StageFactory
 from .onnxruntime_backend import OnnxRuntimeBackend, import_onnxruntime
 
 __all__ = ["OrtCudaStageFactory", "DEFAULT_MAX_BATCH"]
@@ -41,11 +38,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 64
 
-_NP_DTYPES = {ModelIO.FLOAT32_NCHW: np.dtype(np.float32), ModelIO.UINT8_NHWC: np.dtype(np.uint8)}
 _PROVIDERS = {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
 
 
-class OrtCudaStageFactory(StageFactoryBase):
+class OrtCudaStageFactory(StageFactory):
     """Stages running an ONNX model with ONNX Runtime's CUDA provider through IOBinding.
 
     ``provider_options`` are added to the CUDA provider's options (e.g.
@@ -59,7 +55,7 @@ class OrtCudaStageFactory(StageFactoryBase):
 
     def __init__(
         self,
-        model_path: str | os.PathLike,
+        model_path: str | os.PathLike[str],
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         device: int = 0,
@@ -80,6 +76,7 @@ class OrtCudaStageFactory(StageFactoryBase):
             )
         self.provider = provider
         self.device_type = _PROVIDERS[provider]
+        self.memory: Memory = "device" if self.device_type == "cuda" else "host"
         self.device_id = check_int("device", device, 0)
         self._max_batch = check_int("max_batch", max_batch, 1)
         self.provider_options = dict(provider_options or {})
@@ -120,60 +117,56 @@ class OrtCudaStageFactory(StageFactoryBase):
         return f"OrtCudaStageFactory({self.model_path.name!r}, {self._info.io.value}, {self.provider})"
 
 
-class _OrtStage:
+class _OrtStage(Stage):
     """One slot: a session on the slot's stream and an IOBinding to the slot's buffers."""
 
+    factory: OrtCudaStageFactory
+
     def __init__(self, factory: OrtCudaStageFactory, slot: int) -> None:
-        self.factory = factory
-        self.slot = slot
+        super().__init__(factory, slot)
         self._session: Any = None
         self._binding: Any = None
         self._stream: int | None = None
-        self._shape: tuple[int, int, int, int] | None = None
-        self._ptrs: tuple[int, int] | None = None
-        self._bound = False
-        ort = factory.ort
-        self._run_options = ort.RunOptions()
+        self._buffers: tuple[int, int, tuple[int, ...], tuple[int, ...]] | None = None
+        self._applied = False
+        self._run_options = factory.ort.RunOptions()
         # Return once the kernels are queued: the executor waits on its own event.
         self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
 
-    def bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int]) -> None:
-        self._ptrs = (int(input_ptr), int(output_ptr))
-        self._shape = tuple(int(s) for s in input_shape)
-        self._bound = False
+    def _bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
+              output_shape: tuple[int, int, int, int]) -> None:
+        self._buffers = (input_ptr, output_ptr, input_shape, output_shape)
+        self._applied = False
 
-    def _bind(self) -> None:
+    def _apply_binding(self) -> None:
         factory = self.factory
         info = factory.info
-        n = self._shape[0]
-        h, w = self._shape[2:] if info.io is ModelIO.FLOAT32_NCHW else self._shape[1:3]
-        out_shape = batch_shape(info.io, n, h * info.scale, w * info.scale)
-        dtype = _NP_DTYPES[info.io].type
+        assert self._buffers is not None  # bind() ran: Stage.enqueue checks it
+        in_ptr, out_ptr, in_shape, out_shape = self._buffers
+        dtype = info.io.dtype.type
         binding = self._binding
         binding.clear_binding_inputs()
         binding.clear_binding_outputs()
-        binding.bind_input(info.input_name, factory.device_type, factory.device_id, dtype, list(self._shape), self._ptrs[0])
-        binding.bind_output(info.output_name, factory.device_type, factory.device_id, dtype, list(out_shape), self._ptrs[1])
-        self._bound = True
+        binding.bind_input(info.input_name, factory.device_type, factory.device_id, dtype, list(in_shape), in_ptr)
+        binding.bind_output(info.output_name, factory.device_type, factory.device_id, dtype, list(out_shape), out_ptr)
+        self._applied = True
 
-    def enqueue(self, stream: int) -> None:
-        if self._ptrs is None:
-            raise UpscaleError("onnxruntime-cuda stage: enqueue before bind")
-        stream = int(stream)
-        if self._session is None or (self._stream != stream and self.factory.device_type == "cuda"):
+    def _enqueue(self, stream: int) -> None:
+        on_cuda = self.factory.device_type == "cuda"
+        if self._session is None or (self._stream != stream and on_cuda):
             if self._session is not None:
                 log.warning("slot %d: stream changed, creating a new ONNX Runtime session", self.slot)
-            self._session = self.factory.new_session(stream if self.factory.device_type == "cuda" else 0)
+            self._session = self.factory.new_session(stream if on_cuda else 0)
             self._binding = self._session.io_binding()
             self._stream = stream
-            self._bound = False
-        if not self._bound:
-            self._bind()
+            self._applied = False
+        if not self._applied:
+            self._apply_binding()
         try:
             self._session.run_with_iobinding(self._binding, self._run_options)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
             raise UpscaleError(f"onnxruntime-cuda stage (slot {self.slot}): run failed ({exc})") from exc
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._binding = None
         self._session = None

@@ -1,4 +1,4 @@
-"""TensorRT compute stage for the pipelined CUDA executor (see ``device_stage.py``).
+"""TensorRT compute stage for the pipelined CUDA executor (the contract: ``contract.py``).
 
 ``TensorRTStageFactory(engine_path)`` loads an engine built by ``export/to_trt.py``: it
 reads the JSON sidecar, checks the engine was built for this TensorRT version and GPU
@@ -33,9 +33,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..closing import Closing
 from ..errors import BackendUnavailableError, InvalidArgumentError, MissingDependencyError, ModelError, UpscaleError
-from ..model_info import ModelInfo, ModelIO
+from ..model_info import ModelInfo
 from ..trt_sidecar import (
     EngineMismatchError,
     GpuInfo,
@@ -46,6 +45,7 @@ from ..trt_sidecar import (
     read_sidecar,
     sidecar_path,
 )
+from .contract import Stage, StageFactory
 
 __all__ = [
     "TRT_INSTALL_HINT",
@@ -63,8 +63,6 @@ TRT_INSTALL_HINT = (
     "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu12 "
     "(or tensorrt-cu13 for CUDA 13; TensorRT 10.x or 11.x)"
 )
-
-_EXPECTED_DTYPE = {ModelIO.FLOAT32_NCHW: "FLOAT", ModelIO.UINT8_NHWC: "UINT8"}
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -170,24 +168,21 @@ def profile_shapes(engine: Any, input_name: str) -> list[dict[str, list[int]]]:
     return out
 
 
-def _spatial_axes(io: ModelIO) -> tuple[int, int]:
-    return (2, 3) if io is ModelIO.FLOAT32_NCHW else (1, 2)
-
-
-def _channel_axis(io: ModelIO) -> int:
-    return 1 if io is ModelIO.FLOAT32_NCHW else 3
-
-
 # --------------------------------------------------------------------------- the stage
 
 
-class TensorRTStage:
-    """One slot's TensorRT execution context (see :class:`~runtime.backends.device_stage.DeviceStage`)."""
+class TensorRTStage(Stage):
+    """One slot's TensorRT execution context, bound to optimisation profile ``slot``.
+
+    :meth:`bind` (the contract's checks, then the engine profile's) only remembers the
+    buffers: TensorRT is told at the next :meth:`enqueue`, which knows the stream.
+    """
+
+    factory: TensorRTStageFactory
 
     def __init__(self, factory: TensorRTStageFactory, context: Any, slot: int) -> None:
-        self._factory = factory
+        super().__init__(factory, slot)
         self._context = context
-        self.slot = slot
         self.profile = slot  # one profile per concurrent context
         self._pending: tuple[int, int, tuple[int, int, int, int]] | None = None
         self._profile_set = False
@@ -195,45 +190,16 @@ class TensorRTStage:
         self._input_ptr: int | None = None
         self._output_ptr: int | None = None
 
-    @property
-    def closed(self) -> bool:
-        return self._context is None
+    def _bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
+              output_shape: tuple[int, int, int, int]) -> None:
+        self._pending = (input_ptr, output_ptr, input_shape)
 
-    def _live_context(self) -> Any:
-        if self._context is None:
-            raise UpscaleError(f"TensorRT stage for slot {self.slot} is closed; create a new one")
-        return self._context
-
-    def bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int]) -> None:
-        """Check the batch shape against the engine's profile and remember the buffers;
-        TensorRT is told at the next :meth:`enqueue` (it needs the stream first)."""
-        self._live_context()
-        for name, ptr in (("input_ptr", input_ptr), ("output_ptr", output_ptr)):
-            if isinstance(ptr, bool) or not isinstance(ptr, int) or ptr <= 0:
-                raise InvalidArgumentError(f"{name} must be a device pointer (positive int), got {ptr!r}")
-        shape = tuple(input_shape)
-        self._factory.check_shape(shape)
-        self._pending = (input_ptr, output_ptr, shape)  # type: ignore[assignment]
-
-    def set_input_consumed_event(self, event: int) -> None:
-        """Have TensorRT record the CUDA event ``event`` (a ``cudaEvent_t`` handle) once each
-        run has read its input, so the executor may refill the input buffer before the run
-        ends (``IExecutionContext.set_input_consumed_event``)."""
-        ctx = self._live_context()
-        if isinstance(event, bool) or not isinstance(event, int):
-            raise InvalidArgumentError(f"event must be a CUDA event handle (int), got {event!r}")
-        if not ctx.set_input_consumed_event(event):
-            raise UpscaleError(f"TensorRT refused the input-consumed event for slot {self.slot}{self._factory.said()}")
-
-    def enqueue(self, stream: int) -> None:
+    def _enqueue(self, stream: int) -> None:
         """Queue one run on ``stream`` (``execute_async_v3``); raises if TensorRT refuses."""
-        ctx = self._live_context()
-        if self._pending is None:
-            raise UpscaleError(f"TensorRT stage for slot {self.slot}: call bind() before enqueue()")
-        if isinstance(stream, bool) or not isinstance(stream, int):
-            raise InvalidArgumentError(f"stream must be a CUDA stream handle (int), got {stream!r}")
+        ctx = self._context
+        assert self._pending is not None  # Stage.enqueue checked bind() ran
         input_ptr, output_ptr, shape = self._pending
-        factory = self._factory
+        factory = self.factory
         if not self._profile_set:
             if not ctx.set_optimization_profile_async(self.profile, stream):
                 raise UpscaleError(
@@ -271,19 +237,18 @@ class TensorRTStage:
                 f"(execute_async_v3 returned False){factory.said()}"
             )
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Release the execution context (TensorRT frees it with its last reference)."""
-        if self._context is not None:
-            self._context = None
-            self._pending = None
-            self._factory._forget(self)
+        self._context = None
+        self._pending = None
+        self.factory._forget(self)
 
     def __repr__(self) -> str:
         return f"TensorRTStage(slot={self.slot}, profile={self.profile}, closed={self.closed})"
 
 
-class TensorRTStageFactory(Closing):
-    """The TensorRT engine as a :class:`~runtime.backends.device_stage.DeviceStageFactory`.
+class TensorRTStageFactory(StageFactory):
+    """The TensorRT engine as a :class:`~runtime.backends.contract.StageFactory`.
 
     ``engine_path``: a plan written by ``export/to_trt.py`` (its sidecar
     ``<engine>.json`` beside it). ``device``: the CUDA device whose GPU is compared with
@@ -295,9 +260,12 @@ class TensorRTStageFactory(Closing):
     :class:`~runtime.errors.ModelError` (bad engine, sidecar or I/O).
     """
 
+    name = "tensorrt"
+    supports_cuda_graphs = False
+
     def __init__(
         self,
-        engine_path: str | os.PathLike,
+        engine_path: str | os.PathLike[str],
         *,
         device: int = 0,
         scale: int | None = None,
@@ -359,7 +327,7 @@ class TensorRTStageFactory(Closing):
                 f"{path}: engine has {names}; the model metadata expects one input {info.input_name!r} "
                 f"and one output {info.output_name!r}"
             )
-        want = _EXPECTED_DTYPE[info.io]
+        want = info.io.trt_dtype
         for t in inputs + outputs:
             if t["dtype"] != want or len(t["shape"]) != 4:
                 raise ModelError(
@@ -373,7 +341,7 @@ class TensorRTStageFactory(Closing):
                 )
 
     def _limits(self) -> None:
-        lo_axes = _spatial_axes(self._info.io)
+        lo_axes = self._info.io.spatial_axes
         self._max_batch = min(p["max"][0] for p in self.profiles)
         self._min_batch = max(p["min"][0] for p in self.profiles)
         self._min_edge = max(p["min"][a] for p in self.profiles for a in lo_axes)
@@ -381,15 +349,14 @@ class TensorRTStageFactory(Closing):
         if self._min_batch > self._max_batch or self._min_edge > self._max_edge:
             raise ModelError(f"{self.engine_path}: its optimisation profiles do not overlap: {self.profiles}")
 
-    def check_shape(self, shape: Sequence[int]) -> None:
-        """Raise :class:`InvalidArgumentError` unless ``shape`` is a batch every profile runs."""
+    def check_shape(self, shape: Sequence[int]) -> tuple[int, int, int, int]:
+        """``shape`` as a tuple, or :class:`InvalidArgumentError` unless every profile runs it."""
         io = self._info.io
-        layout = "[N,3,H,W]" if io is ModelIO.FLOAT32_NCHW else "[N,H,W,3]"
         if len(shape) != 4 or any(isinstance(d, bool) or not isinstance(d, int) for d in shape):
-            raise InvalidArgumentError(f"input_shape must be 4 ints {layout}, got {tuple(shape)!r}")
-        h_axis, w_axis = _spatial_axes(io)
-        if shape[_channel_axis(io)] != 3:
-            raise InvalidArgumentError(f"input_shape must be {layout} with 3 channels, got {tuple(shape)}")
+            raise InvalidArgumentError(f"input_shape must be 4 ints {io.shape_text}, got {tuple(shape)!r}")
+        h_axis, w_axis = io.spatial_axes
+        if shape[io.channel_axis] != 3:
+            raise InvalidArgumentError(f"input_shape must be {io.shape_text} with 3 channels, got {tuple(shape)}")
         if not self._min_batch <= shape[0] <= self._max_batch:
             raise InvalidArgumentError(
                 f"batch of {shape[0]} windows is outside {self.engine_path.name}'s profile "
@@ -402,22 +369,9 @@ class TensorRTStageFactory(Closing):
                     f"edge range {self._min_edge}..{self._max_edge}; use a smaller tile/halo or rebuild "
                     "with export/to_trt.py --tile/--halo/--min-window"
                 )
+        return tuple(shape)  # type: ignore[return-value]
 
-    def output_shape(self, shape: Sequence[int]) -> tuple[int, int, int, int]:
-        s = self._info.scale
-        if self._info.io is ModelIO.FLOAT32_NCHW:
-            return (shape[0], shape[1], shape[2] * s, shape[3] * s)
-        return (shape[0], shape[1] * s, shape[2] * s, shape[3])
-
-    # -- DeviceStageFactory --------------------------------------------------------------
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def max_batch(self) -> int:
-        return self._max_batch
-
+    # -- StageFactory --------------------------------------------------------------------
     @property
     def num_profiles(self) -> int:
         """Optimisation profiles in the engine = most slots that can run concurrently."""
@@ -426,11 +380,9 @@ class TensorRTStageFactory(Closing):
     def window_limits(self) -> tuple[int, int] | None:
         return (self._min_edge, self._max_edge)
 
-    def create_stage(self, slot: int) -> TensorRTStage:
+    def _new_stage(self, slot: int) -> TensorRTStage:
         """A stage with its own execution context, bound to profile ``slot``."""
-        if self._closed:
-            raise UpscaleError(f"TensorRT engine {self.engine_path} is closed; create a new factory")
-        if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < self.num_profiles:
+        if not 0 <= slot < self.num_profiles:
             raise InvalidArgumentError(
                 f"slot {slot!r}: {self.engine_path.name} has {self.num_profiles} optimisation profiles, "
                 f"so slots 0..{self.num_profiles - 1} (each concurrent TensorRT context needs its own "
@@ -452,11 +404,8 @@ class TensorRTStageFactory(Closing):
         if stage in self._stages:
             self._stages.remove(stage)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Close every stage, then release the engine and runtime (contexts go first)."""
-        if self._closed:
-            return
-        self._closed = True
         for stage in list(self._stages):
             stage.close()
         self._engine = None

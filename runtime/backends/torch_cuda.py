@@ -16,35 +16,54 @@ stream (``torch.cuda.ExternalStream``) and writes the result into the output buf
   back to the buffer's dtype at the end.
 
 torch is imported when a factory is created. ``device="cpu"`` runs the same code on the
-CPU (tensors over host pointers, no streams), for tests with the emulated device.
+CPU (tensors over host pointers, no streams; ``memory == "host"``), for tests with the
+emulated device.
+
+The runtime never imports the training code: a checkpoint path is turned into a module by a
+loader registered under the ``fourpp_eusr.model_loaders`` entry point for its suffix (the
+project's ``train`` package registers ``.safetensors`` -> ``train.checkpoint:load_model``),
+or the caller passes the ``nn.Module`` itself.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import copy
+import dataclasses
+import json
 import logging
-import math
 import os
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .._deps import require
-from .._validate import check_int
 from ..errors import BackendUnavailableError, InvalidArgumentError, ModelError, UpscaleError
-from ..model_info import ModelInfo, ModelIO
-from ..stitching import batch_shape
-from .device_stage import StageFactoryBase
+from ..layout import ModelIO
+from ..model_info import ModelInfo
+from ..utils import check_int
+from .contract import Memory, Stage, StageFactory, host_array
 
-__all__ = ["TorchCudaStageFactory", "DEFAULT_MAX_BATCH"]
+__all__ = ["TorchCudaStageFactory", "DEFAULT_MAX_BATCH", "LOADER_GROUP", "find_loader"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 64
 
-_NP_DTYPES = {ModelIO.FLOAT32_NCHW: np.dtype(np.float32), ModelIO.UINT8_NHWC: np.dtype(np.uint8)}
+LOADER_GROUP = "fourpp_eusr.model_loaders"
+"""Entry-point group: name = a checkpoint suffix without the dot, value = ``module:function``
+taking ``(path, *, weights=)`` and returning an ``nn.Module``."""
+
+
+def find_loader(suffix: str) -> Callable[..., Any] | None:
+    """The registered checkpoint loader for ``suffix`` (e.g. ``".safetensors"``), or None."""
+    name = suffix.lower().lstrip(".")
+    for entry in metadata.entry_points(group=LOADER_GROUP):
+        if entry.name == name:
+            loader: Callable[..., Any] = entry.load()
+            return loader
+    return None
 
 
 def _import_torch() -> Any:
@@ -56,10 +75,10 @@ def _import_torch() -> Any:
     )
 
 
-class TorchCudaStageFactory(StageFactoryBase):
+class TorchCudaStageFactory(StageFactory):
     """Stages running an EUSR checkpoint (or any ×scale module) with PyTorch on a GPU.
 
-    ``model``: an EUSR ``.safetensors`` checkpoint (``train.checkpoint.load_model``, moving
+    ``model``: an EUSR ``.safetensors`` checkpoint (read by the registered loader, moving
     average weights when present) or an ``nn.Module`` (an EUSR, whose ×``scale`` path is
     used, or a module mapping ``[N,3,H,W]`` 0..255 float to ×``scale``; copied, the
     caller's module is left as it is). ``halo`` becomes
@@ -88,16 +107,18 @@ class TorchCudaStageFactory(StageFactoryBase):
         torch = _import_torch()
         self.torch = torch
         try:
-            self.io = ModelIO(io)
+            layout = ModelIO(io)
         except ValueError:
             raise InvalidArgumentError(f"io must be one of {[m.value for m in ModelIO]}, got {io!r}") from None
-        self.scale = check_int("scale", scale, 1)
+        # io and scale are known now; names, halo and provenance once the module is loaded
+        self._info = ModelInfo(io=layout, scale=check_int("scale", scale, 1), input_name="lr", output_name="sr")
         self._max_batch = check_int("max_batch", max_batch, 1)
         if halo is not None:
             check_int("halo", halo, 0)
         self.fp16 = bool(fp16)
         self.channels_last = bool(channels_last)
         self.device = self._torch_device(device)
+        self.memory: Memory = "device" if self.device.type == "cuda" else "host"
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
         elif self.fp16:
@@ -111,11 +132,8 @@ class TorchCudaStageFactory(StageFactoryBase):
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
-        self._info = ModelInfo(
-            io=self.io,
-            scale=self.scale,
-            input_name="lr",
-            output_name="sr",
+        self._info = dataclasses.replace(
+            self._info,
             recommended_halo=halo,
             config_name=config_name,
             source=source,
@@ -151,8 +169,6 @@ class TorchCudaStageFactory(StageFactoryBase):
     def _load(self, model: Any, weights: str) -> tuple[Any, str | None, str]:
         torch = self.torch
         if isinstance(model, torch.nn.Module):
-            import copy
-
             # a copy: moving to the GPU and .half() work in place, and the caller keeps theirs
             net, source, config_name = copy.deepcopy(model), "module", None
         else:
@@ -164,21 +180,25 @@ class TorchCudaStageFactory(StageFactoryBase):
                     f"{path}: backend 'torch-cuda' takes an EUSR .safetensors checkpoint, got a "
                     f"{path.suffix or 'suffix-less'} file; ONNX models run with 'onnxruntime-cuda'"
                 )
-            from train.checkpoint import CheckpointError, load_model
-
+            load_model = find_loader(path.suffix)
+            if load_model is None:
+                raise ModelError(
+                    f"{path}: no checkpoint loader is registered for {path.suffix} files (entry point group "
+                    f"{LOADER_GROUP!r}); install the project with pip install -e . or pass the nn.Module"
+                )
             try:
                 net = load_model(path, weights=weights)
-            except (CheckpointError, ValueError, OSError) as exc:
+            except (UpscaleError, ValueError, OSError) as exc:
                 raise ModelError(f"{path}: cannot load the checkpoint ({exc})") from exc
-            source, config_name = f"checkpoint {path.name}", None
+            source, config_name = f"checkpoint {path.name}", _safetensors_metadata(path).get("config_name")
         if hasattr(net, "path") and hasattr(net, "scales"):  # a multi-scale EUSR: take one path
             if self.scale not in net.scales:
                 raise ModelError(f"scale {self.scale} is not a path of this model; it has scales {list(net.scales)}")
-            config_name = _config_name(net)
+            config_name = config_name or _config_name(net)
             net = net.path(self.scale)
         return net, config_name, source
 
-    # -- DeviceStageFactory (info, max_batch, window_limits, close: StageFactoryBase) ---------
+    # -- StageFactory (info, max_batch, window_limits, close come from the base) ---------------
     def _new_stage(self, slot: int) -> _TorchStage:
         return _TorchStage(self, slot)
 
@@ -192,43 +212,50 @@ class TorchCudaStageFactory(StageFactoryBase):
 
 
 def _config_name(net: Any) -> str | None:
+    """The configuration's name if the module records one (informational)."""
+    name = getattr(net, "config_name", None) or getattr(getattr(net, "config", None), "name", None)
+    return name if isinstance(name, str) else "custom"
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` strings of a safetensors file's JSON header ({} if unreadable).
+
+    The format: an 8-byte little-endian header length, then that many bytes of JSON.
+    """
     try:
-        from train.models.eusr import CONFIGS
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size)) if 0 < size < (1 << 26) else {}
+    except (OSError, ValueError):
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
-        for name, config in CONFIGS.items():
-            if config == net.config:
-                return name
-    except Exception:  # noqa: BLE001 - the name is informational
-        pass
-    return "custom"
 
-
-class _TorchStage:
+class _TorchStage(Stage):
     """One slot: tensors over the slot's device buffers, the module run on the slot's stream."""
 
+    factory: TorchCudaStageFactory
+
     def __init__(self, factory: TorchCudaStageFactory, slot: int) -> None:
-        self.factory = factory
-        self.slot = slot
+        super().__init__(factory, slot)
         self._x: Any = None
         self._y: Any = None
         self._streams: dict[int, Any] = {}
 
     def _wrap(self, ptr: int, shape: tuple[int, ...]) -> Any:
         torch = self.factory.torch
-        dtype = _NP_DTYPES[self.factory.io]
+        dtype = self.factory.io.dtype
         if self.factory.device.type == "cuda":
             from ..cuda.resources import DeviceArray
 
             return torch.as_tensor(DeviceArray(ptr, dtype, shape), device=self.factory.device)
-        nbytes = math.prod(shape) * dtype.itemsize
-        flat = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(ptr))
-        return torch.from_numpy(flat.view(dtype).reshape(shape))
+        return torch.from_numpy(host_array(ptr, dtype, shape))
 
-    def bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int]) -> None:
-        io, s = self.factory.io, self.factory.scale
-        n, h, w = (input_shape[0], *input_shape[2:]) if io is ModelIO.FLOAT32_NCHW else input_shape[:3]
-        self._x = self._wrap(input_ptr, tuple(input_shape))
-        self._y = self._wrap(output_ptr, batch_shape(io, n, h * s, w * s))
+    def _bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
+              output_shape: tuple[int, int, int, int]) -> None:
+        self._x = self._wrap(input_ptr, input_shape)
+        self._y = self._wrap(output_ptr, output_shape)
 
     def _stream(self, handle: int) -> Any:
         factory = self.factory
@@ -240,9 +267,7 @@ class _TorchStage:
             stream = self._streams[handle] = torch.cuda.ExternalStream(handle, device=factory.device)
         return factory.torch.cuda.stream(stream)
 
-    def enqueue(self, stream: int) -> None:
-        if self._x is None:
-            raise UpscaleError("torch-cuda stage: enqueue before bind")
+    def _enqueue(self, stream: int) -> None:
         factory = self.factory
         torch = factory.torch
         if factory.net is None:
@@ -261,6 +286,6 @@ class _TorchStage:
         except RuntimeError as exc:  # torch reports CUDA and shape errors as RuntimeError
             raise UpscaleError(f"torch-cuda stage (slot {self.slot}): {exc}") from exc
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._x = self._y = None
         self._streams.clear()

@@ -3,8 +3,8 @@
 * :mod:`runtime.cuda.api`: the import and the one checked call (:func:`call`), errors.
 * :mod:`runtime.cuda.resources`: streams, events, pinned and device buffers, graphs, and
   :class:`CudaDevice`, the device the pipelined executor (``runtime.pipeline``) runs on.
-* :mod:`runtime.cuda.emulated`: :class:`EmulatedDevice`, the same interface on the CPU for
-  tests and machines without a GPU.
+* The same interface on the CPU for tests, :class:`~runtime.testing.EmulatedDevice`, lives in
+  :mod:`runtime.testing` (a test double; the runtime never imports it).
 
 Importing this package does not import cuda-python; creating any CUDA object does.
 """
@@ -12,7 +12,6 @@ Importing this package does not import cuda-python; creating any CUDA object doe
 from __future__ import annotations
 
 from .api import CudaError, CudaUnavailableError, bindings_version, call, check, cudart
-from .emulated import EmulatedDevice
 from .resources import (
     CudaDevice,
     DeviceArray,
@@ -39,5 +38,5 @@ __all__ = [
     "PinnedBuffer",
     "Stream",
     "cuda_available",
-    "EmulatedDevice",
 ]
+

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..closing import Closing
-from .._validate import check_int
+from ..utils import check_int
 from ..errors import InvalidArgumentError, UpscaleError
 from .api import CudaUnavailableError, call, check, cudart
 

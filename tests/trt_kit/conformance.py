@@ -117,8 +117,7 @@ def make_world(fk: Fakes, *, io: str = "float32-nchw", profiles: int = 3, tile: 
                             else (s[0], s[1] * scale, s[2] * scale, s[3]))
 
         ctx = fk.make(trt.IExecutionContext, set_input_shape=set_shape, get_tensor_shape=out_shape,
-                      set_tensor_address=True, execute_async_v3=True, set_optimization_profile_async=True,
-                      set_input_consumed_event=True)
+                      set_tensor_address=True, execute_async_v3=True, set_optimization_profile_async=True)
         contexts.append(ctx)
         return ctx
 
@@ -383,19 +382,18 @@ def _built_engine(tmp: Path, mods: Mods, fk: Fakes, **kw: Any) -> World:
 
 
 def scenario_runtime_stage(tmp: Path, mods: Mods, fk: Fakes) -> dict:
-    from runtime.backends.device_stage import DeviceStage, DeviceStageFactory
+    from runtime.backends.contract import Stage, StageFactory
 
     world = _built_engine(tmp, mods, fk)
     with patched(world, mods):
         factory = mods.backend.TensorRTStageFactory(tmp / "model.plan")
-    assert isinstance(factory, DeviceStageFactory)
+    assert isinstance(factory, StageFactory)
     assert (factory.info.scale, factory.info.io.value, factory.info.recommended_halo) == (4, "float32-nchw", 12)
     assert (factory.max_batch, factory.window_limits(), factory.num_profiles) == (8, (32, 152), 3)
     assert fk.calls_to("Runtime", "deserialize_cuda_engine")[0]["serialized_engine"] == PLAN
     s0, s1 = factory.create_stage(0), factory.create_stage(1)
-    assert isinstance(s0, DeviceStage) and isinstance(s1, DeviceStage)
+    assert isinstance(s0, Stage) and isinstance(s1, Stage)
     c0, c1 = world.contexts
-    s0.set_input_consumed_event(0xE0)
     for shape in [(8, 3, 152, 152), (8, 3, 152, 152), (3, 3, 100, 120)]:
         s0.bind(0x1000, 0x2000, shape)
         s0.enqueue(0x51)
@@ -405,7 +403,6 @@ def scenario_runtime_stage(tmp: Path, mods: Mods, fk: Fakes) -> dict:
     def on(ctx: Any, member: str) -> list:
         return [c.args for c in fk.calls if c.target is ctx and c.member == member]
 
-    assert on(c0, "set_input_consumed_event") == [{"event": 0xE0}]
     assert on(c0, "set_optimization_profile_async") == [{"profile_index": 0, "stream_handle": 0x51}]
     assert on(c1, "set_optimization_profile_async") == [{"profile_index": 1, "stream_handle": 0x52}]
     assert [tuple(a["shape"]) for a in on(c0, "set_input_shape")] == [(8, 3, 152, 152), (3, 3, 100, 120)]

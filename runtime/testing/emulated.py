@@ -21,10 +21,13 @@ raises stores the exception on its stream; the next synchronisation that covers 
 it, as CUDA reports asynchronous errors, and the rest of that stream's work up to that
 point is skipped.
 
-Stages: :class:`BackendStageFactory` runs any sequential :class:`~runtime.backends.Backend`
-(ONNX Runtime CPU, a numpy model) as a device stage; :class:`DeferredStageFactory` defers a
-stage that computes synchronously on host-addressable memory (ONNX Runtime's IOBinding on
-the CPU) to stream execution time.
+Stages: :class:`BackendStageFactory` runs any :class:`~runtime.backends.Backend` (ONNX
+Runtime CPU, a numpy model) as a device stage on emulated device memory;
+:class:`DeferredStageFactory` defers any backend whose stages compute synchronously on
+host-addressable memory (``memory == "host"``: ONNX Runtime's IOBinding on the CPU, the
+torch stage on the CPU) to stream execution time.
+
+A test double: the runtime itself never imports :mod:`runtime.testing`.
 """
 
 from __future__ import annotations
@@ -32,17 +35,15 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from .._validate import check_int
-from ..backends.base import Backend
-from ..backends.device_stage import DeviceStage, DeviceStageFactory
+from ..backends.contract import Backend, Stage, StageFactory
 from ..errors import InvalidArgumentError, UpscaleError
-from ..model_info import ModelInfo, ModelIO
-from ..stitching import batch_shape
+from ..host import HostBuffer
+from ..utils import check_int
 
 __all__ = [
     "SCHEDULES",
@@ -56,8 +57,6 @@ __all__ = [
 ]
 
 SCHEDULES = ("lazy", "random", "eager")
-
-_DTYPES = {ModelIO.FLOAT32_NCHW: np.dtype(np.float32), ModelIO.UINT8_NHWC: np.dtype(np.uint8)}
 
 
 class _Op:
@@ -164,29 +163,6 @@ class EmulatedEvent:
 
     def close(self) -> None:
         self.closed = True
-
-
-class HostBuffer:
-    """Stand-in for pinned memory: a numpy uint8 array with ``ptr``/``view``/``close``."""
-
-    def __init__(self, nbytes: int) -> None:
-        self.nbytes = check_int("nbytes", nbytes, 1)
-        self.array: np.ndarray | None = np.zeros(self.nbytes, np.uint8)
-        self.ptr = self.array.ctypes.data
-        self.closed = False
-
-    def view(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
-        if self.array is None:
-            raise UpscaleError("HostBuffer is closed")
-        dtype = np.dtype(dtype)
-        needed = math.prod(shape) * dtype.itemsize
-        if needed > self.nbytes:
-            raise InvalidArgumentError(f"a {dtype} view of shape {shape} needs {needed} bytes, buffer has {self.nbytes}")
-        return self.array[:needed].view(dtype).reshape(shape)
-
-    def close(self) -> None:
-        self.closed = True
-        self.array = None
 
 
 class EmulatedDeviceBuffer(HostBuffer):
@@ -348,106 +324,89 @@ class EmulatedDevice:
 # ---------------------------------------------------------------------------- stages
 
 
-class _BackendStage:
-    def __init__(self, factory: BackendStageFactory) -> None:
-        self._factory = factory
-        self._bound: tuple[int, int, tuple[int, int, int, int]] | None = None
-        self.closed = False
+class _BackendStage(Stage):
+    factory: BackendStageFactory
 
-    def bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int]) -> None:
-        self._bound = (input_ptr, output_ptr, tuple(input_shape))
+    def _bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
+              output_shape: tuple[int, int, int, int]) -> None:
+        self._shapes = (input_shape, output_shape)
 
-    def enqueue(self, stream: int) -> None:
-        if self._bound is None:
-            raise UpscaleError("enqueue before bind")
-        in_ptr, out_ptr, shape = self._bound
-        self._factory.before_enqueue(shape)
-        self._factory.device.launch(stream, lambda: self._run(in_ptr, out_ptr, shape), "backend")
+    def _enqueue(self, stream: int) -> None:
+        assert self._bound is not None  # Stage.enqueue checked it
+        in_ptr, out_ptr, _ = self._bound
+        in_shape, out_shape = self._shapes
+        self.factory.before_enqueue(in_shape)
+        self.factory.device.launch(stream, lambda: self._run(in_ptr, out_ptr, in_shape, out_shape), "backend")
 
-    def _run(self, in_ptr: int, out_ptr: int, shape: tuple[int, int, int, int]) -> None:
-        factory = self._factory
-        info = factory.info
-        dtype = _DTYPES[info.io]
-        x = factory.device.array_at(in_ptr, dtype, shape)
-        n = shape[0]
-        h, w = (shape[2], shape[3]) if info.io is ModelIO.FLOAT32_NCHW else (shape[1], shape[2])
-        y = factory.backend.infer(x)
-        out = factory.device.array_at(out_ptr, dtype, batch_shape(info.io, n, h * info.scale, w * info.scale))
-        out[...] = y
-
-    def close(self) -> None:
-        self.closed = True
+    def _run(self, in_ptr: int, out_ptr: int, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
+        factory = self.factory
+        dtype = factory.io.dtype
+        x = factory.device.array_at(in_ptr, dtype, in_shape)
+        factory.device.array_at(out_ptr, dtype, out_shape)[...] = factory.backend.infer(x)
 
 
-class BackendStageFactory:
-    """A :class:`~runtime.backends.device_stage.DeviceStageFactory` over a sequential Backend.
+class BackendStageFactory(StageFactory):
+    """Any :class:`~runtime.backends.Backend` as a device stage on the emulated device.
 
     Each ``enqueue`` queues ``backend.infer`` on the emulated stream, reading and writing
     emulated device memory, so the executor's copies, events and stitching are exercised
     exactly as with a GPU stage. ``before_enqueue`` is a hook for tests (e.g. to fail).
     """
 
+    name = "emulated backend"
+
     def __init__(self, backend: Backend, device: EmulatedDevice, *, max_batch: int = 64) -> None:
         self.backend = backend
         self.device = device
+        self._info = backend.info
         self._max_batch = check_int("max_batch", max_batch, 1)
         self.stages: list[_BackendStage] = []
-        self.closed = False
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.backend.info
-
-    @property
-    def max_batch(self) -> int:
-        return self._max_batch
 
     def window_limits(self) -> tuple[int, int] | None:
-        low = self.backend.min_input_size
-        return None if low <= 1 else (low, 1 << 30)
+        return self.backend.window_limits()
 
-    def create_stage(self, slot: int) -> DeviceStage:
-        stage = _BackendStage(self)
+    def _new_stage(self, slot: int) -> Stage:
+        stage = _BackendStage(self, slot)
         self.stages.append(stage)
         return stage
 
     def before_enqueue(self, shape: tuple[int, int, int, int]) -> None:
         """Called at every enqueue with the batch shape; does nothing (test hook)."""
 
-    def close(self) -> None:
-        self.closed = True
 
+class _DeferredStage(Stage):
+    factory: DeferredStageFactory
 
-class _DeferredStage:
-    def __init__(self, inner: DeviceStage, device: EmulatedDevice) -> None:
+    def __init__(self, factory: DeferredStageFactory, slot: int, inner: Stage) -> None:
+        super().__init__(factory, slot)
         self._inner = inner
-        self._device = device
 
-    def bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int]) -> None:
+    def _bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
+              output_shape: tuple[int, int, int, int]) -> None:
         self._inner.bind(input_ptr, output_ptr, input_shape)
 
-    def enqueue(self, stream: int) -> None:
-        self._device.launch(stream, lambda: self._inner.enqueue(stream), "deferred")
+    def _enqueue(self, stream: int) -> None:
+        self.factory.device.launch(stream, lambda: self._inner.enqueue(stream), "deferred")
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._inner.close()
 
 
-class DeferredStageFactory:
-    """Wraps a factory whose stages run synchronously on host memory so they run on the stream.
+class DeferredStageFactory(StageFactory):
+    """Wraps a host-memory backend so its stages run on the emulated stream, not at enqueue.
 
     For example ONNX Runtime's IOBinding stage on the CPU provider, which reads the bound
     pointers during ``enqueue``: deferred, it reads them only once the emulated copy to the
-    "device" has run.
+    "device" has run. Closing it closes the inner backend.
     """
 
-    def __init__(self, inner: DeviceStageFactory, device: EmulatedDevice) -> None:
+    name = "deferred"
+
+    def __init__(self, inner: StageFactory, device: EmulatedDevice) -> None:
         self.inner = inner
         self.device = device
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.inner.info
+        self._info = inner.info
+        self.supports_cuda_graphs = inner.supports_cuda_graphs
 
     @property
     def max_batch(self) -> int:
@@ -456,8 +415,11 @@ class DeferredStageFactory:
     def window_limits(self) -> tuple[int, int] | None:
         return self.inner.window_limits()
 
-    def create_stage(self, slot: int) -> DeviceStage:
-        return _DeferredStage(self.inner.create_stage(slot), self.device)
+    def check_shape(self, shape: Sequence[int]) -> tuple[int, int, int, int]:
+        return self.inner.check_shape(shape)
 
-    def close(self) -> None:
+    def _new_stage(self, slot: int) -> Stage:
+        return _DeferredStage(self, slot, self.inner.create_stage(slot))
+
+    def _close(self) -> None:
         self.inner.close()
