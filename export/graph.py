@@ -217,16 +217,22 @@ def build_onnx(
     model_or_checkpoint: EUSR | ModelSource | str | os.PathLike[str],
     options: ExportOptions | None = None,
     *,
-    io: str | ModelIO = ModelIO.FLOAT32_NCHW,
-    precision: str | Precision = Precision.FP32,
+    io: str | ModelIO | None = None,
+    precision: str | Precision | None = None,
     **changes: Any,
 ) -> onnx.ModelProto:
     """Export one path to an in-memory ``onnx.ModelProto`` with metadata (not validated).
 
-    ``changes`` are :class:`~export.options.ExportOptions` fields (``scale=2``,
-    ``exporter="torchscript"``, ...) applied to ``options``. ``precision="fp16"``: the
-    layers in float16 between float32 edges, same I/O.
+    One variant: ``io`` (default float32-nchw, or the first of ``options.ios``) and
+    ``precision`` (default fp32; ``"fp16"``: the layers in float16 between float32 edges,
+    same I/O). ``changes`` are :class:`~export.options.ExportOptions` fields (``scale=2``,
+    ``exporter="torchscript"``, ...) applied to ``options``.
     """
-    options = (options or ExportOptions()).replace(ios=(io,), precisions=(precision,), **changes)
+    options = options or ExportOptions()
+    options = options.replace(
+        ios=options.ios[:1] if io is None else (io,),
+        precisions=options.precisions[:1] if precision is None else (precision,),
+        **changes,
+    )
     source = load_source(model_or_checkpoint)
     return build_graph(source, options, io=options.ios[0], precision=options.precisions[0])

@@ -121,3 +121,20 @@ def test_builder_and_tools_import_neither_torch_nor_benchmarks() -> None:
 def test_scripts_show_help(script: str) -> None:
     proc = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr
+
+
+def test_entry_points_take_options_and_keyword_changes(tmp_path) -> None:
+    """The options object is passed down; keywords change it; io/precision pick one variant."""
+    from train.models.eusr import build_eusr
+
+    model = build_eusr("tiny")
+    opts = ExportOptions(ios=("uint8-nhwc",), exporter="torchscript", validate=False)
+    proto = export.to_onnx.build_onnx(model, opts, scale=2)
+    assert proto.graph.name == "eusr_x2_uint8_nhwc"
+    proto = export.to_onnx.build_onnx(model, opts, io="float32-nchw", precision="fp16")
+    assert proto.graph.name == "eusr_x4_float32_nchw_fp16"
+    out = export.to_onnx.export_onnx(model, tmp_path / "m.onnx", opts, halo=3)
+    meta = export.onnx_io.read_metadata(out)
+    assert (meta["io"], meta["recommended_halo"], meta["exporter"]["method"]) == ("uint8-nhwc", 3, "torchscript")
+    paths = export.to_onnx.export_onnx_variants(model, tmp_path / "v.onnx", opts.replace(ios=tuple(LayoutIO)))
+    assert sorted(p.name for p in paths.values()) == ["v.onnx", "v.uint8.onnx"]
