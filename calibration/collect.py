@@ -112,34 +112,11 @@ def collect(
     per_image: dict[str, int] = {}
     k = 0
     for i, path in enumerate(files):
-        img = load_rgb(path)
-        if not lr_given:
-            h, w = (img.shape[0] // scale) * scale, (img.shape[1] // scale) * scale
-            if h < win * scale or w < win * scale:
-                raise CalibrationError(
-                    f"{path}: {img.shape[1]}x{img.shape[0]} HR is too small for a {win}x{win} LR "
-                    f"window at x{scale} (expected at least {win * scale}x{win * scale}; "
-                    "use --lr-given for LR images or a smaller --tile/--halo)"
-                )
-            img = imresize(img[:h, :w], 1.0 / scale)
-        elif img.shape[0] < win or img.shape[1] < win:
-            raise CalibrationError(
-                f"{path}: {img.shape[1]}x{img.shape[0]} LR is too small for a {win}x{win} window "
-                f"(tile {tile} + 2*halo {halo}; expected at least {win}x{win})"
-            )
+        img = _lr_image(path, win=win, scale=scale, lr_given=lr_given, tile=tile, halo=halo)
         n = samples // len(files) + (1 if i < samples % len(files) else 0)
         per_image[path.name] = n
-        for _ in range(n):
-            y = int(rng.integers(0, img.shape[0] - win + 1))
-            x = int(rng.integers(0, img.shape[1] - win + 1))
-            crop = img[y : y + win, x : x + win]
-            if flips:
-                if rng.random() < 0.5:
-                    crop = crop[:, ::-1]
-                if rng.random() < 0.5:
-                    crop = crop[::-1]
-            out[k] = crop
-            k += 1
+        _cut_windows(img, out[k : k + n], rng, flips=flips)
+        k += n
     meta = {
         "images": str(images),
         "files": per_image,
@@ -155,6 +132,43 @@ def collect(
         "seed": seed,
     }
     return Collected(array=to_model_layout(out, io), input_name=input_name, meta=meta)
+
+
+def _lr_image(path: Path, *, win: int, scale: int, lr_given: bool, tile: int, halo: int) -> np.ndarray:
+    """The LR image windows are cut from: ``path`` MATLAB-bicubic downscaled (or as it is,
+    with ``lr_given``), refused when smaller than one window."""
+    img = load_rgb(path)
+    if not lr_given:
+        h, w = (img.shape[0] // scale) * scale, (img.shape[1] // scale) * scale
+        if h < win * scale or w < win * scale:
+            raise CalibrationError(
+                f"{path}: {img.shape[1]}x{img.shape[0]} HR is too small for a {win}x{win} LR "
+                f"window at x{scale} (expected at least {win * scale}x{win * scale}; "
+                "use --lr-given for LR images or a smaller --tile/--halo)"
+            )
+        return imresize(img[:h, :w], 1.0 / scale)
+    if img.shape[0] < win or img.shape[1] < win:
+        raise CalibrationError(
+            f"{path}: {img.shape[1]}x{img.shape[0]} LR is too small for a {win}x{win} window "
+            f"(tile {tile} + 2*halo {halo}; expected at least {win}x{win})"
+        )
+    return img
+
+
+def _cut_windows(img: np.ndarray, out: np.ndarray, rng: np.random.Generator, *, flips: bool) -> None:
+    """Fill ``out`` (n, win, win, 3) with windows of ``img`` at random positions (and random
+    flips), drawing from ``rng`` in a fixed order so a seed gives the same windows."""
+    win = out.shape[1]
+    for j in range(len(out)):
+        y = int(rng.integers(0, img.shape[0] - win + 1))
+        x = int(rng.integers(0, img.shape[1] - win + 1))
+        crop = img[y : y + win, x : x + win]
+        if flips:
+            if rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            if rng.random() < 0.5:
+                crop = crop[::-1]
+        out[j] = crop
 
 
 def save_npz(c: Collected, path: Path) -> None:

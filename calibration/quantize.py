@@ -17,7 +17,9 @@ import math
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -170,14 +172,7 @@ def quantize_model(
     - ``high_precision``: dtype of what is not quantized: fp32 keeps the CPU gate exact,
       fp16 is what TensorRT would run.
     """
-    if method not in METHODS:
-        raise CalibrationError(f"--method {method!r}: not supported (expected one of {', '.join(METHODS)})")
-    if high_precision not in ("fp32", "fp16"):
-        raise CalibrationError(f"--high-precision {high_precision!r}: expected fp32 or fp16")
-    if max_keep < 0:
-        raise CalibrationError(f"--max-keep must be >= 0, got {max_keep}")
-    if auto_keep_db is not None and not math.isfinite(auto_keep_db):
-        raise CalibrationError(f"--auto-keep must be a finite number of dB, got {auto_keep_db}")
+    _check_options(method, high_precision, max_keep, auto_keep_db)
     arrays, meta = load_npz(data)
     arr = _check_data(arrays, data, model)
     import onnx
@@ -193,50 +188,12 @@ def quantize_model(
     keep = _resolve_keep(list(keep_fp or []), src, model)
     info = read_model_info(model, what="model")
     output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_out = Path(tmp) / "q.onnx"
-        _quiet(
-            quantize,
-            str(model),
-            quantize_mode="int8",
-            calibration_data={info.input_name: arr},
-            calibration_method=method,
-            calibration_eps=["cpu"],
-            nodes_to_exclude=keep or None,
-            op_types_to_exclude=list(exclude_ops or []) or None,
-            high_precision_dtype=high_precision,
-            output_path=str(tmp_out),
-            log_level="WARNING",
-        )
-        q = onnx.load(str(tmp_out))
+    q = _modelopt_int8(quantize, model, {info.input_name: arr}, method=method, keep=keep, exclude_ops=exclude_ops,
+                       high_precision=high_precision)
     rewired = float_residuals(q) if float_residual else 0
     auto = None
     if auto_keep_db is not None:
-        from .sensitivity import WindowScorer, bypass, choose_kept_layers, layer_labels
-
-        score = WindowScorer(src.SerializeToString(), arr, info.input_name)
-        step = max(1, len(arr) // RANK_WINDOWS)
-        rank = WindowScorer(src.SerializeToString(), arr[::step][:RANK_WINDOWS], info.input_name)
-        sel = choose_kept_layers(q, score, rank=rank, target_psnr=auto_keep_db, max_layers=max_keep,
-                                 progress=progress)
-        q = bypass(q, sel.layers)
-        auto = {
-            "target_psnr_db": auto_keep_db,
-            "max_layers": max_keep,
-            "layers": sel.layers,
-            "modules": [layer_labels(src).get(n, n) for n in sel.layers],
-            "psnr_all_int8_db": round(sel.psnr_all_int8, 3),
-            "psnr_db": round(sel.psnr, 3),
-            "reached": sel.reached,
-            "trace": [{"layer": t["layer"], "psnr_vs_fp32": round(t["psnr_vs_fp32"], 3)} for t in sel.trace],
-            "ranking_windows": len(rank.windows),
-            "ranking": [{"layer": r["layer"], "psnr_vs_fp32": round(r["psnr_vs_fp32"], 3)} for r in sel.ranking[:16]],
-        }
-        if not sel.reached:
-            logging.getLogger(__name__).warning(
-                "auto-keep: %.2f dB vs float32 on the calibration windows with %d layers kept "
-                "(target %.1f dB, --max-keep %d); the gate will judge", sel.psnr, len(sel.layers),
-                auto_keep_db, max_keep)
+        q, auto = _auto_keep(q, src, arr, info.input_name, auto_keep_db, max_keep, progress)
     prov = {
         "method": method,
         "high_precision": high_precision,
@@ -256,3 +213,67 @@ def quantize_model(
     onnx.save(q, str(output))
     logging.getLogger(__name__).info("wrote %s", output)
     return prov
+
+
+def _check_options(method: str, high_precision: str, max_keep: int, auto_keep_db: float | None) -> None:
+    if method not in METHODS:
+        raise CalibrationError(f"--method {method!r}: not supported (expected one of {', '.join(METHODS)})")
+    if high_precision not in ("fp32", "fp16"):
+        raise CalibrationError(f"--high-precision {high_precision!r}: expected fp32 or fp16")
+    if max_keep < 0:
+        raise CalibrationError(f"--max-keep must be >= 0, got {max_keep}")
+    if auto_keep_db is not None and not math.isfinite(auto_keep_db):
+        raise CalibrationError(f"--auto-keep must be a finite number of dB, got {auto_keep_db}")
+
+
+def _modelopt_int8(quantize: Callable[..., Any], model: Path, data: dict[str, np.ndarray], *, method: str, keep: list[str],
+                   exclude_ops: list[str] | None, high_precision: str):  # noqa: ANN202 - onnx is imported lazily
+    """ModelOpt's INT8 PTQ (``quantize``) of ``model`` on the CPU, calibrated on ``data``: the Q/DQ ModelProto."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_out = Path(tmp) / "q.onnx"
+        _quiet(
+            quantize,
+            str(model),
+            quantize_mode="int8",
+            calibration_data=data,
+            calibration_method=method,
+            calibration_eps=["cpu"],
+            nodes_to_exclude=keep or None,
+            op_types_to_exclude=list(exclude_ops or []) or None,
+            high_precision_dtype=high_precision,
+            output_path=str(tmp_out),
+            log_level="WARNING",
+        )
+        return onnx.load(str(tmp_out))
+
+
+def _auto_keep(q, src, arr: np.ndarray, input_name: str, target_db: float, max_keep: int,  # noqa: ANN001 - ModelProtos
+               progress: bool) -> tuple[Any, dict]:
+    """Bypass the most sensitive layers of ``q`` until it reaches ``target_db`` vs float32 on
+    the windows (:mod:`calibration.sensitivity`): the new model and the record of the choice."""
+    from .sensitivity import WindowScorer, bypass, choose_kept_layers, layer_labels
+
+    score = WindowScorer(src.SerializeToString(), arr, input_name)
+    step = max(1, len(arr) // RANK_WINDOWS)
+    rank = WindowScorer(src.SerializeToString(), arr[::step][:RANK_WINDOWS], input_name)
+    sel = choose_kept_layers(q, score, rank=rank, target_psnr=target_db, max_layers=max_keep, progress=progress)
+    auto = {
+        "target_psnr_db": target_db,
+        "max_layers": max_keep,
+        "layers": sel.layers,
+        "modules": [layer_labels(src).get(n, n) for n in sel.layers],
+        "psnr_all_int8_db": round(sel.psnr_all_int8, 3),
+        "psnr_db": round(sel.psnr, 3),
+        "reached": sel.reached,
+        "trace": [{"layer": t["layer"], "psnr_vs_fp32": round(t["psnr_vs_fp32"], 3)} for t in sel.trace],
+        "ranking_windows": len(rank.windows),
+        "ranking": [{"layer": r["layer"], "psnr_vs_fp32": round(r["psnr_vs_fp32"], 3)} for r in sel.ranking[:16]],
+    }
+    if not sel.reached:
+        logging.getLogger(__name__).warning(
+            "auto-keep: %.2f dB vs float32 on the calibration windows with %d layers kept "
+            "(target %.1f dB, --max-keep %d); the gate will judge", sel.psnr, len(sel.layers),
+            target_db, max_keep)
+    return bypass(q, sel.layers), auto
