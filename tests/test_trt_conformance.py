@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 POSITIVE = [
     "autospec_limits", "build_fp32", "build_uint8_fp16", "build_int8", "cache_reuse", "cli_int8", "precision_mismatch",
     "parser_errors", "builder_nullptr", "build_returns_none", "timing_cache_mismatch", "runtime_stage",
-    "runtime_uint8", "runtime_errors", "runtime_nullptr",
+    "runtime_uint8", "runtime_contract", "runtime_errors", "runtime_nullptr",
 ]
 
 # negative control → {major: None (must pass) or (exception type, text it must contain)}

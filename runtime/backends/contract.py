@@ -169,9 +169,12 @@ class StageFactory(Closing, abc.ABC):
     def check_shape(self, shape: Sequence[int]) -> tuple[int, int, int, int]:
         """``shape`` as a tuple, or :class:`InvalidArgumentError` unless this backend runs it."""
         try:
-            shape = tuple(int(d) for d in shape)  # type: ignore[union-attr]
-        except (TypeError, ValueError):
-            raise InvalidArgumentError(f"input_shape must be 4 ints {self.io.shape_text}, got {shape!r}") from None
+            dims = tuple(shape)
+        except TypeError:
+            dims = ()
+        if len(dims) != 4 or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in dims):
+            raise InvalidArgumentError(f"input_shape must be 4 ints {self.io.shape_text}, got {shape!r}")
+        shape = tuple(int(d) for d in dims)
         n, h, w = self.io.check_batch(shape, what="input_shape")
         if n > self.max_batch:
             raise InvalidArgumentError(

@@ -445,6 +445,17 @@ def _raises(exc_type: type, fragments: list[str], fn: Callable[[], Any]) -> str:
     raise AssertionError(f"expected {exc_type.__name__} containing {fragments}")
 
 
+def scenario_runtime_contract(tmp: Path, mods: Mods, fk: Fakes) -> dict:
+    """The TensorRT stage passes the same conformance checks as every other backend."""
+    from runtime.testing.contract import check_contract
+
+    world = _built_engine(tmp, mods, fk)
+    with patched(world, mods):
+        factory = mods.backend.TensorRTStageFactory(tmp / "model.plan")
+    msgs = check_contract(factory, (2, 3, 64, 64))
+    return {"messages": sorted(msgs)}
+
+
 def scenario_runtime_errors(tmp: Path, mods: Mods, fk: Fakes) -> dict:
     from runtime.errors import InvalidArgumentError, ModelError, UpscaleError
     from runtime.trt_sidecar import EngineMismatchError
@@ -535,6 +546,7 @@ POSITIVE: dict[str, Callable[..., dict]] = {
     "timing_cache_mismatch": scenario_timing_cache_mismatch,
     "runtime_stage": scenario_runtime_stage,
     "runtime_uint8": scenario_runtime_uint8,
+    "runtime_contract": scenario_runtime_contract,
     "runtime_errors": scenario_runtime_errors,
     "runtime_nullptr": scenario_runtime_nullptr,
 }
