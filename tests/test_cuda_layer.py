@@ -10,9 +10,11 @@ here, and an injected CUDA error must come out of Upscaler as a CudaError with i
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import inspect
 import types
 from types import SimpleNamespace
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -27,7 +29,7 @@ from runtime.cuda.api import CudaError  # noqa: E402
 from runtime.cuda.resources import CudaDevice, DeviceBuffer, Event, PinnedBuffer, Stream  # noqa: E402
 from runtime.errors import InvalidArgumentError, UpscaleError  # noqa: E402
 from runtime.model_info import ModelIO  # noqa: E402
-from runtime.backends import Stage, StageFactory, host_array  # noqa: E402
+from runtime.backends import GpuOptions, Stage, StageFactory, host_array  # noqa: E402
 
 OK = rt.cudaError_t.cudaSuccess
 
@@ -40,6 +42,8 @@ class FakeCudart:
         self.live: dict[str, set[int]] = {"stream": set(), "event": set(), "graph": set(), "exec": set()}
         self.calls: list[str] = []
         self.fail: dict[str, object] = {}
+        self.device_count = 1
+        self.current_devices: list[int] = []  # every cudaSetDevice argument
         self._next = 16
         self.module = self._build()
 
@@ -72,9 +76,10 @@ class FakeCudart:
             del fake.memory[ptr]
 
         def cudaGetDeviceCount():
-            return ret("cudaGetDeviceCount", 1)
+            return ret("cudaGetDeviceCount", fake.device_count)
 
         def cudaSetDevice(device):
+            fake.current_devices.append(device)
             return ret("cudaSetDevice")
 
         def cudaGetDeviceProperties(device):
@@ -295,3 +300,42 @@ def test_graph_calls_on_cuda_device(fake: FakeCudart, rng: np.random.Generator) 
     # captured work, so only the calls are checked here; the emulated device checks pixels)
     assert fake.calls.count("cudaStreamBeginCapture") == 1 and fake.calls.count("cudaGraphLaunch") == 3
     assert not any(fake.live.values())
+
+
+# ------------------------------------------------------------------ the device index
+
+
+class RecordingFactory(HostStageFactory):
+    """What a GPU backend's constructor receives, recorded (made by RecordingOptions.create)."""
+
+    made: list[dict] = []
+
+    def __init__(self, model: object, **kwargs: object) -> None:
+        super().__init__(BlurUp())
+        RecordingFactory.made.append(kwargs)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecordingOptions(GpuOptions):
+    name: ClassVar[str] = "recording"
+    factory: ClassVar[str] = "test_cuda_layer:RecordingFactory"
+
+
+def test_the_device_index_reaches_the_backend_and_the_device(fake: FakeCudart, rng: np.random.Generator) -> None:
+    fake.device_count = 3
+    image = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    for kwargs in ({"backend": RecordingOptions(device=2)}, {"backend": RecordingOptions(), "device": 2}):
+        RecordingFactory.made.clear()
+        fake.current_devices.clear()
+        with Upscaler("model.any", tile=8, halo=1, **kwargs) as up:
+            up.upscale(image)
+            assert up.options.device == 2 and up.device.index == 2
+        assert RecordingFactory.made == [{"device": 2, "scale": None}]
+        assert fake.current_devices and set(fake.current_devices) == {2}  # set-up and the executor's thread
+    with pytest.raises(InvalidArgumentError, match=r"Upscaler\(device=2\) contradicts RecordingOptions\(device=1\)"):
+        Upscaler("model.any", backend=RecordingOptions(device=1), device=2)
+    # every GPU backend's options pass the index on to its constructor
+    from runtime.backends import OnnxRuntimeCuda, TensorRT, TorchCuda
+
+    for options in (TensorRT(device=1), TorchCuda(device=1), OnnxRuntimeCuda(device=1)):
+        assert options.factory_kwargs()["device"] == 1
