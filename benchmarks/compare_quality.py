@@ -23,13 +23,16 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks._common import (
+from benchmarks.common import (
     DEFAULT_OUT,
     BenchmarkError,
     HelpFormatter,
+    add_allow_dirty,
+    environment,
     fmt_float,
     import_pyplot,
     markdown_table,
+    require_clean_tree,
     write_results,
 )
 
@@ -152,12 +155,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", choices=list(METRICS), default=["niqe", "psnr_y"], help="metrics compared")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for <name>.md, .json, .png")
     p.add_argument("--name", default="compare_quality", help="stem of the result files")
+    add_allow_dirty(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        git = require_clean_tree(args.allow_dirty)
         labels = args.labels or [p.parent.name for p in args.runs]
         if len(labels) != len(args.runs):
             raise BenchmarkError(f"--labels: {len(labels)} names for {len(args.runs)} runs; give one per run")
@@ -177,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = compare(base, runs, args.metrics)
     sources = {args.baseline_label: str(args.baseline), **{label: str(p) for label, p in zip(labels, args.runs)}}
     result["sources"] = sources
+    result["environment"] = environment(git=git)
     paths = write_results(args.out, args.name, result, _markdown(result, labels, args.baseline_label, sources))
     png = _plot(result, labels, args.baseline_label, args.out / f"{args.name}.png")
     print(f"wrote {paths['md']}, {paths['json']}" + (f", {png}" if png else ""))

@@ -36,22 +36,23 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import (
+from benchmarks.common import (
     DEFAULT_OUT,
     REPO_ROOT,
     BenchmarkError,
     HelpFormatter,
-    IMAGE_SUFFIXES,
+    add_allow_dirty,
+    commit_label,
     environment,
-    expected_errors,
-    file_sha256,
     fmt_float,
-    list_images,
     load_image_uint8,
     markdown_table,
+    require_clean_tree,
     write_results,
 )
 from benchmarks.parity import compare
+from runtime.errors import UpscaleError
+from runtime.utils import IMAGE_SUFFIXES, file_sha256, is_image_path, list_images
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "eusr-compact.safetensors"
 DEFAULT_IMAGES = REPO_ROOT / "data" / "photos" / "test"
@@ -163,7 +164,7 @@ def _markdown(data: dict[str, Any]) -> str:
     lines = [
         "# FP16 ONNX vs float32 ONNX, whole photos, ONNX Runtime CPU",
         "",
-        f"{env['date']}, commit {env['git']['commit']}{' (dirty)' if env['git']['dirty'] else ''}, "
+        f"{env['date']}, commit {commit_label(env)}, "
         f"{env['host']['cpu']}, onnxruntime {env['versions']['onnxruntime']}; model {data['model']['path']}; "
         f"limits: finite, PSNR >= {data['min_psnr']:g} dB, uint8 within {MAX_UINT8_DIFF} level of its float graph.",
         "",
@@ -197,6 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="fp16_onnx", help="stem of the result files (<out>/<name>.json, .md)")
     p.add_argument("--threads", type=int, default=None,
                    help="ONNX Runtime intra-op threads (default: ONNX Runtime's choice)")
+    add_allow_dirty(p)
     return p
 
 
@@ -205,17 +207,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from export.to_onnx import MIN_PSNR_FP16_DB
 
     try:
+        git = require_clean_tree(args.allow_dirty)
         files: list[Path] = []
         for item in args.images or [DEFAULT_IMAGES]:
             if item.is_dir():
-                files += list_images(item)
-            elif item.is_file() and item.suffix.lower() in IMAGE_SUFFIXES:
+                files += list_images(item, error=BenchmarkError)
+            elif item.is_file() and is_image_path(item):
                 files.append(item)
             else:
                 raise BenchmarkError(f"{item}: not an image file or folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
         if not files:
             raise BenchmarkError(f"no images in {[str(i) for i in args.images or [DEFAULT_IMAGES]]}")
-        env = environment(threads=args.threads)
+        env = environment(threads=args.threads, git=git)
         rows = []
         with _model_files(args.models, args.checkpoint) as (paths, model_meta):
             sessions = _sessions(paths, args.threads)
@@ -228,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{f.stem}: ORT fp16 {row['fp16']['psnr']:.2f} dB, fp16-rounded "
                       f"{row['fp16_rounded']['psnr']:.2f} dB, uint8 diff {row['uint8_fp32']['max_diff']}/"
                       f"{row['uint8_fp16']['max_diff']} ({row['seconds']} s){'' if row['passed'] else ' FAIL'}")
-    except expected_errors() as exc:
+    except UpscaleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     data = {"environment": env, "model": model_meta, "min_psnr": MIN_PSNR_FP16_DB,

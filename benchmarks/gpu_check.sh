@@ -5,21 +5,28 @@
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR            # full run (about 10 minutes on an H100)
 #   bash benchmarks/gpu_check.sh OUT_DIR --quick    # smoke run (a couple of minutes)
+#   bash benchmarks/gpu_check.sh OUT_DIR --quick --allow-dirty   # from a tree with uncommitted changes
 #
 # Needs: a CUDA build of torch, cuda-bindings (cuda-python), numpy, Pillow, safetensors,
 # pytest; onnxruntime for the parity reference tooling (CPU build is enough). Nothing is
 # downloaded. Every step runs even if an earlier one failed; the exit status is non-zero
-# when any step failed. Environment: PYTHON (default python).
+# when any step failed. The benchmark steps refuse to write results from a git tree with
+# uncommitted changes unless --allow-dirty is given (passed on to them; the results then
+# record dirty: true). Environment: PYTHON (default python).
 set -euo pipefail
 
-usage() { echo "usage: bash benchmarks/gpu_check.sh OUT_DIR [--quick]" >&2; exit 2; }
-[[ $# -ge 1 && $# -le 2 ]] || usage
+usage() { echo "usage: bash benchmarks/gpu_check.sh OUT_DIR [--quick] [--allow-dirty]" >&2; exit 2; }
+[[ $# -ge 1 && $# -le 3 ]] || usage
 OUT=$1
 QUICK=0
-if [[ $# -eq 2 ]]; then
-    [[ $2 == "--quick" ]] || usage
-    QUICK=1
-fi
+DIRTY=()
+for flag in "${@:2}"; do
+    case $flag in
+        --quick) QUICK=1 ;;
+        --allow-dirty) DIRTY=(--allow-dirty) ;;
+        *) usage ;;
+    esac
+done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -81,7 +88,7 @@ fi
 # 1. Environment record: GPU, driver, CUDA, library versions, date, command.
 "$PY" - "$OUT/environment.json" "$COMMAND" <<'EOF'
 import json, subprocess, sys
-from benchmarks._common import environment, package_version
+from benchmarks.common import environment, package_version
 from runtime.cuda.api import bindings_version
 from runtime.cuda.resources import CudaDevice
 import torch
@@ -110,12 +117,12 @@ run_step gpu_tests "$PY" -m pytest -m gpu -rs -q -p no:cacheprovider tests/test_
 PHOTOS=data/photos/test
 MAXSIZE=()
 [[ $QUICK -eq 1 ]] && MAXSIZE=(--max-size 192)
-run_step parity_fp32 "$PY" benchmarks/parity.py --backend torch-cuda --precision fp32 ${MAXSIZE[@]+"${MAXSIZE[@]}"} \
+run_step parity_fp32 "$PY" benchmarks/parity.py --backend torch-cuda --precision fp32 ${MAXSIZE[@]+"${MAXSIZE[@]}"} ${DIRTY[@]+"${DIRTY[@]}"} \
     --out "$OUT" --name parity_gpu_fp32 "$PHOTOS"
-run_step parity_fp16 "$PY" benchmarks/parity.py --backend torch-cuda --fp16 --precision fp16 ${MAXSIZE[@]+"${MAXSIZE[@]}"} \
+run_step parity_fp16 "$PY" benchmarks/parity.py --backend torch-cuda --fp16 --precision fp16 ${MAXSIZE[@]+"${MAXSIZE[@]}"} ${DIRTY[@]+"${DIRTY[@]}"} \
     --out "$OUT" --name parity_gpu_fp16 "$PHOTOS"
 if "$PY" -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" 2>/dev/null; then
-    run_step parity_ort_cuda "$PY" benchmarks/parity.py --backend onnxruntime-cuda --precision fp32 ${MAXSIZE[@]+"${MAXSIZE[@]}"} \
+    run_step parity_ort_cuda "$PY" benchmarks/parity.py --backend onnxruntime-cuda --precision fp32 ${MAXSIZE[@]+"${MAXSIZE[@]}"} ${DIRTY[@]+"${DIRTY[@]}"} \
         --out "$OUT" --name parity_gpu_ort_cuda "$PHOTOS"
 else
     log "parity_ort_cuda: skipped (onnxruntime has no CUDAExecutionProvider)"
@@ -124,7 +131,8 @@ fi
 # 4. Throughput: PyTorch eager/graphs/compile vs the pipelined runtime.
 QUICK_ARGS=()
 [[ $QUICK -eq 1 ]] && QUICK_ARGS=(--quick)
-run_step throughput "$PY" benchmarks/throughput_gpu.py ${QUICK_ARGS[@]+"${QUICK_ARGS[@]}"} --out "$OUT" --name throughput_gpu
+run_step throughput "$PY" benchmarks/throughput_gpu.py ${QUICK_ARGS[@]+"${QUICK_ARGS[@]}"} ${DIRTY[@]+"${DIRTY[@]}"} \
+    --out "$OUT" --name throughput_gpu
 
 # 5. Summary JSON and the short table, last.
 "$PY" - "$OUT" <<'EOF'

@@ -21,15 +21,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks._common import environment, markdown_table, package_version
+from benchmarks.common import (
+    add_allow_dirty,
+    environment,
+    markdown_table,
+    package_version,
+    require_clean_tree,
+)
 from calibration.cli import DEFAULT_TEST_IMAGES
 from calibration.collect import load_npz
 from calibration.gate import run_gate
+from runtime.errors import UpscaleError
 
 WINDOW = 144
 """The runtime's default window: tile 128 + 2 × halo 8."""
@@ -100,14 +108,21 @@ def _ops_cell(ops: dict) -> str:
     return f"{int_convs} int / {float_convs} float convs, {ops['DequantizeLinear']} DQ"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", type=Path, help="float32 ONNX (export/to_onnx.py)")
     ap.add_argument("--data", type=Path, required=True, help="calibration windows (python -m calibration collect)")
     ap.add_argument("--test-images", type=Path, default=DEFAULT_TEST_IMAGES)
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads for the timings")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_gate")
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_gate",
+                    help="stem of the result files: <out>.json and <out>.md")
+    add_allow_dirty(ap)
+    args = ap.parse_args(argv)
+    try:
+        git = require_clean_tree(args.allow_dirty)
+    except UpscaleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     import onnxruntime as ort
 
@@ -150,7 +165,7 @@ def main() -> None:
     info = read_model_info(args.model)
     model_desc = (f"{info.config_name or 'unnamed'} x{info.scale}, {info.io.value}, "
                   f"sha256 {hashlib.sha256(args.model.read_bytes()).hexdigest()[:12]}")
-    env = environment(threads=args.threads)
+    env = environment(threads=args.threads, git=git)
     env["versions"]["nvidia-modelopt"] = package_version("nvidia-modelopt")
     env["host"]["avx512_vnni"] = "avx512_vnni" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else None
     doc = {"environment": env, "model": str(args.model), "calibration_data": data_meta,
@@ -188,7 +203,7 @@ def main() -> None:
         f"with the others (5 rounds × 5; idle pool threads do not spin), float32 {fp32_ms:.1f} ms ({_ops_cell(fp32_ops)}). "
         f"{env['host']['cpu']} (AVX-512 VNNI: "
         f"{env['host']['avx512_vnni']}), onnxruntime {env['versions']['onnxruntime']}, "
-        f"nvidia-modelopt {env['versions']['nvidia-modelopt']}, commit {str(env['git']['commit'])[:10]}.",
+        f"nvidia-modelopt {env['versions']['nvidia-modelopt']}, commit {str(env['git']['commit'])[:10]}{' (dirty)' if env['git']['dirty'] else ''}.",
         "",
         markdown_table(["variant", "PSNR vs fp32, worst (dB)", "PSNR-Y loss (dB)", "worst image loss (dB)",
                         "max abs err", "NaN", "gate", "layers kept", "ORT CPU ms", "speed vs fp32",
@@ -199,7 +214,8 @@ def main() -> None:
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     print(f"wrote {args.out.with_suffix('.json')} and .md")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

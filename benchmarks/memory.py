@@ -39,16 +39,19 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import (
+from benchmarks.common import (
     BenchmarkError,
-    expected_errors,
     HelpFormatter,
     add_common_args,
     backend_options,
+    commit_label,
     environment,
     markdown_table,
+    require_clean_tree,
     write_results,
 )
+from benchmarks.rss import proc_status_kib
+from runtime.errors import UpscaleError
 
 MB = 1_000_000
 MIB = 1 << 20
@@ -57,34 +60,25 @@ DEFAULT_BUDGET_MB = 500.0
 CHILD_FLAG = "--_child"
 
 
-def _vm_kib(field: str) -> int | None:
-    """A ``Vm*`` line of /proc/self/status in KiB (None where /proc is not there)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return None
-
-
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """The measurement, inside the fresh subprocess: imports ``runtime`` only."""
     t0 = time.perf_counter()
-    rss_start = _vm_kib("VmRSS")
+    rss_start = proc_status_kib("VmRSS")
     import runtime
     from runtime import Upscaler
 
-    rss_imported = _vm_kib("VmRSS")
+    rss_imported = proc_status_kib("VmRSS")
     with Upscaler(args.model, backend=args.backend, tile=args.tile, halo=args.halo, batch=args.batch,
                   backend_options=backend_options(args.threads)) as up:
         rng = np.random.default_rng(args.seed)
         image = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
-        rss_baseline = _vm_kib("VmRSS")
+        rss_baseline = proc_status_kib("VmRSS")
         peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t1 = time.perf_counter()
         out = up.upscale(image)
         upscale_s = time.perf_counter() - t1
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        rss_after = _vm_kib("VmRSS")
+        rss_after = proc_status_kib("VmRSS")
         io = up.backend.io.value
         scale = up.scale
     return {
@@ -197,11 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args)))
         return 0
-    env = environment(threads=args.threads)
     try:
+        env = environment(threads=args.threads, git=require_clean_tree(args.allow_dirty))
         with tiny_model(args) as (model_path, model):
             measured = run_child(args, model_path)
-    except expected_errors() as e:
+    except UpscaleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     v = verdict(measured, args.budget_mb)
@@ -233,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     md = markdown_table(["quantity", "detail", "value"], rows)
     markdown = "\n\n".join([
         f"# Peak memory: {args.size}x{args.size} RGB, tile {args.tile}, halo {args.halo}, batch {args.batch}",
-        f"{env['date']}, commit {env['git']['commit']}, {env['host']['cpu']}; model: {model['source']}.",
+        f"{env['date']}, commit {commit_label(env)}, {env['host']['cpu']}; model: {model['source']}.",
         md,
     ])
     paths = write_results(args.out, args.name, data, markdown)

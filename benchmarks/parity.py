@@ -43,24 +43,24 @@ from typing import Any
 
 import numpy as np
 
-from runtime.upscaler import DEFAULT_TILE
-from benchmarks._common import (
+from benchmarks.common import (
     REPO_ROOT,
     BenchmarkError,
     HelpFormatter,
-    IMAGE_SUFFIXES,
     add_common_args,
     backend_options,
+    commit_label,
     environment,
-    file_sha256,
     fmt_float,
-    list_images,
     load_image_uint8,
     markdown_table,
     prepared_model,
-    expected_errors,
+    require_clean_tree,
     write_results,
 )
+from runtime.errors import UpscaleError
+from runtime.upscaler import DEFAULT_TILE
+from runtime.utils import IMAGE_SUFFIXES, file_sha256, is_image_path, list_images
 
 DEFAULT_REFERENCE = REPO_ROOT / "models" / "eusr-compact.safetensors"
 MIN_PSNR_BY_PRECISION = {"fp32": 80.0, "fp16": 50.0, "int8": 40.0}
@@ -171,12 +171,9 @@ def collect_images(entries: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
     for entry in entries:
         if entry.is_dir():
-            found = list_images(entry)
-            if not found:
-                raise BenchmarkError(f"{entry}: no images in this folder")
-            files += found
+            files += list_images(entry, error=BenchmarkError)
         elif entry.is_file():
-            if entry.suffix.lower() not in IMAGE_SUFFIXES:
+            if not is_image_path(entry):
                 raise BenchmarkError(f"{entry}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
             files.append(entry)
         else:
@@ -344,8 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not modes or any(m not in MODES for m in modes):
         parser.error(f"--modes: choose from {', '.join(MODES)}")
     thresholds = Thresholds.for_precision(args.precision, min_psnr=args.min_psnr, max_nan=args.max_nan)
-    env = environment(threads=args.threads)
     try:
+        env = environment(threads=args.threads, git=require_clean_tree(args.allow_dirty))
         paths = collect_images(args.images)
         images = [(p.stem, load_input(p, args.max_size)) for p in paths]
         whole_tile = max(max(img.shape[:2]) for _, img in images)
@@ -357,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{args.reference}; {len(images)} images; PSNR >= {thresholds.min_psnr:g} dB, "
                   f"NaN/Inf <= {thresholds.max_nan}", flush=True)
             report = run_parity(candidate, reference, images, thresholds, modes=modes, echo=lambda s: print(s, flush=True))
-    except expected_errors() as e:
+    except UpscaleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for row, path in zip(report["rows"], [p for p in paths for _ in modes]):
@@ -379,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdict = "PASS" if report["passed"] else "FAIL: " + "; ".join(report["failures"])
     markdown = "\n\n".join([
         f"# Parity: {Path(model['path']).name} on {model['backend']} ({args.precision}) vs PyTorch float32",
-        f"{env['date']}, commit {env['git']['commit']}, {env['host']['cpu']}; reference {reference.info['path']}; "
+        f"{env['date']}, commit {commit_label(env)}, {env['host']['cpu']}; reference {reference.info['path']}; "
         f"tiled: tile {model['tile']}, halo {model['halo']}; whole: one tile of {whole_tile}; "
         f"thresholds PSNR >= {thresholds.min_psnr:g} dB, NaN/Inf <= {thresholds.max_nan}.",
         f"**{verdict}**",

@@ -49,23 +49,25 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import (
+from benchmarks.common import (
     REPO_ROOT,
     BenchmarkError,
-    expected_errors,
     HelpFormatter,
     add_common_args,
     backend_options,
+    commit_label,
     environment,
     fmt_float,
     import_pyplot,
-    list_images,
     load_image_uint8,
     markdown_table,
     parse_int_list,
     prepared_model,
+    require_clean_tree,
     write_results,
 )
+from runtime.errors import UpscaleError
+from runtime.utils import list_images
 
 DEFAULT_DATA = REPO_ROOT / "data" / "photos" / "test"
 DEFAULT_TILES = (128,)
@@ -122,11 +124,9 @@ def _load_inputs(folders: Sequence[Path], *, downscale: bool, max_size: int | No
         if folder.is_file():
             files = [folder]
         elif folder.is_dir():
-            files = list_images(folder)
+            files = list_images(folder, what="--data", error=BenchmarkError)
         else:
             raise BenchmarkError(f"--data {folder}: no such file or folder")
-        if not files:
-            raise BenchmarkError(f"--data {folder}: holds no images")
         for path in files:
             photo = load_image_uint8(path)
             if downscale:
@@ -395,10 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_size is not None and args.max_size < 1:
         parser.error("--max-size must be >= 1")
     args.halos = sorted(set(args.halos))
-    env = environment(threads=args.threads)
     try:
+        env = environment(threads=args.threads, git=require_clean_tree(args.allow_dirty))
         measured = measure(args)
-    except expected_errors() as e:
+    except UpscaleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     data = {
@@ -425,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     png = plot(data, args.out / f"{args.name}.png")
     markdown = "\n\n".join([
         f"# Tile seams: {Path(data['model']['path']).name}",
-        f"{data['environment']['date']}, commit {data['environment']['git']['commit']}, "
+        f"{data['environment']['date']}, commit {commit_label(data['environment'])}, "
         f"{data['environment']['host']['cpu']}; LR: {data['settings']['lr_source']}; "
         f"reference: {data['settings']['reference']}.",
         "\n".join(f"- {line}" for line in lines),

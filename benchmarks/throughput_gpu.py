@@ -43,35 +43,25 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import (
+from benchmarks.common import (
     DEFAULT_OUT,
-    REPO_ROOT,
-    BenchmarkError,
     HelpFormatter,
+    add_allow_dirty,
+    commit_label,
     environment,
     fmt_float,
     markdown_table,
     package_version,
+    parse_sizes,
+    require_clean_tree,
     write_results,
 )
+from benchmarks.throughput_models import COMPACT_CHECKPOINT, CONFIGS, SCALE, build_config
+from benchmarks.timing import percentile, rates, time_calls, time_cuda_events
+from runtime.errors import UpscaleError
 
-SCALE = 4
 HALO = 16
-DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "eusr-compact.safetensors"
-CONFIGS = ("compact", "paper", "tiny")
-
-
-def parse_sizes(text: str) -> list[tuple[int, int]]:
-    sizes = []
-    for part in text.split(","):
-        try:
-            w, h = (int(v) for v in part.lower().split("x"))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT[,...], got {part!r}") from None
-        if w < 1 or h < 1:
-            raise argparse.ArgumentTypeError(f"sizes must be positive, got {part!r}")
-        sizes.append((w, h))
-    return sizes
+DEFAULT_CHECKPOINT = COMPACT_CHECKPOINT
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for <name>.json and <name>.md")
     p.add_argument("--name", default="throughput_gpu", help="stem of the result files")
+    add_allow_dirty(p)
     return p
 
 
@@ -111,66 +102,23 @@ def gpu_environment() -> dict[str, Any]:
     }
 
 
-def build_model(name: str, checkpoint: Path, seed: int) -> Any:
-    import torch
-
-    if name == "compact":
-        from train.checkpoint import load_model
-
-        if not checkpoint.is_file():
-            raise BenchmarkError(f"--checkpoint {checkpoint}: no such file")
-        return load_model(checkpoint)
-    from train.models.eusr import build_eusr
-
-    torch.manual_seed(seed)
-    return build_eusr(name).eval()
-
-
 def stats(times_s: Sequence[float], width: int, height: int) -> dict[str, Any]:
-    t = np.asarray(times_s, np.float64)
-    p50 = float(np.percentile(t, 50))
-    in_mp = width * height / 1e6
+    """p50 / p99 / min in ms, the repeat count, and the rates of the p50 (benchmarks.timing)."""
+    p50 = percentile(times_s, 50)
     return {
         "p50_ms": p50 * 1e3,
-        "p99_ms": float(np.percentile(t, 99)) * 1e3,
-        "min_ms": float(t.min()) * 1e3,
-        "repeats": int(t.size),
-        "input_mp_per_s": in_mp / p50,
-        "output_mp_per_s": in_mp * SCALE * SCALE / p50,
-        "images_per_s": 1.0 / p50,
+        "p99_ms": percentile(times_s, 99) * 1e3,
+        "min_ms": float(min(times_s)) * 1e3,
+        "repeats": len(times_s),
+        **rates(p50, width, height, SCALE),
     }
 
 
 def time_wall(fn: Callable[[], Any], warmup: int, repeats: int) -> tuple[list[float], Any]:
+    """Wall-clock times with the device synchronised after the warm-up and after each call."""
     import torch
 
-    out = None
-    for _ in range(warmup):
-        out = fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return times, out
-
-
-def time_events(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(repeats):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return times
+    return time_calls(fn, warmup, repeats, sync=torch.cuda.synchronize)
 
 
 class TorchModes:
@@ -280,11 +228,11 @@ def run_config(name: str, model: Any, size: tuple[int, int], args: argparse.Name
         e2e = modes.e2e_fn(net, dtype)
         record(mode, precision, "uint8 hwc (host)", "e2e", lambda e2e=e2e: time_wall(lambda: e2e(image), w, r))
         dev = modes.device_fn(net, dtype)
-        record(mode, precision, f"{precision} nchw (device)", "device", lambda dev=dev: (time_events(dev, w, r), None))
+        record(mode, precision, f"{precision} nchw (device)", "device", lambda dev=dev: (time_cuda_events(dev, w, r), None))
 
     def graph_e2e() -> tuple[list[float], Any]:
         device, e2e = modes.graph_fns()
-        record("torch-fp16-graph", "fp16", "fp16 nchw (device)", "device", lambda: (time_events(device, w, r), None))
+        record("torch-fp16-graph", "fp16", "fp16 nchw (device)", "device", lambda: (time_cuda_events(device, w, r), None))
         return time_wall(lambda: e2e(image), w, r)
 
     record("torch-fp16-graph", "fp16", "uint8 hwc (host)", "e2e", graph_e2e)
@@ -297,7 +245,7 @@ def run_config(name: str, model: Any, size: tuple[int, int], args: argparse.Name
             dev()
             torch.cuda.synchronize()
             rows_extra["compile_s"] = time.perf_counter() - t0
-            return time_events(dev, w, r), None
+            return time_cuda_events(dev, w, r), None
 
         rows_extra: dict[str, Any] = {}
         record("torch-fp16-compile", "fp16", "fp16 nchw (device)", "device", compiled)
@@ -383,7 +331,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print(f"error: torch {torch.__version__} sees no CUDA GPU", file=sys.stderr)
         return 2
-    env = environment()
+    try:
+        env = environment(git=require_clean_tree(args.allow_dirty))
+    except UpscaleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         env["gpu"] = gpu_environment()
     except Exception as exc:  # noqa: BLE001 - CudaUnavailableError, MissingDependencyError
@@ -395,8 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for name in configs:
         try:
-            model = build_model(name, args.checkpoint, args.seed)
-        except BenchmarkError as exc:
+            model = build_config(name, args.seed, checkpoint=args.checkpoint, what="--checkpoint")[0]
+        except UpscaleError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         for size in args.sizes:
@@ -407,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gpu = env["gpu"]
     markdown = "\n\n".join([
         f"# GPU throughput: PyTorch and the pipelined runtime on {gpu['name']}",
-        f"{env['date']}, commit {env['git']['commit']}; driver {gpu['cuda_driver_version']}, CUDA runtime "
+        f"{env['date']}, commit {commit_label(env)}; driver {gpu['cuda_driver_version']}, CUDA runtime "
         f"{gpu['cuda_runtime_version']}, torch {env['versions']['torch']} (CUDA {gpu['torch_cuda']}, cuDNN "
         f"{gpu['cudnn']}), cuda-bindings {gpu['cuda_bindings']}; TF32 conv {gpu['tf32_conv']}. Command: `{env['command']}`.",
         md_table,

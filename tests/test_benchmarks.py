@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from benchmarks import memory, quality, seams
+from runtime.evaluation import load_image_uint8
 from runtime.image_io import write_image
 from runtime.imresize import imresize
 
@@ -39,8 +40,6 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def crop(name: str, size: int) -> np.ndarray:
     """A centred size×size crop of a test photo (gray or RGB uint8)."""
-    from benchmarks._common import load_image_uint8
-
     photo = load_image_uint8(PHOTOS / name)
     h, w = photo.shape[:2]
     y0, x0 = (h - size) // 2, (w - size) // 2
@@ -79,7 +78,8 @@ def test_script_runs_from_the_repo_root_with_help(script: str) -> None:
 
 def test_memory_within_budget_writes_json_and_markdown(tiny_onnx: Path, tmp_path: Path, capsys) -> None:
     size = 96
-    rc = memory.main(["--size", str(size), "--model", str(tiny_onnx), "--out", str(tmp_path), "--threads", "1"])
+    rc = memory.main(["--size", str(size), "--model", str(tiny_onnx), "--out", str(tmp_path), "--threads", "1",
+                      "--allow-dirty"])
     out = capsys.readouterr().out
     assert rc == 0, out
     data = json.loads((tmp_path / "memory.json").read_text())
@@ -100,7 +100,7 @@ def test_memory_within_budget_writes_json_and_markdown(tiny_onnx: Path, tmp_path
 def test_memory_zero_budget_fails(tiny_onnx: Path, tmp_path: Path, capsys) -> None:
     """Negative control: nothing fits in the output array alone."""
     rc = memory.main(["--size", "32", "--model", str(tiny_onnx), "--out", str(tmp_path), "--budget-mb", "0",
-                      "--threads", "1"])
+                      "--threads", "1", "--allow-dirty"])
     out = capsys.readouterr().out
     assert rc == 1, out
     v = json.loads((tmp_path / "memory.json").read_text())["verdict"]
@@ -132,7 +132,7 @@ def test_seams_curve_rises_with_the_halo(tiny_onnx: Path, tmp_path: Path, capsys
     write_image(image, crop("ihc.png", 48))
     halos = [0, 1, 2, 4, 8, 16]
     rc = seams.main(["--model", str(tiny_onnx), "--data", str(image), "--tiles", "16", "--halos",
-                     ",".join(map(str, halos)), "--out", str(tmp_path), "--threads", "1"])
+                     ",".join(map(str, halos)), "--out", str(tmp_path), "--threads", "1", "--allow-dirty"])
     out = capsys.readouterr().out
     assert rc == 0, out
     data = json.loads((tmp_path / "seams.json").read_text())
@@ -186,7 +186,7 @@ def test_quality_table_json_and_bicubic_psnr(tiny_onnx: Path, tmp_path: Path, ca
     write_image(hr_dir / "ihc_LR.png", imresize(hrs["ihc"][:48, :48], 0.25))  # must be skipped
     out_dir = tmp_path / "out"
     rc = quality.main(["--model", str(tiny_onnx), "--data", str(dataset), "--out", str(out_dir), "--strips", "1",
-                       "--threads", "1"])
+                       "--threads", "1", "--allow-dirty"])
     out = capsys.readouterr().out
     assert rc == 0, out
     data = json.loads((out_dir / "quality.json").read_text())
@@ -234,5 +234,107 @@ def test_quality_recognises_dataset_layouts(tmp_path: Path) -> None:
     assert len(quality.find_dataset(flat / "b.png", scale=4).images) == 1
     empty = tmp_path / "empty"
     (empty / "misc").mkdir(parents=True)
-    with pytest.raises(quality.BenchmarkError, match="no HR images"):
+    with pytest.raises(quality.EvaluationError, match="no HR images"):
         quality.find_dataset(empty, scale=4)
+
+
+# --------------------------------------------------------------------------- dirty tree
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                   capture_output=True, text=True)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A committed git checkout with one package (pkg/, pkg/sub/) and a plain folder (notes/)."""
+    root = tmp_path / "repo"
+    for name in ("pkg/__init__.py", "pkg/core.py", "pkg/sub/__init__.py", "notes/a.txt", "README"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(f"{name}\n")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "init")
+    return root
+
+
+def test_git_state_counts_tracked_changes_and_untracked_package_files(repo: Path) -> None:
+    from runtime.results import git_state
+
+    clean = git_state(repo)
+    assert clean.commit and len(clean.commit) == 40 and clean.dirty is False
+    assert clean.record() == {"commit": clean.commit, "dirty": False, "changes": []}
+    # Untracked files outside every package do not change what the code computes.
+    (repo / "scratch.txt").write_text("x")
+    (repo / "notes" / "b.txt").write_text("x")
+    (repo / "runs").mkdir()
+    (repo / "runs" / "out.json").write_text("{}")
+    assert git_state(repo).dirty is False
+    # An untracked module inside a package (or a subfolder of one) does.
+    (repo / "pkg" / "sub" / "extra").mkdir()
+    (repo / "pkg" / "sub" / "extra" / "new.py").write_text("x = 1\n")
+    state = git_state(repo)
+    assert state.dirty is True and state.changes == ("?? pkg/sub/extra/new.py",)
+    (repo / "pkg" / "sub" / "extra" / "new.py").unlink()
+    # So does a modified tracked file, anywhere.
+    (repo / "README").write_text("changed\n")
+    assert git_state(repo).changes == (" M README",)
+
+
+def test_git_state_outside_git_is_unknown(tmp_path: Path) -> None:
+    from runtime.results import git_state
+
+    state = git_state(tmp_path)
+    assert state.commit is None and state.dirty is None and state.record()["dirty"] is None
+
+
+def test_require_clean_tree_refuses_a_dirty_tree_unless_allowed(repo: Path, tmp_path: Path) -> None:
+    from benchmarks.common import DirtyTreeError, require_clean_tree
+
+    assert require_clean_tree(False, root=repo).dirty is False
+    (repo / "pkg" / "core.py").write_text("changed\n")
+    with pytest.raises(DirtyTreeError, match=r"M pkg/core.py.*--allow-dirty"):
+        require_clean_tree(False, root=repo)
+    assert require_clean_tree(True, root=repo).changes == (" M pkg/core.py",)
+    assert require_clean_tree(False, root=tmp_path / "nowhere").commit is None  # unknown: nothing to contradict
+
+
+def _quality_json(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"datasets": [{"name": "t", "images": [
+        {"image": "a", "psnr_y_model": 30.0, "niqe_model": 6.0}]}]}))
+    return path
+
+
+def test_scripts_refuse_to_write_from_a_dirty_tree(repo: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """The real check on a real (temporary) checkout: refused without --allow-dirty, nothing
+    written; with it, the results say the tree was dirty and what differed."""
+    from benchmarks import common, compare_quality
+
+    monkeypatch.setattr(common, "REPO_ROOT", repo)
+    base, run = _quality_json(tmp_path / "base.json"), _quality_json(tmp_path / "r" / "run.json")
+    (repo / "pkg" / "new.py").write_text("x = 1\n")
+    out = tmp_path / "out"
+    assert compare_quality.main([str(base), str(run), "--out", str(out)]) == 2
+    assert "--allow-dirty" in capsys.readouterr().err and not out.exists()
+    assert quality.main(["--model", "none.onnx", "--data", str(tmp_path), "--out", str(out)]) == 2
+    assert "?? pkg/new.py" in capsys.readouterr().err and not out.exists()
+
+    assert compare_quality.main([str(base), str(run), "--out", str(out), "--allow-dirty"]) == 0
+    git_record = json.loads((out / "compare_quality.json").read_text())["environment"]["git"]
+    assert git_record["dirty"] is True and git_record["changes"] == ["?? pkg/new.py"]
+
+    git(repo, "add", "pkg/new.py")
+    git(repo, "commit", "-q", "-m", "new")
+    assert compare_quality.main([str(base), str(run), "--out", str(out)]) == 0
+    assert json.loads((out / "compare_quality.json").read_text())["environment"]["git"]["dirty"] is False
+
+
+@pytest.mark.parametrize("script", ["seams", "quality", "memory", "parity", "throughput", "throughput_gpu", "fp16_onnx",
+                                    "compare_quality", "int8_gate"])
+def test_every_script_that_writes_results_has_allow_dirty(script: str) -> None:
+    res = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", "--help"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "--allow-dirty" in res.stdout

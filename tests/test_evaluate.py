@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +88,65 @@ def test_evaluate_weights_picks_the_moving_average_or_the_raw_weights(hr_folder,
     assert psnr(both) == psnr(both, "--weights", "ema") != raw
     assert evaluate.main([str(bundled), "--data", str(hr_folder), "--weights", "ema", "--out", str(tmp_path / "x")]) == 2
     assert "holds no moving-average weights" in capsys.readouterr().err
+
+
+def _without_timings(data: dict) -> dict:
+    """The parts of a quality/evaluate JSON that must not depend on which front end wrote it."""
+    datasets = [{**ds, "strips": [Path(s).name for s in ds["strips"]],
+                 "images": [{k: v for k, v in r.items() if k != "seconds"} for r in ds["images"]],
+                 "mean": {k: v for k, v in ds["mean"].items() if k != "seconds"}} for ds in data["datasets"]]
+    return {"model": {k: v for k, v in data["model"].items() if k != "torch_threads"},
+            "settings": data["settings"], "datasets": datasets}
+
+
+def test_evaluate_and_the_quality_benchmark_are_one_implementation(hr_folder, tmp_path, repo_root):
+    """train.evaluate and benchmarks/quality.py --runner torch write the same numbers and tables."""
+    from benchmarks import quality
+
+    ckpt = str(repo_root / "models/eusr-compact.safetensors")
+    flags = ["--data", str(hr_folder), "--strips", "1", "--threads", "1", "--name", "q"]
+    assert evaluate.main([ckpt, "--out", str(tmp_path / "ev"), *flags]) == 0
+    assert quality.main(["--model", ckpt, "--runner", "torch", "--out", str(tmp_path / "qu"), "--allow-dirty", *flags]) == 0
+    ev, qu = (json.loads((tmp_path / d / "q.json").read_text()) for d in ("ev", "qu"))
+    assert _without_timings(ev) == _without_timings(qu)
+    assert set(ev["environment"]) == set(qu["environment"])
+
+    def table(d: str) -> list[str]:  # the Markdown table without its timing column
+        lines = (tmp_path / d / "q.md").read_text().splitlines()
+        return [ln.rsplit("|", 2)[0] for ln in lines if ln.startswith("|")]
+
+    assert table("ev") == table("qu") and len(table("ev")) == 2 + 2 + 1
+    assert (tmp_path / "ev/q_strips/eval_hr0_camera.png").read_bytes() == (tmp_path / "qu/q_strips/eval_hr0_camera.png").read_bytes()
+
+
+def test_runtime_evaluation_scores_any_upscale_function(hr_folder, tmp_path):
+    """The typed core without torch: a 'model' that is bicubic itself gains exactly nothing."""
+    from runtime.evaluation import EvaluatedModel, EvaluationError, EvaluationOptions
+    from runtime.evaluation import evaluate as run_evaluation
+    from runtime.imresize import imresize
+    from runtime.results import environment
+
+    lines: list[str] = []
+    model = EvaluatedModel(lambda lr: imresize(lr, 4.0), 4, {"path": "bicubic", "runner": "function"})
+    report = run_evaluation(EvaluationOptions(data=[hr_folder], out=tmp_path, name="bic", strips=0),
+                            lambda: contextlib.nullcontext(model), environment=environment(), echo=lines.append)
+    (ds,) = report.data["datasets"]
+    assert [r["psnr_y_gain"] for r in ds["images"]] == [0.0, 0.0] and ds["mean"]["niqe_gain"] == 0.0
+    assert json.loads(report.paths["json"].read_text())["datasets"][0]["images"][0]["psnr_y_model"] == \
+        ds["images"][0]["psnr_y_bicubic"]
+    assert lines[-1] == report.table and lines[0].startswith(f"{hr_folder.name}: 2 HR images")
+    with pytest.raises(EvaluationError, match="strips must be an integer >= 0, got -1"):
+        EvaluationOptions(data=[hr_folder], out=tmp_path, name="x", strips=-1)
+    with pytest.raises(EvaluationError, match=r"--data .*nope: no such file or folder"):
+        run_evaluation(EvaluationOptions(data=[tmp_path / "nope"], out=tmp_path, name="x"),
+                       lambda: pytest.fail("the model must not be opened before the data is found"),
+                       environment={})
+
+
+def test_train_evaluate_imports_neither_benchmarks_nor_torch_at_import():
+    code = ("import sys, train.evaluate, runtime.evaluation, runtime.results; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('benchmarks', 'torch')); "
+            "sys.exit(str(bad) if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode == 0, res.stdout + res.stderr

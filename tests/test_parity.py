@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from benchmarks import parity
+from runtime.evaluation import load_image_uint8
 from runtime.image_io import write_image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +29,6 @@ ENV_KEYS = {"date", "command", "host", "threads", "versions", "git"}
 @pytest.fixture(scope="module")
 def crops(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """48×40 (w×h) centre crops of one colour and one gray test photo, saved as PNG."""
-    from benchmarks._common import load_image_uint8
-
     folder = tmp_path_factory.mktemp("parity-crops")
     out = []
     for name in ("ihc.png", "coins.png"):
@@ -43,7 +42,7 @@ def crops(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "parity.py"), *map(str, args)],
+    return subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "parity.py"), "--allow-dirty", *map(str, args)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
 
 

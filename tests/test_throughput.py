@@ -25,7 +25,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
     out = tmp_path_factory.mktemp("throughput")
     res = subprocess.run(
         [sys.executable, str(SCRIPT), "--configs", "tiny", "--sizes", "32x24", "--warmup", "0", "--repeats", "1",
-         "--threads", "1", "--out", str(out), "--name", "tp"],
+         "--threads", "1", "--out", str(out), "--name", "tp", "--allow-dirty"],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
     )
     data = json.loads((out / "tp.json").read_text()) if res.returncode == 0 else {}
@@ -87,7 +87,7 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
     res = subprocess.run(
         [sys.executable, str(SCRIPT), "--configs", "tiny", "--sizes", "40x30", "--warmup", "0", "--repeats", "1",
          "--threads", "1", "--tiles", "16,32", "--halos", "0,4", "--batches", "1,2", "--io", "float32-nchw,uint8-nhwc",
-         "--precisions", "fp32,fp16", "--out", str(out), "--name", "sw", "--no-plot"],
+         "--precisions", "fp32,fp16", "--out", str(out), "--name", "sw", "--no-plot", "--allow-dirty"],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=180,
     )
     data = json.loads((out / "sw.json").read_text()) if res.returncode == 0 else {}
@@ -156,3 +156,48 @@ def test_invalid_sweep_flags_exit_2(argv: list[str], flag: str, capsys: pytest.C
         throughput.main(["--configs", "tiny", *argv])
     assert exc.value.code == 2
     assert flag in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- timing and RSS helpers
+
+
+def test_time_calls_warms_up_then_syncs_inside_each_timed_interval() -> None:
+    from benchmarks.timing import time_calls
+
+    events: list[str] = []
+    calls = iter(range(100))
+
+    def fn() -> int:
+        events.append("call")
+        return next(calls)
+
+    times, last = time_calls(fn, 2, 3, sync=lambda: events.append("sync"))
+    assert events == ["call", "call", "sync"] + ["call", "sync"] * 3
+    assert len(times) == 3 and all(t >= 0 for t in times) and last == 4
+    events.clear()
+    assert time_calls(fn, 0, 1)[1] == 5 and events == ["call"]  # no hook: no sync
+
+
+def test_summarize_and_rates() -> None:
+    from benchmarks.timing import percentile, rates, summarize
+
+    s = summarize([0.4, 0.1, 0.2, 0.3], 100, 50, 4)
+    assert (s["min_s"], s["max_s"]) == (0.1, 0.4) and s["median_s"] == pytest.approx(0.25)
+    assert s["p90_s"] == pytest.approx(0.37) == percentile([0.1, 0.2, 0.3, 0.4], 90)
+    assert s["input_mp_per_s"] == pytest.approx(0.005 / 0.25) and s["images_per_s"] == pytest.approx(4.0)
+    assert s["output_mp_per_s"] == pytest.approx(16 * s["input_mp_per_s"])
+    assert rates(0.0, 10, 10, 4)["images_per_s"] == math.inf
+
+
+def test_row_peak_rss_follows_a_reset() -> None:
+    import numpy as np
+
+    from benchmarks.rss import peak_rss_mib, reset_peak_rss, row_peak_rss_mib
+
+    before = reset_peak_rss()
+    if before is None:
+        pytest.skip("no /proc/self/clear_refs here")
+    block = np.ones(64 << 20, np.uint8)  # 64 MiB, touched
+    peak = row_peak_rss_mib()
+    assert peak is not None and peak >= before + 60 and peak_rss_mib() >= peak - 1
+    del block
