@@ -52,6 +52,11 @@ kernel's peak mark is reset before each sweep row). The PNG then plots output MP
 against tile per halo, and bars for the batch/I/O/precision variants.
 
 Timings on a shared or busy machine are noisy: run on a quiet one and say which.
+
+Code: this file is the command line, the three modes and the main tables; the tiling sweep
+is ``benchmarks/throughput_sweep.py``, the configurations and their ONNX export
+``benchmarks/throughput_models.py``, the timing and RSS helpers ``benchmarks/timing.py`` and
+``benchmarks/rss.py`` (shared with ``throughput_gpu.py``).
 """
 
 from __future__ import annotations
