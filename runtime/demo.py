@@ -57,7 +57,7 @@ def comparison_strip(panels: list[tuple[str, np.ndarray]], *, zoom_box: tuple[in
         zw, zh = x1 - x0, y1 - y0
         factor = max(1, w // zw)
         rows.append([
-            _label(im.crop((x0, y0, x1, y1)).resize((zw * factor, zh * factor), Image.NEAREST), f"{name} (zoom)")
+            _label(im.crop((x0, y0, x1, y1)).resize((zw * factor, zh * factor), Image.Resampling.NEAREST), f"{name} (zoom)")
             for (name, _), im in zip(panels, images)
         ])
     row_heights = [max(im.height for im in row) for row in rows]

@@ -30,15 +30,20 @@ class HostBuffer:
         self.ptr = int(self.array.ctypes.data)
         self.closed = False
 
-    def view(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
-        """A ``dtype`` array of ``shape`` over the start of the buffer (no copy)."""
+    def memory(self) -> np.ndarray:
+        """The buffer's bytes as a flat uint8 array; raises once closed."""
         if self.array is None:
             raise UpscaleError(f"{type(self).__name__} is closed")
+        return self.array
+
+    def view(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """A ``dtype`` array of ``shape`` over the start of the buffer (no copy)."""
+        memory = self.memory()
         dtype = np.dtype(dtype)
         needed = math.prod(shape) * dtype.itemsize
         if needed > self.nbytes:
             raise InvalidArgumentError(f"a {dtype} view of shape {shape} needs {needed} bytes, buffer has {self.nbytes}")
-        return self.array[:needed].view(dtype).reshape(shape)
+        return memory[:needed].view(dtype).reshape(shape)
 
     def close(self) -> None:
         self.closed = True

@@ -93,7 +93,7 @@ def scatter_cores(
             f"output must be H×W×{expected_c} (to_gray={to_gray}), got shape {output.shape}"
         )
     integer = np.issubdtype(output.dtype, np.integer)
-    limits = np.iinfo(output.dtype) if integer else None
+    low, high = (np.iinfo(output.dtype).min, np.iinfo(output.dtype).max) if integer else (0, 0)
     for i, tile in enumerate(tiles):
         piece = io.hwc(results[i])[tile.crop_box(scale).slices]
         dst = output[tile.output_box(scale).slices]
@@ -103,5 +103,5 @@ def scatter_cores(
             piece = np.multiply(piece, np.float32(output_scale), dtype=np.float32)
         if integer and piece.dtype != output.dtype:
             piece = np.rint(piece)  # a tile-sized temporary, never image-sized
-            np.clip(piece, limits.min, limits.max, out=piece)
+            np.clip(piece, low, high, out=piece)
         np.copyto(dst, piece, casting="unsafe")

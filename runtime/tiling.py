@@ -178,7 +178,7 @@ def plan_tiles(height: int, width: int, tile: int, halo: int, *, min_size: int =
     row_spans = _plan_axis(height, input_height, tile, window_height)
     col_spans = _plan_axis(width, input_width, tile, window_width)
 
-    tiles = []
+    tiles: list[Tile] = []
     for row, (cy0, cy1, wy0, wy1) in enumerate(row_spans):
         for col, (cx0, cx1, wx0, wx1) in enumerate(col_spans):
             tiles.append(

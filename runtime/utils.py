@@ -137,7 +137,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, make_parent
     path = Path(path)
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda f: f.write(data))
+
+    def write(f: IO[bytes]) -> None:
+        f.write(data)
+
+    return atomic_write(path, write)
 
 
 def atomic_write_json(path: str | os.PathLike[str], data: Mapping[str, Any], *, indent: int = 1) -> Path:

@@ -301,4 +301,5 @@ class _HostStage(Stage):
         self._y[...] = self.factory.infer(self._x)
 
     def _close(self) -> None:
-        self._x = self._y = None
+        self.__dict__.pop("_x", None)  # the views die with the stage (a closed stage never enqueues)
+        self.__dict__.pop("_y", None)

@@ -143,11 +143,12 @@ class PinnedBuffer(_Resource):
         rt = cudart()
         self.ptr = int(call(rt.cudaHostAlloc, self.nbytes, rt.cudaHostAllocDefault))
         raw = (ctypes.c_uint8 * self.nbytes).from_address(self.ptr)
-        self.array: np.ndarray | None = np.frombuffer(raw, dtype=np.uint8)
+        self.array: np.ndarray | None = np.ctypeslib.as_array(raw)
 
     def view(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
         """The first bytes as a ``dtype`` array of ``shape`` (no copy; valid until close)."""
         self._check_open()
+        assert self.array is not None  # _check_open raised otherwise
         return _typed_view(self.array, dtype, shape)
 
     def _release(self) -> None:

@@ -170,7 +170,7 @@ class EmulatedDeviceBuffer(HostBuffer):
 
     def __init__(self, nbytes: int) -> None:
         super().__init__(nbytes)
-        self.array[:] = 0xFF  # uninitialised device memory is garbage, not zeros
+        self.memory()[:] = 0xFF  # uninitialised device memory is garbage, not zeros
 
 
 class _Graph:
@@ -251,7 +251,7 @@ class EmulatedDevice:
         self._check_copy(dst, src, nbytes)
 
         def run() -> None:  # reads the host buffer when the op runs, as a DMA would
-            dst.array[:nbytes] = src.array[:nbytes]
+            dst.memory()[:nbytes] = src.memory()[:nbytes]
 
         stream._enqueue(_Op(run, "h2d"))
 
@@ -260,10 +260,10 @@ class EmulatedDevice:
         self._check_copy(dst, src, nbytes)
 
         def poison() -> None:
-            dst.array[:nbytes] = 0xFF
+            dst.memory()[:nbytes] = 0xFF
 
         def run() -> None:
-            dst.array[:nbytes] = src.array[:nbytes]
+            dst.memory()[:nbytes] = src.memory()[:nbytes]
 
         stream._enqueue(_Op(run, "d2h", on_queue=poison))
 
