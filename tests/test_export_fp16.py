@@ -376,10 +376,11 @@ def test_fp16_benchmark_script(exported, tmp_path):
     with Image.open(PHOTOS / "coins.png") as im:
         im.crop((100, 80, 164, 128)).save(crop)
     out = tmp_path / "res"
-    rc = fp16_onnx.main([str(crop), "--models", str(exported[0][(FP32, FLOAT)]), "--out", str(out), "--threads", "1"])
+    rc = fp16_onnx.main([str(crop), "--models", str(exported[0][(FP32, FLOAT)]), "--out", str(out), "--threads", "1",
+                         "--allow-dirty"])
     data = json.loads((out / "fp16_onnx.json").read_text())
     assert rc == 0 and data["passed"] and len(data["rows"]) == 1
     row = data["rows"][0]
     assert row["fp16"]["nonfinite"] == 0 and row["fp16_rounded"]["psnr"] >= 60
     assert row["uint8_fp16"]["max_diff"] <= 1
-    assert fp16_onnx.main(["--models", str(tmp_path / "none.onnx"), "--out", str(out)]) == 2
+    assert fp16_onnx.main(["--models", str(tmp_path / "none.onnx"), "--out", str(out), "--allow-dirty"]) == 2
