@@ -229,7 +229,8 @@ class _Data:
 
 
 def _load_data(args: argparse.Namespace, seed: int, ts: Mapping[str, Any]) -> _Data:
-    """Read and split the data set; a resumed run must see the same split and stage A."""
+    """Read and split the data set; a resumed run (``ts``: its training state, empty for a
+    new run) must see the same split and stage A."""
     train_entries, val_entries = _load_split(args, seed)
     n_train, n_val = len(train_entries), len(val_entries)
     steps_a, steps_b = _stage_steps(args, n_train)
