@@ -77,12 +77,9 @@ def sidecar_path(engine_path: str | os.PathLike) -> Path:
 
 def _gpu_from_cuda_python(device: int) -> GpuInfo:
     try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6, the project's minimum
     except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python layout
-        except ImportError:
-            raise GpuQueryError("cuda-python is not installed (pip install cuda-python)") from None
+        raise GpuQueryError("cuda-python is not installed (pip install 'cuda-python>=12.6')") from None
     err, prop = cudart.cudaGetDeviceProperties(device)
     if err != cudart.cudaError_t.cudaSuccess:
         raise GpuQueryError(f"cudaGetDeviceProperties({device}) failed with {getattr(err, 'name', err)}")

@@ -106,7 +106,7 @@ def resolve_auto(model_path: str | os.PathLike[str] | None = None, *, pipelined:
     def cuda_ok() -> bool:
         nonlocal gpu
         if gpu is None:
-            if not _module_importable("cuda.bindings") and not _module_importable("cuda.cudart"):
+            if not _module_importable("cuda.bindings"):
                 gpu = (False, "cuda-python is not installed")
             else:
                 from ..cuda.resources import cuda_available

@@ -101,7 +101,6 @@ class OrtCudaStageFactory(StageFactory):
             cuda = {"device_id": str(self.device_id), **{k: str(v) for k, v in self.provider_options.items()}}
             if stream:
                 cuda["user_compute_stream"] = str(stream)
-                cuda["has_user_compute_stream"] = "1"  # needed by onnxruntime < 1.18, ignored later
             providers: list[Any] = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
         else:
             options.enable_cpu_mem_arena = False

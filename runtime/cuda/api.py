@@ -78,20 +78,17 @@ class CudaUnavailableError(CudaError, BackendUnavailableError):
 
 
 def cudart() -> ModuleType:
-    """The ``cuda.bindings.runtime`` module (cuda-python >= 12.6; older: ``cuda.cudart``)."""
+    """The ``cuda.bindings.runtime`` module (cuda-python >= 12.6, the project's minimum)."""
     global _RT
     if _RT is None:
         try:
             from cuda.bindings import runtime as module
-        except ImportError as first:
-            try:
-                from cuda import cudart as module  # type: ignore[no-redef]  # cuda-python < 12.6
-            except ImportError:
-                raise MissingDependencyError(
-                    "Python package 'cuda-bindings' (NVIDIA cuda-python) is needed for the CUDA "
-                    f"pipeline but cannot be imported ({first}); install it with: "
-                    "pip install 'cuda-python>=12.6'  (or the project's extra: pip install '.[gpu]')"
-                ) from first
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "Python package 'cuda-bindings' (NVIDIA cuda-python) is needed for the CUDA "
+                f"pipeline but cannot be imported ({exc}); install it with: "
+                "pip install 'cuda-python>=12.6'  (or the project's extra: pip install '.[gpu]')"
+            ) from exc
         _RT = module
     return _RT
 
