@@ -63,9 +63,9 @@ MAX_UINT8_DIFF = 1
 def _model_files(models: Path | None, checkpoint: Path) -> Iterator[tuple[dict[tuple[str, str], Path], dict[str, Any]]]:
     """{(precision, io): path} of the four graphs: the files beside ``models`` or a fresh,
     unvalidated export of ``checkpoint`` into a temporary folder."""
-    from export.onnx_io import ModelIO, Precision, export_paths
+    from export.onnx_io import EXPORT_PRECISIONS, ModelIO, export_paths
 
-    ios, precisions = list(ModelIO), list(Precision)
+    ios, precisions = list(ModelIO), list(EXPORT_PRECISIONS)  # the exporter's fp32 and fp16, not int8
     if models is not None:
         paths = export_paths(models, ios, precisions)
         missing = [str(p) for p in paths.values() if not p.is_file()]
