@@ -145,6 +145,107 @@ def test_resume_from_broken_checkpoint_fails_clearly(folders, tmp_path):
         pretrain.main(_args(folders, tmp_path / "o", 2, "--resume", str(bad)))
 
 
+# --- several training folders, patches drawn by area ----------------------------------------
+
+
+def _split_folder(train: Path, root: Path) -> tuple[Path, Path]:
+    """``train``'s images in two folders whose concatenation lists them in ``train``'s order."""
+    a, b = root / "a", root / "b"
+    for folder, names in ((a, ("astronaut.png", "brick.png", "notes.txt")), (b, ("coffee.png",))):
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_bytes((train / name).read_bytes())
+    return a, b
+
+
+def test_list_image_sources_lists_folders_in_the_order_given(folders, tmp_path):
+    from train.data import list_image_sources, list_images
+
+    train = folders[0]
+    assert list_image_sources(train) == list_images(train)
+    assert list_image_sources([train]) == list_images(train)
+    a, b = _split_folder(train, tmp_path)
+    assert [p.name for p in list_image_sources([b, a])] == ["coffee.png", "astronaut.png", "brick.png"]
+    assert list_image_sources([a, b / "coffee.png"]) == [a / "astronaut.png", a / "brick.png", b / "coffee.png"]
+    with pytest.raises(FileNotFoundError, match="nowhere: not a folder"):
+        list_image_sources([a, tmp_path / "nowhere"])
+    with pytest.raises(FileNotFoundError, match="list of folders/files is empty"):
+        list_image_sources([])
+
+
+def test_two_train_dirs_train_exactly_as_one_folder_of_their_images(straight_run, folders, tmp_path):
+    a, b = _split_folder(folders[0], tmp_path)
+    out = tmp_path / "two"
+    args = _args(folders, out, 4)
+    i = args.index("--train-dir")
+    args[i + 1 : i + 2] = [str(a), str(b)]
+    threads = torch.get_num_threads()
+    try:
+        assert pretrain.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    one, two = load_checkpoint(straight_run / "last.safetensors"), load_checkpoint(out / "last.safetensors")
+    for k in one.model_state:
+        assert torch.equal(one.model_state[k], two.model_state[k]), f"weight {k} differs with the images in two folders"
+    la, lb = _read_jsonl(straight_run / "train_log.jsonl"), _read_jsonl(out / "train_log.jsonl")
+    assert [(r["loss"], r["scale"]) for r in la] == [(r["loss"], r["scale"]) for r in lb]
+
+
+def _flat_images(root: Path, sizes: dict[str, tuple[int, int, int]]) -> Path:
+    """Images of one grey value each (name -> (height, width, value)): a patch names its image."""
+    root.mkdir()
+    for name, (h, w, value) in sizes.items():
+        Image.fromarray(np.full((h, w, 3), value, np.uint8)).save(root / f"{name}.png")
+    return root
+
+
+def test_sample_by_image_keeps_its_draws(noise_dataset):
+    """The default draws (image, y, x, rotation, flip) in this order from the caller's
+    Generator: runs made before ``sample_by`` existed continue unchanged."""
+    folder, _ = noise_dataset
+    ds = PatchDataset([folder, folder], [2], lr_patch=8)
+    lr, hr = ds.sample(np.random.default_rng(7), 2, 6)
+    rng = np.random.default_rng(7)
+    for b in range(6):
+        item = ds.items[int(rng.integers(2))]
+        y, x = int(rng.integers(48 - 8 + 1)), int(rng.integers(40 - 8 + 1))
+        k, flip = int(rng.integers(4)), bool(rng.integers(2))
+        want_lr = np.rot90(item.lr[2][y : y + 8, x : x + 8], k)
+        want_hr = np.rot90(item.hr[y * 2 : (y + 8) * 2, x * 2 : (x + 8) * 2], k)
+        if flip:
+            want_lr, want_hr = want_lr[:, ::-1], want_hr[:, ::-1]
+        np.testing.assert_array_equal(lr[b], want_lr.transpose(2, 0, 1))
+        np.testing.assert_array_equal(hr[b], want_hr.transpose(2, 0, 1))
+
+
+def test_sample_by_area_draws_images_by_their_patch_positions(tmp_path):
+    # ×2, LR patch 8: the big image has 41×41 positions, the small one 13×13 (9.1% of all).
+    root = _flat_images(tmp_path / "flat", {"big": (96, 96, 200), "small": (40, 40, 10)})
+    share_small = 13 * 13 / (13 * 13 + 41 * 41)
+    for sample_by, expected in (("image", 0.5), ("area", share_small)):
+        ds = PatchDataset(root, [2], lr_patch=8, sample_by=sample_by)
+        lr, _ = ds.sample(np.random.default_rng(0), 2, 4000)
+        small = float(np.mean(lr[:, 0, 0, 0] < 100))
+        assert small == pytest.approx(expected, abs=0.02), sample_by
+    with pytest.raises(ValueError, match="sample_by must be one of"):
+        PatchDataset(root, [2], lr_patch=8, sample_by="pixels")
+
+
+def test_sample_by_area_resumes_bit_exactly(folders, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    threads = torch.get_num_threads()
+    try:
+        assert pretrain.main(_args(folders, straight, 4, "--sample-by", "area")) == 0
+        assert pretrain.main(_args(folders, split, 2, "--sample-by", "area")) == 0
+        assert pretrain.main(_args(folders, split, 4, "--sample-by", "area", "--resume", str(split / "last.safetensors"))) == 0
+    finally:
+        torch.set_num_threads(threads)
+    a, b = load_checkpoint(straight / "last.safetensors"), load_checkpoint(split / "last.safetensors")
+    for k in a.model_state:
+        assert torch.equal(a.model_state[k], b.model_state[k]), f"weight {k} differs after resume"
+    assert [r["loss"] for r in _read_jsonl(straight / "train_log.jsonl")] == [r["loss"] for r in _read_jsonl(split / "train_log.jsonl")]
+
+
 # --- optimisation sanity ---------------------------------------------------------------------
 
 

@@ -3,7 +3,13 @@
 DIV2K layout works as is: point ``hr_dir`` at ``DIV2K_train_HR`` and LR images are made on
 the fly with MATLAB-bicubic ``imresize`` (cached per image and scale), or pass
 ``lr_dirs={4: "DIV2K_train_LR_bicubic/X4", ...}`` to use DIV2K's own LR files
-(``0001x4.png`` beside ``0001.png``).
+(``0001x4.png`` beside ``0001.png``). ``hr_dir`` may also be several folders (their images
+in the order given) or a list of image files.
+
+A patch's image is drawn uniformly per image by default, which is uniform per pixel on
+DIV2K's equal-size images; ``sample_by="area"`` draws it in proportion to its number of patch
+positions instead (uniform over every patch of the set), for folders whose images differ
+much in size.
 """
 
 from __future__ import annotations
@@ -17,21 +23,39 @@ import numpy as np
 from PIL import Image
 
 from runtime.imresize import imresize
-from runtime.utils import IMAGE_SUFFIXES
+from runtime.utils import IMAGE_SUFFIXES, is_image_path
 from runtime.utils import list_images as _list_images
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "load_rgb", "mod_crop", "PatchDataset", "make_lr"]
+__all__ = ["IMAGE_EXTENSIONS", "SAMPLE_BY", "list_images", "list_image_sources", "load_rgb", "mod_crop", "PatchDataset", "make_lr"]
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 """The image suffixes a folder is listed with: the project's one set (runtime.utils)."""
 
+SAMPLE_BY = ("image", "area")
+"""How PatchDataset draws a patch's image: uniformly per image, or by number of patch positions."""
+
 
 def list_images(folder: str | Path) -> list[Path]:
     """The images of a training or validation folder, sorted; FileNotFoundError naming the
     folder when it is missing or holds none."""
     return _list_images(folder, what="image folder", error=FileNotFoundError)
+
+
+def list_image_sources(sources: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The images of one folder, or of several folders and image files in the order given
+    (each folder sorted): a single folder lists exactly as :func:`list_images`."""
+    if isinstance(sources, (str, Path)):
+        return list_images(sources)
+    paths: list[Path] = []
+    for source in sources:
+        source = Path(source)
+        # An image file stands for itself; anything else must be a folder of images.
+        paths.extend([source] if source.is_file() and is_image_path(source) else list_images(source))
+    if not paths:
+        raise FileNotFoundError("no training images: the list of folders/files is empty")
+    return paths
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
@@ -73,8 +97,12 @@ class PatchDataset:
         lr_patch: int = 48,
         augment: bool = True,
         lr_dirs: Mapping[int, str | Path] | None = None,
+        sample_by: str = "image",
     ) -> None:
-        paths = list_images(hr_dir) if isinstance(hr_dir, (str, Path)) else [Path(p) for p in hr_dir]
+        if sample_by not in SAMPLE_BY:
+            raise ValueError(f"sample_by must be one of {SAMPLE_BY}, got {sample_by!r}")
+        paths = list_image_sources(hr_dir)
+        self.sample_by = sample_by
         self.scales = tuple(scales)
         self.lr_patch = lr_patch
         self.augment = augment
@@ -99,6 +127,12 @@ class PatchDataset:
                 )
             if skipped:
                 log.warning("×%d: %d image(s) smaller than %d px skipped", s, skipped, lr_patch * s)
+        # Patch positions per eligible image: the image-drawing probabilities of sample_by="area".
+        self._area_p = {}
+        for s, idx in self._eligible.items():
+            counts = np.array([(self.items[i].lr[s].shape[0] - lr_patch + 1) * (self.items[i].lr[s].shape[1] - lr_patch + 1)
+                               for i in idx], np.float64)
+            self._area_p[s] = counts / counts.sum()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -109,8 +143,11 @@ class PatchDataset:
         lr_out = np.empty((batch, 3, p, p), np.float32)
         hr_out = np.empty((batch, 3, p * scale, p * scale), np.float32)
         eligible = self._eligible[scale]
+        by_area = self.sample_by == "area"
         for b in range(batch):
-            item = self.items[eligible[rng.integers(len(eligible))]]
+            # Two draws that consume the stream differently: "image" keeps the historical one.
+            pick = rng.choice(len(eligible), p=self._area_p[scale]) if by_area else rng.integers(len(eligible))
+            item = self.items[eligible[pick]]
             lr_img = item.lr[scale]
             y = int(rng.integers(lr_img.shape[0] - p + 1))
             x = int(rng.integers(lr_img.shape[1] - p + 1))

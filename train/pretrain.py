@@ -30,7 +30,7 @@ from train.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from train.data import PatchDataset
+from train.data import SAMPLE_BY, PatchDataset
 from train.loop import TrainingPhase, halving_factor, run_phase, set_lr
 from train.models.eusr import CONFIGS, EUSR, EUSRConfig
 from train.run_setup import add_run_args, grad_scaler, open_run, restore_rng, seeded_rng, setup_device
@@ -53,7 +53,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=DefaultsHelpFormatter,
     )
     d = p.add_argument_group("data")
-    d.add_argument("--train-dir", type=Path, default=REPO / "data/photos/train", help="folder of HR training images (e.g. DIV2K_train_HR)")
+    d.add_argument("--train-dir", type=Path, nargs="+", default=[REPO / "data/photos/train"], metavar="DIR",
+                   help="folder(s) of HR training images (e.g. DIV2K_train_HR); several folders are used together, in the order given")
+    d.add_argument("--sample-by", choices=SAMPLE_BY, default="image",
+                   help="how a patch's image is drawn: 'image' uniformly per image (DIV2K's equal-size images), "
+                   "'area' in proportion to its patch positions, i.e. uniform over all patches (images of very different sizes)")
     d.add_argument("--lr-dir", action="append", default=[], metavar="SCALE=DIR",
                    help="use existing LR images for a scale (DIV2K layout: 0001x4.png), e.g. 4=DIV2K_train_LR_bicubic/X4; repeatable")
     d.add_argument("--val-dir", type=Path, default=REPO / "data/photos/test", help="folder of HR validation images ('' to skip)")
@@ -247,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         restore_rng(rng, resume)
         log.info("resumed %s at step %d", resume.path, start_step)
     ema = _weight_average(args, model, scales, resume)
-    data = PatchDataset(args.train_dir, scales, lr_patch=args.patch, augment=not args.no_augment, lr_dirs=_parse_lr_dirs(args.lr_dir))
+    data = PatchDataset(args.train_dir, scales, lr_patch=args.patch, augment=not args.no_augment, lr_dirs=_parse_lr_dirs(args.lr_dir),
+                        sample_by=args.sample_by)
     validator = Validator(args.val_dir, args.val_scale) if str(args.val_dir) not in ("", ".") else None
     train_log, val_log = open_run(args)
     scaler = grad_scaler(use_amp, resume, log)
