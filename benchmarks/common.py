@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -26,17 +27,23 @@ from typing import Any
 
 from runtime.errors import UpscaleError
 from runtime.evaluation import load_image_uint8
+from runtime import results as _results
 from runtime.results import (
+    add_allow_dirty,
     GitState,
     commit_label,
     environment,
     fmt_float,
     git_state,
+)
+from runtime.results import (
+    require_clean_tree as _require_clean_tree,
     json_safe,
     markdown_table,
     package_version,
     write_results,
 )
+from runtime.backends import BackendOptions, OnnxRuntime, resolve
 from runtime.utils import DefaultsHelpFormatter, file_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +63,7 @@ __all__ = [
     "parse_choices",
     "PreparedModel",
     "prepared_model",
-    "backend_options",
+    "backend_for",
     "import_pyplot",
     # from runtime.results / runtime.evaluation, one copy for benchmarks and train.evaluate
     "GitState",
@@ -76,22 +83,11 @@ class BenchmarkError(UpscaleError):
     """A benchmark cannot run as asked (bad input, missing model); the message says why."""
 
 
-class DirtyTreeError(BenchmarkError):
-    """Results would be written from a tree that differs from the commit they record."""
-
-
 class HelpFormatter(DefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults (except meaningless ones) and keeps the description's line breaks."""
 
 
 # --------------------------------------------------------------------------- arguments
-
-
-def add_allow_dirty(p: argparse.ArgumentParser) -> None:
-    """--allow-dirty: the one override of :func:`require_clean_tree`."""
-    p.add_argument("--allow-dirty", action="store_true",
-                   help="write results even though the working tree has uncommitted changes (tracked files "
-                   "modified, or untracked files in a package); the results then record dirty: true")
 
 
 def add_common_args(p: argparse.ArgumentParser, *, name: str) -> None:
@@ -150,24 +146,16 @@ def parse_choices(flag: str, choices: Sequence[str]) -> Callable[[str], list[str
 # --------------------------------------------------------------------------- dirty tree
 
 
-def require_clean_tree(allow_dirty: bool, *, root: str | os.PathLike[str] | None = None) -> GitState:
-    """The git state results will record; :class:`DirtyTreeError` when the tree is dirty
-    (see :class:`runtime.results.GitState`) and ``allow_dirty`` is false.
+class DirtyTreeError(BenchmarkError, _results.DirtyTreeError):
+    """Results would be written from a tree that differs from the commit they record."""
 
-    A result names the commit it came from; from a dirty tree that commit would not
-    reproduce it. Outside a git checkout the state is unknown (commit None) and nothing
-    is refused: there is no commit to contradict. Call it before the work, not at the
-    write, so a refused run costs nothing.
-    """
-    state = git_state(root if root is not None else REPO_ROOT)
-    if state.dirty and not allow_dirty:
-        shown = ", ".join(line.strip() for line in state.changes[:5])
-        more = f", and {len(state.changes) - 5} more" if len(state.changes) > 5 else ""
-        raise DirtyTreeError(
-            f"the working tree differs from commit {str(state.commit)[:12]} ({shown}{more}): results written now "
-            "could not be reproduced from the commit they record; commit the changes, or pass --allow-dirty to "
-            "write them anyway (they are then recorded as dirty)")
-    return state
+
+def require_clean_tree(allow_dirty: bool, *, root: str | os.PathLike[str] | None = None) -> GitState:
+    """:func:`runtime.results.require_clean_tree` for this repository (``root`` overrides)."""
+    try:
+        return _require_clean_tree(allow_dirty, root=root if root is not None else REPO_ROOT)
+    except _results.DirtyTreeError as exc:
+        raise DirtyTreeError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- plots
@@ -239,6 +227,10 @@ def prepared_model(model: str | os.PathLike | None, *, exporter: str = "dynamo")
         )
 
 
-def backend_options(threads: int | None) -> dict[str, Any]:
-    """``Upscaler(backend_options=...)`` for ``--threads`` (ONNX Runtime intra-op threads)."""
-    return {} if threads is None else {"intra_op_threads": threads}
+def backend_for(name: str, threads: int | None, model: str | os.PathLike[str] | None = None) -> BackendOptions:
+    """Typed options for ``--backend NAME`` and ``--threads`` (ONNX Runtime's intra-op threads;
+    backends other than ONNX Runtime ignore it). ``"auto"`` is resolved for ``model``."""
+    options = resolve(name, model)
+    if threads is not None and isinstance(options, OnnxRuntime):
+        options = dataclasses.replace(options, threads=threads)
+    return options

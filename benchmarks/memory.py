@@ -43,7 +43,7 @@ from benchmarks.common import (
     BenchmarkError,
     HelpFormatter,
     add_common_args,
-    backend_options,
+    backend_for,
     commit_label,
     environment,
     markdown_table,
@@ -68,8 +68,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     from runtime import Upscaler
 
     rss_imported = proc_status_kib("VmRSS")
-    with Upscaler(args.model, backend=args.backend, tile=args.tile, halo=args.halo, batch=args.batch,
-                  backend_options=backend_options(args.threads)) as up:
+    with Upscaler(args.model, backend=backend_for(args.backend, args.threads, args.model), tile=args.tile,
+                  halo=args.halo, batch=args.batch) as up:
         rng = np.random.default_rng(args.seed)
         image = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
         rss_baseline = proc_status_kib("VmRSS")

@@ -48,7 +48,7 @@ from benchmarks.common import (
     BenchmarkError,
     HelpFormatter,
     add_common_args,
-    backend_options,
+    backend_for,
     commit_label,
     environment,
     fmt_float,
@@ -256,15 +256,15 @@ def upscaler_candidate(model: str | Path | None, *, backend: str, tile: int, hal
     backend instance (for the pipelined GPU backends: one stage factory and device, the
     "whole" executor with one slot of batch 1). ``fp16`` asks torch-cuda for half precision."""
     from runtime import Upscaler
-    from runtime.backends import STAGE_FACTORIES
+    from runtime.backends import OPTIONS, TorchCuda
     from runtime.model_info import ModelIO
 
     if fp16 and backend != "torch-cuda":
         raise BenchmarkError("--fp16 applies to --backend torch-cuda; other backends run at their model's precision")
-    gpu = backend in STAGE_FACTORIES
-    options = ({"fp16": True} if fp16 else {}) if gpu else backend_options(threads)
+    gpu = backend in OPTIONS and OPTIONS[backend]().pipelined
+    options = TorchCuda(fp16=True) if fp16 else backend_for(backend, None if gpu else threads)
     with _candidate_source(model, backend, reference) as (path, description):
-        with Upscaler(path, backend=backend, tile=tile, halo=halo, backend_options=options) as tiled:
+        with Upscaler(path, backend=options, tile=tile, halo=halo) as tiled:
             if tiled.info.io is not ModelIO.FLOAT32_NCHW:
                 raise BenchmarkError(f"--model {path}: parity needs a float32-nchw model (raw float "
                                      f"output), this one has {tiled.info.io.value} I/O")

@@ -59,7 +59,7 @@ from benchmarks.common import (
     BenchmarkError,
     HelpFormatter,
     add_common_args,
-    backend_options,
+    backend_for,
     environment,
     prepared_model,
     require_clean_tree,
@@ -113,8 +113,8 @@ def make_runner(args: argparse.Namespace) -> Iterator[EvaluatedModel]:
     from runtime import Upscaler
 
     with prepared_model(model, exporter=args.exporter) as prepared:
-        with Upscaler(prepared.onnx_path, backend=args.backend, tile=args.tile, halo=args.halo, batch=args.batch,
-                      backend_options=backend_options(args.threads)) as up:
+        with Upscaler(prepared.onnx_path, backend=backend_for(args.backend, args.threads, prepared.onnx_path),
+                      tile=args.tile, halo=args.halo, batch=args.batch) as up:
             if up.scale != args.scale:
                 raise BenchmarkError(f"{model} is a x{up.scale} model; this benchmark was asked for x{args.scale} (--scale)")
             info = up.backend.info

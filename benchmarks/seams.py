@@ -54,7 +54,7 @@ from benchmarks.common import (
     BenchmarkError,
     HelpFormatter,
     add_common_args,
-    backend_options,
+    backend_for,
     commit_label,
     environment,
     fmt_float,
@@ -152,11 +152,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from runtime import Upscaler
-    from runtime.backends import get_backend
+    from runtime.backends import create_backend
     from runtime.metrics import psnr, quantize
 
     with prepared_model(args.model, exporter=args.exporter) as prepared:
-        backend = get_backend(args.backend, prepared.onnx_path, **backend_options(args.threads))
+        backend = create_backend(backend_for(args.backend, args.threads, prepared.onnx_path), prepared.onnx_path)
         try:
             scale = backend.scale
             images = _load_inputs(args.data, downscale=args.downscale, max_size=args.max_size, scale=scale)

@@ -78,7 +78,7 @@ import numpy as np
 from benchmarks.common import (
     HelpFormatter,
     add_common_args,
-    backend_options,
+    backend_for,
     commit_label,
     environment,
     fmt_float,
@@ -189,11 +189,11 @@ def measure_config(name: str, model: Any, onnx_paths: dict[tuple[str, str], Path
 
     onnx_path = onnx_paths[DEFAULT_VARIANT]
     tile = args.tile if args.tile is not None else DEFAULT_TILE
-    opts = backend_options(args.threads)
+    opts = backend_for(args.backend, args.threads, onnx_path)
     rows: list[dict[str, Any]] = []
     sweep_rows: list[dict[str, Any]] = []
     rng = np.random.default_rng(args.seed)
-    with Upscaler(onnx_path, backend=args.backend, tile=tile, halo=args.halo, backend_options=opts) as tiled:
+    with Upscaler(onnx_path, backend=opts, tile=tile, halo=args.halo) as tiled:
         run_torch = torch_runner(model, args.threads) if "torch-eager" in args.modes else None
         for width, height in sizes:
             image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -205,8 +205,7 @@ def measure_config(name: str, model: Any, onnx_paths: dict[tuple[str, str], Path
                     times, out = time_calls(lambda: tiled.upscale(image), args.warmup, args.repeats)
                 elif mode == "ort-whole":
                     whole_tile = max(width, height)
-                    with quiet_halo_warning(), Upscaler(onnx_path, backend=args.backend, tile=whole_tile, halo=0,
-                                                         backend_options=opts) as whole:
+                    with quiet_halo_warning(), Upscaler(onnx_path, backend=opts, tile=whole_tile, halo=0) as whole:
                         settings = {"tile": whole_tile, "halo": 0}
                         times, out = time_calls(lambda: whole.upscale(image), args.warmup, args.repeats)
                 else:

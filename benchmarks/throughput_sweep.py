@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import backend_options, fmt_float, parse_choices, parse_int_list
+from benchmarks.common import backend_for, fmt_float, parse_choices, parse_int_list
 from benchmarks.rss import peak_rss_mib, reset_peak_rss, row_peak_rss_mib
 from benchmarks.throughput_models import DEFAULT_VARIANT, SCALE, quiet_halo_warning
 from benchmarks.timing import summarize, time_calls
@@ -123,14 +123,14 @@ def measure_tiling_sweep(name: str, onnx_paths: dict[tuple[str, str], Path], ima
     from runtime.tiling import plan_tiles
 
     height, width = image.shape[:2]
-    opts = backend_options(args.threads)
+    opts = backend_for(args.backend, args.threads)
     rows: list[dict[str, Any]] = []
     outputs: list[np.ndarray] = []
     for combo in sweep_settings(args, default_tile, default_halo):
         path = onnx_paths[(combo["precision"], combo["io"])]
         rss_before = reset_peak_rss()
-        with quiet_halo_warning(), Upscaler(path, backend=args.backend, tile=combo["tile"], halo=combo["halo"],
-                                            batch=combo["batch"], backend_options=opts) as up:
+        with quiet_halo_warning(), Upscaler(path, backend=opts, tile=combo["tile"], halo=combo["halo"],
+                                            batch=combo["batch"]) as up:
             limits = up.backend.window_limits()  # the smallest window the backend runs, as the upscaler plans
             min_size = 1 if limits is None else limits[0]
             times, out = time_calls(lambda: up.upscale(image), args.warmup, args.repeats)

@@ -38,7 +38,7 @@ from torch import nn
 
 from export.fp16 import FP16_MAX
 from export.load import load_source
-from export.report import environment, fmt_float, markdown_table, write_results
+from runtime.results import DirtyTreeError, add_allow_dirty, environment, fmt_float, markdown_table, require_clean_tree, write_results
 from runtime.errors import InvalidArgumentError
 from runtime.utils import DefaultsHelpFormatter, file_sha256, list_images
 from train.checkpoint import CheckpointError
@@ -242,6 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the JSON and Markdown results")
     p.add_argument("--name", default="activation_range", help="stem of the result files")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    add_allow_dirty(p)
     return p
 
 
@@ -268,7 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {args.checkpoint}: {e} (--scale {args.scale})" if isinstance(e, ValueError)
               else f"error: {e}", file=sys.stderr)
         return 2
-    env = environment()
+    try:
+        git = require_clean_tree(args.allow_dirty, root=Path(__file__).resolve().parents[1])
+    except DirtyTreeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    env = environment(git=git)
     env["threads"] = {"torch_intra_op": torch.get_num_threads()}
     result = measure(model, images, scale=args.scale, echo=print)
     meta = {"checkpoint": str(args.checkpoint), "sha256": file_sha256(args.checkpoint),

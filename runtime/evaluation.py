@@ -97,12 +97,16 @@ class Metric:
 def _psnr_y(sr: np.ndarray, hr: np.ndarray | None, border: int) -> float:
     from .metrics import psnr_y
 
+    if hr is None:
+        raise EvaluationError("PSNR-Y needs the HR reference image")
     return psnr_y(sr, hr, border=border)
 
 
 def _ssim_y(sr: np.ndarray, hr: np.ndarray | None, border: int) -> float:
     from .metrics import ssim_y
 
+    if hr is None:
+        raise EvaluationError("SSIM-Y needs the HR reference image")
     return ssim_y(sr, hr, border=border)
 
 
@@ -295,7 +299,10 @@ def score_image(path: Path, run: Upscale, scale: int,
         for m in metrics:
             if kind == "hr" and m.reference:
                 continue
-            values[m.key] = m.derive(values) if m.derive is not None else m.fn(img, hr if m.reference else None, scale)
+            if m.derive is not None:
+                values[m.key] = m.derive(values)
+            elif m.fn is not None:
+                values[m.key] = m.fn(img, hr if m.reference else None, scale)
         scores[kind] = values
     for m in metrics:
         row[f"{m.key}_bicubic"] = scores["bicubic"][m.key]
@@ -441,7 +448,7 @@ def _score_dataset(ds: Dataset, model: EvaluatedModel, metrics: Sequence[Metric]
             + ("" if m.reference else f" (HR {fmt_float(row[f'{m.key}_hr'], m.digits)})")
             for m in metrics]))
         if len(strips) < options.strips:
-            strip = options.out / f"{options.name}_strips" / f"{ds.name}_{row['image']}.png"
+            strip = Path(options.out) / f"{options.name}_strips" / f"{ds.name}_{row['image']}.png"
             strips.append(str(write_strip(images, row, strip, model.scale, metrics)))
     if not rows:
         raise EvaluationError(f"{ds.root}: no image large enough (HR side >= {MIN_HR_SIDE})")
@@ -503,7 +510,7 @@ def evaluate(options: EvaluationOptions, open_model: Callable[[], AbstractContex
         "datasets": datasets,
     }
     md_table = table(datasets, metrics)
-    markdown = _markdown(data, md_table, partial_means(datasets, metrics), options.out)
+    markdown = _markdown(data, md_table, partial_means(datasets, metrics), Path(options.out))
     paths = write_results(options.out, options.name, data, markdown)
     say(f"wrote {paths['json']}, {paths['md']}"
         + (f" and {sum(len(d['strips']) for d in datasets)} strips" if options.strips else ""))

@@ -13,6 +13,7 @@ them).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as _dt
 import json
@@ -28,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .errors import UpscaleError
+from .utils import atomic_write_bytes
 
 __all__ = [
     "GitState",
@@ -152,6 +156,7 @@ def environment(*, threads: int | None = None, git: GitState | None = None) -> d
 
     ``git``: a state already read (e.g. by the dirty-tree check), else read now.
     """
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -236,10 +241,47 @@ def json_safe(obj: Any) -> Any:
 
 
 def write_results(out: str | os.PathLike[str], name: str, data: Mapping[str, Any], markdown: str) -> dict[str, Path]:
-    """Write ``<out>/<name>.json`` (strict JSON, indented) and ``<out>/<name>.md``; returns their paths."""
+    """Write ``<out>/<name>.json`` (strict JSON, indented) and ``<out>/<name>.md`` atomically;
+    returns their paths."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"{name}.json", "md": out / f"{name}.md"}
-    paths["json"].write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
-    paths["md"].write_text(markdown.rstrip() + "\n")
+    atomic_write_bytes(paths["json"], (json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(paths["md"], (markdown.rstrip() + "\n").encode())
     return paths
+
+
+# --------------------------------------------------------------------------- clean trees
+
+
+class DirtyTreeError(UpscaleError):
+    """Results would be written from a tree that differs from the commit they record."""
+
+
+def add_allow_dirty(parser: argparse.ArgumentParser) -> None:
+    """``--allow-dirty``: the one override of :func:`require_clean_tree`."""
+    parser.add_argument(
+        "--allow-dirty", action="store_true",
+        help="write results even though the working tree has uncommitted changes (tracked files "
+        "modified, or untracked files in a package); the results then record dirty: true",
+    )
+
+
+def require_clean_tree(allow_dirty: bool, *, root: str | os.PathLike[str] | None = None) -> GitState:
+    """The git state results will record; :class:`DirtyTreeError` when the tree is dirty
+    (see :class:`GitState`) and ``allow_dirty`` is false.
+
+    A result names the commit it came from; from a dirty tree that commit would not
+    reproduce it. Outside a git checkout the state is unknown (commit None) and nothing
+    is refused: there is no commit to contradict. Call it before the work, not at the
+    write, so a refused run costs nothing.
+    """
+    state = git_state(root)
+    if state.dirty and not allow_dirty:
+        shown = ", ".join(line.strip() for line in state.changes[:5])
+        more = f", and {len(state.changes) - 5} more" if len(state.changes) > 5 else ""
+        raise DirtyTreeError(
+            f"the working tree differs from commit {str(state.commit)[:12]} ({shown}{more}): results written now "
+            "could not be reproduced from the commit they record; commit the changes, or pass --allow-dirty to "
+            "write them anyway (they are then recorded as dirty)"
+        )
+    return state

@@ -43,7 +43,7 @@ if REASON is not None:
 
 import torch  # noqa: E402
 
-from runtime import Upscaler  # noqa: E402
+from runtime import TorchCuda, Upscaler  # noqa: E402
 from runtime.backends.torch_cuda import TorchCudaStageFactory  # noqa: E402
 from runtime.cuda.resources import CudaDevice, DeviceBuffer, Event, PinnedBuffer, Stream  # noqa: E402
 from runtime.errors import UpscaleError  # noqa: E402
@@ -119,8 +119,8 @@ def test_device_facts_and_memory_round_trip(device: CudaDevice) -> None:
 def test_pipeline_matches_pytorch_fp32(no_tf32, eusr, reference, fp16: bool, min_psnr: float, slots: int, rng: np.random.Generator) -> None:  # noqa: ANN001
     image = photo(rng, 203, 311)  # odd sizes, several tiles
     expected = reference(image)
-    with Upscaler(CHECKPOINT, backend="torch-cuda", tile=64, halo=16, batch=4, slots=slots,
-                  backend_options={"fp16": fp16}) as up:
+    with Upscaler(CHECKPOINT, tile=64, halo=16, batch=4, slots=slots,
+                  backend=TorchCuda(fp16=fp16)) as up:
         assert up.pipelined and isinstance(up.device, CudaDevice)
         got = up.upscale(image)
     assert got.shape == expected.shape and np.isfinite(got).all()
@@ -131,8 +131,8 @@ def test_uint8_io_and_a_stream_of_images(eusr, reference, rng: np.random.Generat
     images = [photo(rng, h, w).astype(np.uint8) for h, w in [(64, 64), (97, 130), (31, 17), (128, 200)]]
     expected = [np.clip(np.round(reference(im.astype(np.float32))), 0, 255) for im in images]
     for io in ("uint8-nhwc", "float32-nchw"):
-        with Upscaler(CHECKPOINT, backend="torch-cuda", tile=48, halo=16, batch=6, slots=2,
-                      backend_options={"io": io, "fp16": True}) as up:
+        with Upscaler(CHECKPOINT, tile=48, halo=16, batch=6, slots=2,
+                      backend=TorchCuda(io=io, fp16=True)) as up:
             got = list(up.upscale_many(images))
         assert len(got) == len(images)
         for g, e in zip(got, expected):
@@ -144,8 +144,8 @@ def test_one_huge_image(eusr, rng: np.random.Generator) -> None:  # noqa: ANN001
     """1440×2560 → 5760×10240 uint8: many batches of one image through 3 slots, against the
     sequential path of the same stage (the emulated device) on a crop."""
     image = photo(rng, 1440, 2560).astype(np.uint8)
-    with Upscaler(CHECKPOINT, backend="torch-cuda", tile=256, halo=16, batch=8, slots=3,
-                  backend_options={"io": "uint8-nhwc", "fp16": True}) as up:
+    with Upscaler(CHECKPOINT, tile=256, halo=16, batch=8, slots=3,
+                  backend=TorchCuda(io="uint8-nhwc", fp16=True)) as up:
         out = up.upscale(image)
         crop = up.upscale(image[:300, :300])
     assert out.shape == (5760, 10240, 3)

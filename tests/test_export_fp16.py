@@ -357,7 +357,7 @@ def test_activation_range_on_a_photo(tmp_path):
 
     ckpt = save_checkpoint(tmp_path / "t.safetensors", model, config=model.config.to_dict(), config_name="tiny")
     out = tmp_path / "res"
-    assert ar_main([str(ckpt), "--data", str(img.parent), "--out", str(out), "--threads", "1"]) == 0
+    assert ar_main([str(ckpt), "--data", str(img.parent), "--out", str(out), "--threads", "1", "--allow-dirty"]) == 0
     data = json.loads((out / "activation_range.json").read_text())
     assert data["overall"]["max_abs"] == pytest.approx(result.overall.max_abs, rel=1e-6)
     assert data["environment"]["versions"]["torch"] and data["model"]["config_name"] == "tiny"

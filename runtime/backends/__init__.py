@@ -141,7 +141,7 @@ def resolve_auto(model_path: str | os.PathLike[str] | None = None, *, pipelined:
         reasons.append("onnxruntime-cuda: ONNX Runtime has no CUDAExecutionProvider (install onnxruntime-gpu)")
         choice = OnnxRuntime()
     log.info(
-        "backend 'auto' resolved to %s with %s%s", choice.name, ", ".join(choice.providers),  # type: ignore[attr-defined]
+        "backend 'auto' resolved to %s with %s%s", choice.name, ", ".join(choice.providers),
         f" (skipped {'; '.join(reasons)})" if pipelined and reasons else "",
     )
     return choice

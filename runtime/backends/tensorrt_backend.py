@@ -97,7 +97,7 @@ def make_logger(trt: ModuleType, min_severity: str = "WARNING") -> Any:
     }
     threshold = levels[getattr(severity, min_severity.upper())]
 
-    class _Logger(trt.ILogger):  # type: ignore[name-defined,misc]  # base from the lazily imported module
+    class _Logger(trt.ILogger):  # type: ignore[name-defined]  # base from the lazily imported module
         def __init__(self) -> None:
             trt.ILogger.__init__(self)  # pybind11 trampoline: the base must be initialised
             self._errors: collections.deque[str] = collections.deque(maxlen=20)
