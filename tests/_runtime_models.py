@@ -6,8 +6,8 @@
   whole-image inference and halo 0 must not.
 
 Both come as float32-nchw or uint8-nhwc (rounding/clamping inside the graph), with or
-without the exporter's ``fourpp_eusr`` metadata. Fixtures are session-scoped: each model
-is exported once per test run.
+without the exporter's ``fourpp_eusr`` metadata. A plain helper module: the session-scoped
+fixtures that export each model once per run live in conftest.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
-import pytest
 import torch
 from torch import nn
 
@@ -120,34 +120,9 @@ def export_model(
     return path
 
 
-def reference(path: Path, lr_nchw):  # noqa: ANN001, ANN201
+def reference(path: Path, lr_nchw: np.ndarray) -> np.ndarray:
     """Whole-image inference with plain onnxruntime: the ground truth for tiling."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(["sr"], {"lr": lr_nchw})[0]
-
-
-@pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture(scope="session")
-def nearest_model(models_dir: Path) -> Path:
-    return export_model(models_dir / "nearest.onnx", "nearest")
-
-
-@pytest.fixture(scope="session")
-def conv_model(models_dir: Path) -> Path:
-    return export_model(models_dir / "conv.onnx", "conv")
-
-
-@pytest.fixture(scope="session")
-def nearest_uint8_model(models_dir: Path) -> Path:
-    return export_model(models_dir / "nearest_u8.onnx", "nearest", io="uint8-nhwc")
-
-
-@pytest.fixture(scope="session")
-def conv_uint8_model(models_dir: Path) -> Path:
-    return export_model(models_dir / "conv_u8.onnx", "conv", io="uint8-nhwc")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _runtime_models import conv_model, conv_uint8_model, models_dir, reference  # noqa: F401 - fixtures
+from _runtime_models import reference
 from runtime.backends import Backend, StageFactory, create_backend
 from runtime.backends.onnxruntime_cuda import OrtCudaStageFactory
 from runtime.layout import ModelIO

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _runtime_models import conv_model, models_dir  # noqa: F401 - fixtures
 from calibration.cli import main
 from calibration.collect import CalibrationError, collect, load_npz
 from runtime.model_info import ModelIO
@@ -69,7 +68,7 @@ def test_collect_errors(tmp_path: Path, photos_dir: Path) -> None:
 
 
 def test_calibrate_end_to_end_and_gate_floor(
-    tmp_path: Path, photos_dir: Path, conv_model: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    tmp_path: Path, photos_dir: Path, conv_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     train = _photos(tmp_path / "train", photos_dir / "train", 128, n=2)
     test = _photos(tmp_path / "test", photos_dir / "test", 96, n=2)
@@ -109,7 +108,7 @@ def test_calibrate_end_to_end_and_gate_floor(
     assert convs and all(r["module"].startswith("body.") for r in convs), rows  # named after the torch module
 
 
-def _all_int8(tmp_path: Path, photos_dir: Path, conv_model: Path) -> tuple[Path, Path]:  # noqa: F811
+def _all_int8(tmp_path: Path, photos_dir: Path, conv_model: Path) -> tuple[Path, Path]:
     train = _photos(tmp_path / "train", photos_dir / "train", 128, n=2)
     data, q = tmp_path / "calib.npz", tmp_path / "all.int8.onnx"
     assert main(["collect", "--images", str(train), "-o", str(data), "--samples", "4",
@@ -118,7 +117,7 @@ def _all_int8(tmp_path: Path, photos_dir: Path, conv_model: Path) -> tuple[Path,
     return data, q
 
 
-def test_bypass_and_only_layer_are_exact(tmp_path: Path, photos_dir: Path, conv_model: Path) -> None:  # noqa: F811
+def test_bypass_and_only_layer_are_exact(tmp_path: Path, photos_dir: Path, conv_model: Path) -> None:
     """Bypassing every layer gives the float32 model back, bit for bit; one layer keeps only its pairs."""
     import onnx
     import onnxruntime as ort
@@ -178,7 +177,7 @@ def test_choose_kept_layers_stops_at_target_or_cap() -> None:
         sens.qdq_groups, sens.bypass = orig
 
 
-def test_auto_keep_cap_and_opt_out(tmp_path: Path, photos_dir: Path, conv_model: Path) -> None:  # noqa: F811
+def test_auto_keep_cap_and_opt_out(tmp_path: Path, photos_dir: Path, conv_model: Path) -> None:
     """An unreachable target keeps --max-keep layers and says it was not reached."""
     import onnx
 
@@ -199,7 +198,7 @@ def test_auto_keep_cap_and_opt_out(tmp_path: Path, photos_dir: Path, conv_model:
 
 
 def test_quantize_rejects_bad_method_and_layout(
-    tmp_path: Path, photos_dir: Path, conv_model: Path  # noqa: F811
+    tmp_path: Path, photos_dir: Path, conv_model: Path
 ) -> None:
     train = _photos(tmp_path / "train", photos_dir / "train", 64, n=1)
     data = tmp_path / "u8.npz"
@@ -243,7 +242,7 @@ def _optimized_ops(model: Path, tmp: Path) -> set[str]:
     return {n.op_type for n in onnx.load(o.optimized_model_filepath).graph.node}
 
 
-def test_placements_what_onnxruntime_fuses(tmp_path: Path, photos_dir: Path, conv_model: Path) -> None:  # noqa: F811
+def test_placements_what_onnxruntime_fuses(tmp_path: Path, photos_dir: Path, conv_model: Path) -> None:
     """ORT's placement becomes integer QLinearConv; ModelOpt's (TensorRT's) stays float Conv + DequantizeLinear."""
     from calibration.ort_placement import quantize_for_onnxruntime
 
@@ -284,7 +283,7 @@ def test_float_residuals_can_spare_conv_outputs() -> None:
     assert list(m.graph.node[-1].input) == ["x", "cdq"]
 
 
-def test_keep_fp_takes_node_or_module_names(conv_model: Path) -> None:  # noqa: F811
+def test_keep_fp_takes_node_or_module_names(conv_model: Path) -> None:
     import onnx
 
     from calibration.collect import CalibrationError
@@ -300,7 +299,7 @@ def test_keep_fp_takes_node_or_module_names(conv_model: Path) -> None:  # noqa: 
         _resolve_keep(["(("], src, conv_model)
 
 
-def test_gate_names_the_test_images_flag(tmp_path: Path, conv_model: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_gate_names_the_test_images_flag(tmp_path: Path, conv_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["gate", str(conv_model), str(conv_model), "--test-images", str(tmp_path / "nowhere")])
     assert rc == 2
     assert f"--test-images {tmp_path / 'nowhere'}: not a folder" in capsys.readouterr().err

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _runtime_models import models_dir, nearest_model  # noqa: F401 - fixtures
 from runtime.cli import main
 from runtime.image_io import read_image, write_image
 

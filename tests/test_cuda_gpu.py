@@ -1,8 +1,9 @@
 """The real CUDA pipeline on a GPU: cuda-python streams/events/pinned/device memory with the
 PyTorch CUDA stage, against PyTorch float32 on the whole image.
 
-Marked ``gpu``; every test is skipped (with the reason) unless cuda-bindings imports, a
-GPU answers through it, and torch is a CUDA build. benchmarks/gpu_check.sh runs them.
+Marked ``gpu``: conftest.py skips every test here (with the reason) unless cuda-bindings
+imports, a GPU answers through it and torch is a CUDA build, and fails them instead when
+FOURPP_TEST_DEVICE=cuda. benchmarks/gpu_check.sh runs them.
 """
 
 from __future__ import annotations
@@ -11,43 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from runtime import TorchCuda, Upscaler
+from runtime.backends.torch_cuda import TorchCudaStageFactory
+from runtime.cuda.resources import CudaDevice, DeviceBuffer, Event, PinnedBuffer, Stream
+from runtime.errors import UpscaleError
+from runtime.metrics import psnr
 
 pytestmark = pytest.mark.gpu
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO / "models" / "eusr-compact.safetensors"
-
-
-def _gpu_reason() -> str | None:
-    try:
-        import cuda.bindings.runtime  # noqa: F401
-    except ImportError as exc:
-        return f"cuda-bindings is not installed ({exc})"
-    from runtime.cuda.resources import cuda_available
-
-    ok, why = cuda_available()
-    if not ok:
-        return f"no usable GPU: {why}"
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if not torch.cuda.is_available():
-        return f"torch {torch.__version__} has no CUDA"
-    return None
-
-
-REASON = _gpu_reason()
-if REASON is not None:
-    pytest.skip(REASON, allow_module_level=True)
-
-import torch  # noqa: E402
-
-from runtime import TorchCuda, Upscaler  # noqa: E402
-from runtime.backends.torch_cuda import TorchCudaStageFactory  # noqa: E402
-from runtime.cuda.resources import CudaDevice, DeviceBuffer, Event, PinnedBuffer, Stream  # noqa: E402
-from runtime.errors import UpscaleError  # noqa: E402
-from runtime.metrics import psnr  # noqa: E402
 
 
 @pytest.fixture(scope="module")

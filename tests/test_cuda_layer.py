@@ -21,7 +21,7 @@ import pytest
 
 rt = pytest.importorskip("cuda.bindings.runtime", reason="cuda-bindings is not installed (pip install cuda-bindings)")
 
-from test_pipeline import BlurUp  # noqa: E402
+from _numpy_backend import BlurUp  # noqa: E402
 
 from runtime import Upscaler  # noqa: E402
 from runtime.cuda import api  # noqa: E402

@@ -9,12 +9,11 @@ from runtime import Upscaler
 from runtime.cli import main
 from runtime.demo import DEMO_PHOTO, run_demo
 from runtime.upscaler import default_model_path
-from _runtime_models import models_dir, nearest_model  # noqa: F401 - fixtures
 
 BUNDLED = default_model_path()
 
 
-def test_demo_writes_lr_result_and_comparison(tmp_path, nearest_model):  # noqa: F811
+def test_demo_writes_lr_result_and_comparison(tmp_path, nearest_model):
     out = tmp_path / "demo"
     result = run_demo(out, model=nearest_model, backend="onnxruntime")
     photo = Image.open(DEMO_PHOTO)
@@ -31,7 +30,7 @@ def test_demo_writes_lr_result_and_comparison(tmp_path, nearest_model):  # noqa:
     )
 
 
-def test_demo_cli_prints_scores(tmp_path, nearest_model, capsys):  # noqa: F811
+def test_demo_cli_prints_scores(tmp_path, nearest_model, capsys):
     assert main(["demo", "-o", str(tmp_path), "--model", str(nearest_model)]) == 0
     out = capsys.readouterr().out
     assert "comparison:" in out and "PSNR-Y" in out and "bicubic" in out

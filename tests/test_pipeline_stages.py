@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _runtime_models import conv_model, conv_uint8_model, models_dir  # noqa: F401 - fixtures
 from runtime import Upscaler
 from runtime.backends.onnxruntime_cuda import OrtCudaStageFactory
 from runtime.testing.emulated import DeferredStageFactory, EmulatedDevice

@@ -12,16 +12,7 @@ import pytest
 from PIL import Image
 
 import runtime.upscaler
-from _runtime_models import (  # noqa: F401 - fixtures
-    RECEPTIVE_RADIUS,
-    conv_model,
-    conv_uint8_model,
-    export_model,
-    models_dir,
-    nearest_model,
-    nearest_uint8_model,
-    reference,
-)
+from _runtime_models import RECEPTIVE_RADIUS, export_model, reference
 from runtime import Upscaler
 from runtime.backends import Backend, OnnxRuntime, create_backend, get_backend
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
