@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -244,6 +246,30 @@ def test_sample_by_area_resumes_bit_exactly(folders, tmp_path):
     for k in a.model_state:
         assert torch.equal(a.model_state[k], b.model_state[k]), f"weight {k} differs after resume"
     assert [r["loss"] for r in _read_jsonl(straight / "train_log.jsonl")] == [r["loss"] for r in _read_jsonl(split / "train_log.jsonl")]
+
+
+# --- the bundled v2 schedule reproduces its first steps (models/check_first_steps.py) --------
+
+
+def _check_first_steps(*args: str) -> subprocess.CompletedProcess:
+    script = Path(__file__).resolve().parent.parent / "models" / "check_first_steps.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=900)
+
+
+def test_check_first_steps_refuses_an_unrecorded_step_count():
+    done = _check_first_steps("--steps", "7")
+    assert done.returncode == 2
+    assert "no reference recorded for --steps 7" in done.stderr
+
+
+@pytest.mark.slow
+def test_bundled_v2_schedule_reproduces_its_first_5_steps_bit_exactly():
+    """The short variant of the acceptance check (200 steps: python models/check_first_steps.py)."""
+    done = _check_first_steps("--steps", "5")
+    if done.returncode == 3:
+        pytest.skip("reference recorded with another torch/CPU instruction set: " + done.stdout.splitlines()[-1])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "reproduce bit-exactly" in done.stdout
 
 
 # --- optimisation sanity ---------------------------------------------------------------------
