@@ -67,6 +67,7 @@ def test_collect_errors(tmp_path: Path, photos_dir: Path) -> None:
         collect(imgs, samples=0, tile=8, halo=0)
 
 
+@pytest.mark.slow
 def test_calibrate_end_to_end_and_gate_floor(
     tmp_path: Path, photos_dir: Path, conv_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -242,6 +243,7 @@ def _optimized_ops(model: Path, tmp: Path) -> set[str]:
     return {n.op_type for n in onnx.load(o.optimized_model_filepath).graph.node}
 
 
+@pytest.mark.slow
 def test_placements_what_onnxruntime_fuses(tmp_path: Path, photos_dir: Path, conv_model: Path) -> None:
     """ORT's placement becomes integer QLinearConv; ModelOpt's (TensorRT's) stays float Conv + DequantizeLinear."""
     from calibration.ort_placement import quantize_for_onnxruntime

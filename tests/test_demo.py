@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-
+import pytest
 from PIL import Image
 
 from runtime import Upscaler
@@ -53,6 +53,7 @@ def test_bundled_model_is_shipped_small_and_described():
         assert info.recommended_halo is not None and info.recommended_halo <= up.halo
 
 
+@pytest.mark.slow
 def test_bundled_model_beats_bicubic_on_the_demo_photo(tmp_path):
     """A quality floor for the shipped model on a photo it was not trained on."""
     result = run_demo(tmp_path)

@@ -113,6 +113,7 @@ def _nchw(x8: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- files, graph
 
 
+@pytest.mark.slow
 def test_cli_writes_four_named_files_after_all_checks(exported):
     paths, stdout = exported
     names = sorted(p.name for p in next(iter(paths.values())).parent.iterdir())
@@ -139,6 +140,7 @@ def _types(proto) -> dict[str, int]:
     return types
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("io", [FLOAT, UINT8])
 def test_fp16_graph_computes_in_float16_with_float32_edges(exported, io):
     proto = onnx.load(str(exported[0][(FP16, io)]))
@@ -170,6 +172,7 @@ def test_fp16_graph_computes_in_float16_with_float32_edges(exported, io):
         assert types[rnd.input[0]] == TensorProto.FLOAT
 
 
+@pytest.mark.slow
 def test_fp32_graph_has_no_float16(exported):
     proto = onnx.load(str(exported[0][(FP32, FLOAT)]))
     assert check_precision(proto, "fp32") == []
@@ -178,6 +181,7 @@ def test_fp32_graph_has_no_float16(exported):
         validate_onnx(proto, build_eusr("tiny"), precision="fp16")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("io", [FLOAT, UINT8])
 def test_metadata_records_precision_and_runtime_reads_it(exported, io):
     proto = onnx.load(str(exported[0][(FP16, io)]))
@@ -193,6 +197,7 @@ def test_metadata_records_precision_and_runtime_reads_it(exported, io):
 # --------------------------------------------------------------------------- accuracy
 
 
+@pytest.mark.slow
 def test_half_path_in_float32_is_the_eusr_path(model):
     """HalfPrecisionPath mirrors EUSR.forward; in float32 it must equal it exactly."""
     x = torch.rand(2, 3, 9, 11) * 255
@@ -202,6 +207,7 @@ def test_half_path_in_float32_is_the_eusr_path(model):
     assert y16.dtype == torch.float32 and next(model.parameters()).dtype == torch.float32  # caller's model untouched
 
 
+@pytest.mark.slow
 @needs_photos
 def test_fp16_vs_float32_on_photo_crops(exported, model):
     x8 = _photo_batch(3, 29, 35)
@@ -216,6 +222,7 @@ def test_fp16_vs_float32_on_photo_crops(exported, model):
         assert psnr(got, ref) < 200  # really computed differently from float32
 
 
+@pytest.mark.slow
 def test_emulated_twin_matches_pytorch_half(model):
     """The twin rounds like PyTorch's float16 CPU path: much closer to it than to float32."""
     proto = build_onnx(model, precision="fp16", exporter="torchscript")
@@ -227,6 +234,7 @@ def test_emulated_twin_matches_pytorch_half(model):
     assert psnr(twin, ref16) > psnr(twin, ref32) + 10, (psnr(twin, ref16), psnr(twin, ref32))
 
 
+@pytest.mark.slow
 def test_emulated_twin_overflows_like_float16(tmp_path):
     """Values past 65504 become inf in the twin (ORT CPU's upcast fp16 graph would not show it)."""
     model = _tiny()
@@ -240,6 +248,7 @@ def test_emulated_twin_overflows_like_float16(tmp_path):
     assert not report.passed and any("NaN or Inf" in c.why for c in report.failures)
 
 
+@pytest.mark.slow
 @needs_photos
 @pytest.mark.parametrize("precision", [FP32, FP16])
 def test_uint8_graph_within_one_level_of_float_graph(exported, precision):
@@ -253,6 +262,7 @@ def test_uint8_graph_within_one_level_of_float_graph(exported, precision):
     assert y8.dtype == np.uint8 and diff.max() <= 1
 
 
+@pytest.mark.slow
 def test_cross_check_catches_a_uint8_graph_off_by_more(exported):
     """Negative control: a uint8 graph whose output conv bias is shifted by 3 levels."""
     paths = exported[0]
@@ -267,6 +277,7 @@ def test_cross_check_catches_a_uint8_graph_off_by_more(exported):
 # --------------------------------------------------------------------------- refusals
 
 
+@pytest.mark.slow
 @needs_photos
 def test_exporter_refuses_when_the_fp16_check_fails(ckpt, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(export_validate, "MIN_PSNR_FP16_DB", 500.0)  # read when the check runs
@@ -279,6 +290,7 @@ def test_exporter_refuses_when_the_fp16_check_fails(ckpt, tmp_path, monkeypatch,
     assert list(out.parent.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_untamed_random_model_fails_the_fp16_check():
     """Natural negative control: outputs of ±4000 lose more than 60 dB in fp16."""
     model = _tiny(tame=False)
@@ -299,6 +311,7 @@ def test_bad_precision_is_refused(model, tmp_path, capsys):
 # --------------------------------------------------------------------------- runtime, bundled model
 
 
+@pytest.mark.slow
 @needs_photos
 def test_upscaler_runs_the_fp16_model(exported):
     from runtime import Upscaler
@@ -366,6 +379,7 @@ def test_activation_range_on_a_photo(tmp_path):
     assert ar_main([str(tmp_path / "missing.safetensors"), "--data", str(img.parent)]) == 2
 
 
+@pytest.mark.slow
 @needs_photos
 def test_fp16_benchmark_script(exported, tmp_path):
     from benchmarks import fp16_onnx

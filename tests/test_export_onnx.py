@@ -69,6 +69,7 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
     return sess.run(["sr"], {"lr": x})[0]
 
 
+@pytest.mark.slow
 def test_cli_both_variants_named_written_and_validated(exported):
     paths, stdout = exported
     out = paths[FLOAT]
@@ -83,6 +84,7 @@ def test_cli_both_variants_named_written_and_validated(exported):
         assert "photo b3 24x31" in stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("io", [FLOAT, UINT8])
 def test_metadata(exported, ckpt, model, io):
     path = exported[0][io]
@@ -110,6 +112,7 @@ def test_metadata(exported, ckpt, model, io):
     assert not any(len(n.metadata_props) for n in proto.graph.node)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("io", [FLOAT, UINT8])
 @pytest.mark.parametrize("n,h,w", [(1, 17, 23), (3, 9, 30), (1, 1, 1)])
 def test_dynamic_shapes(exported, model, io, n, h, w):
@@ -134,6 +137,7 @@ def test_dynamic_shapes(exported, model, io, n, h, w):
         assert diff.max() <= 1, f"max diff {diff.max()}"
 
 
+@pytest.mark.slow
 def test_validate_passes_with_photos(exported, model):
     report = validate_onnx(exported[0][FLOAT], model)
     assert report.passed, report.table()
@@ -143,6 +147,7 @@ def test_validate_passes_with_photos(exported, model):
     assert {c.input_shape for c in report.cases} >= {(1, 3, 17, 23), (3, 3, 11, 13)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("io,delta", [(FLOAT, 0.1), (UINT8, 3.0)])
 def test_validate_fails_against_a_wrong_reference(exported, model, io, delta):
     """Negative control: the comparison must notice a reference that differs slightly."""
@@ -155,6 +160,7 @@ def test_validate_fails_against_a_wrong_reference(exported, model, io, delta):
     assert "max abs err" in report.failures[0].why and "FAIL" in report.table()
 
 
+@pytest.mark.slow
 def test_export_writes_nothing_when_validation_fails(exported, model, tmp_path, monkeypatch, capsys):
     """Negative control through the whole CLI: a corrupted initializer in the exported
     graph makes validation fail, exit 1, and leaves nothing at -o."""
@@ -179,6 +185,7 @@ def test_export_writes_nothing_when_validation_fails(exported, model, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
 
 
+@pytest.mark.slow
 def test_static_graph_is_rejected(exported, model):
     proto = onnx.load(str(exported[0][FLOAT]))
     proto.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 17

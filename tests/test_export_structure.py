@@ -104,6 +104,7 @@ def test_export_options_normalise_check_and_derive(tmp_path) -> None:
         assert text in str(info.value)
 
 
+@pytest.mark.slow
 def test_builder_and_tools_import_neither_torch_nor_benchmarks() -> None:
     """to_trt runs on GPU machines without torch; export never depends on benchmarks."""
     code = (
@@ -117,7 +118,11 @@ def test_builder_and_tools_import_neither_torch_nor_benchmarks() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("script", ["export/to_onnx.py", "export/to_trt.py", "export/activation_range.py"])
+@pytest.mark.parametrize(
+    "script",  # to_onnx and activation_range import torch and onnx before parsing: > 2 s each
+    [pytest.param("export/to_onnx.py", marks=pytest.mark.slow), "export/to_trt.py",
+     pytest.param("export/activation_range.py", marks=pytest.mark.slow)],
+)
 def test_scripts_show_help(script: str) -> None:
     proc = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr

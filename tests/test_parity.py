@@ -46,6 +46,7 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_bundled_model_matches_checkpoint(crops: list[Path], tmp_path: Path) -> None:
     pytest.importorskip("torch")
     if not BUNDLED.is_file() or not CHECKPOINT.is_file():
@@ -70,6 +71,7 @@ def test_bundled_model_matches_checkpoint(crops: list[Path], tmp_path: Path) -> 
     assert res.stdout.rstrip().splitlines()[-1].startswith("| coins")  # the table comes last
 
 
+@pytest.mark.slow
 def test_perturbed_weight_fails(crops: list[Path], tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     from export.to_onnx import export_onnx

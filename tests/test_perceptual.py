@@ -209,6 +209,7 @@ def _trainer(assets, lr_g: float, lr_d: float, weights: LossWeights | None = Non
     return PerceptualTrainer(g, d, a, s, weights or LossWeights(), opt_g=opt_g, opt_d=opt_d)
 
 
+@pytest.mark.slow
 def test_generator_loss_decreases_on_a_fixed_batch(assets):
     lr, hr = _fixed_batch(assets)
     trainer = _trainer(assets, lr_g=1e-3, lr_d=2e-5)
@@ -225,6 +226,7 @@ def test_generator_loss_decreases_on_a_fixed_batch(assets):
             assert rec[t] == pytest.approx(np.mean([rec[f"{t}/{r}"] for r in ROUTES]), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_discriminator_loss_decreases_against_a_fixed_generator(assets):
     lr, hr = _fixed_batch(assets)
     trainer = _trainer(assets, lr_g=0.0, lr_d=1e-4, weights=LossWeights(predictor=0.0))
@@ -303,6 +305,7 @@ def test_validation_niqe_is_what_evaluate_reports(straight_run, assets, tmp_path
     assert logged["psnr_y"] == pytest.approx(rows[0]["psnr_y_model"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact(straight_run, assets, tmp_path):
     out = tmp_path / "split"
     assert _run(_args(assets, out, 2)) == 0
@@ -435,6 +438,7 @@ def test_help_lists_the_main_flags(capsys):
         assert flag in text, flag
 
 
+@pytest.mark.slow
 def test_discriminator_warmup_learns_and_leaves_the_joint_batches_alone(straight_run, assets, tmp_path):
     """--d-warmup trains D alone first (its loss falls, D(HR) ends above D(SR)), is recorded
     in the checkpoint, and draws from its own random stream: the joint phase sees the very

@@ -375,6 +375,7 @@ def learned_run(synthetic_tid, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_training_beats_the_constant_predictor(learned_run):
     val = _jsonl(learned_run / "val_log.jsonl")
     assert [r["step"] for r in val] == [50, 100, 150, 170]
@@ -391,6 +392,7 @@ def test_training_beats_the_constant_predictor(learned_run):
     assert train[-1]["lr"] == pytest.approx(1e-4) and train[0]["lr"] == pytest.approx(1e-3)
 
 
+@pytest.mark.slow
 def test_checkpoints_load_as_score_predictors(learned_run, synthetic_tid):
     last = load_checkpoint(learned_run / "last.safetensors", expect_kind=CHECKPOINT_KIND)
     assert last.kind == "score_predictor" and last.config["dataset"] == "tid2013" and last.config["input_size"] == 64
@@ -456,6 +458,7 @@ def straight_tiny(tiny_args, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split_at", [4, 3])  # mid stage B; at the A/B boundary
 def test_resume_is_bit_exact(straight_tiny, tiny_args, tmp_path, split_at):
     out = tmp_path / "split"

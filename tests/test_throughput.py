@@ -32,6 +32,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
     return res, data, out
 
 
+@pytest.mark.slow
 def test_cli_runs_and_writes_results(tiny_run) -> None:
     res, data, out = tiny_run
     assert res.returncode == 0, res.stderr
@@ -44,6 +45,7 @@ def test_cli_runs_and_writes_results(tiny_run) -> None:
     assert all(any(mode in ln for ln in table) for mode in throughput.MODES)
 
 
+@pytest.mark.slow
 def test_rows_per_mode_and_ratios(tiny_run) -> None:
     res, data, _ = tiny_run
     assert res.returncode == 0, res.stderr
@@ -94,6 +96,7 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
     return res, data, out
 
 
+@pytest.mark.slow
 def test_tiling_sweep_rows_and_columns(tiny_sweep) -> None:
     res, data, out = tiny_sweep
     assert res.returncode == 0, res.stderr
@@ -119,6 +122,7 @@ def test_tiling_sweep_rows_and_columns(tiny_sweep) -> None:
     assert sorted(r["mode"] for r in data["rows"]) == sorted(throughput.MODES)
 
 
+@pytest.mark.slow
 def test_tiling_sweep_ratios_use_rows_of_the_same_run(tiny_sweep) -> None:
     res, data, _ = tiny_sweep
     assert res.returncode == 0, res.stderr

@@ -25,7 +25,7 @@ import pytest
 
 from tests.trt_kit import install
 
-pytestmark = pytest.mark.trt
+pytestmark = [pytest.mark.trt, pytest.mark.slow]  # one subprocess per release: 3-11 s each on 2 cores
 
 ROOT = Path(__file__).resolve().parents[1]
 
