@@ -25,25 +25,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime import results as _results
+from runtime.backends import BackendOptions, OnnxRuntime, resolve
 from runtime.errors import UpscaleError
 from runtime.evaluation import load_image_uint8
-from runtime import results as _results
 from runtime.results import (
-    add_allow_dirty,
     GitState,
+    add_allow_dirty,
     commit_label,
     environment,
     fmt_float,
     git_state,
-)
-from runtime.results import (
-    require_clean_tree as _require_clean_tree,
     json_safe,
     markdown_table,
     package_version,
     write_results,
 )
-from runtime.backends import BackendOptions, OnnxRuntime, resolve
+from runtime.results import (
+    require_clean_tree as _require_clean_tree,
+)
 from runtime.utils import DefaultsHelpFormatter, file_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -92,11 +92,19 @@ class HelpFormatter(DefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter)
 
 def add_common_args(p: argparse.ArgumentParser, *, name: str) -> None:
     """--out, --name, --threads, --backend, --allow-dirty: the same on every script."""
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                   help="folder for the JSON, Markdown and PNG results (default: benchmarks/results/ of the repository)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="folder for the JSON, Markdown and PNG results (default: benchmarks/results/ of the repository)",
+    )
     p.add_argument("--name", default=name, help="stem of the result files (<out>/<name>.json, .md, .png)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="ONNX Runtime intra-op threads (default: ONNX Runtime's choice, all physical cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="ONNX Runtime intra-op threads (default: ONNX Runtime's choice, all physical cores)",
+    )
     p.add_argument("--backend", default="auto", help="runtime backend name (auto, onnxruntime)")
     add_allow_dirty(p)
 
@@ -123,7 +131,8 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
         if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
             raise argparse.ArgumentTypeError(
                 f"expected comma-separated WIDTHxHEIGHT sizes of positive integers (e.g. 120x68,240x135), "
-                f"got {item.strip()!r} in {text!r}")
+                f"got {item.strip()!r} in {text!r}"
+            )
         sizes.append((int(m.group(1)), int(m.group(2))))
     if not sizes:
         raise argparse.ArgumentTypeError(f"expected at least one WIDTHxHEIGHT size, got {text!r}")
@@ -132,12 +141,14 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def parse_choices(flag: str, choices: Sequence[str]) -> Callable[[str], list[str]]:
     """An argparse ``type=`` for a comma-separated subset of ``choices`` (order kept, duplicates dropped)."""
+
     def parse(text: str) -> list[str]:
         names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
         bad = [n for n in names if n not in choices]
         if bad or not names:
             raise argparse.ArgumentTypeError(
-                f"{flag}: expected comma-separated values out of {','.join(choices)}, got {text!r}")
+                f"{flag}: expected comma-separated values out of {','.join(choices)}, got {text!r}"
+            )
         return names
 
     return parse
@@ -161,7 +172,7 @@ def require_clean_tree(allow_dirty: bool, *, root: str | os.PathLike[str] | None
 # --------------------------------------------------------------------------- plots
 
 
-def import_pyplot():  # noqa: ANN201 - matplotlib may be missing
+def import_pyplot():
     """matplotlib.pyplot with the non-interactive Agg backend, or None when not installed."""
     try:
         import matplotlib
@@ -196,8 +207,7 @@ def prepared_model(model: str | os.PathLike | None, *, exporter: str = "dynamo")
         path = default_model_path()
         if not path.is_file():
             raise BenchmarkError(
-                f"the bundled model {path} is not there (yet); pass --model an .onnx file or a "
-                ".safetensors checkpoint"
+                f"the bundled model {path} is not there (yet); pass --model an .onnx file or a .safetensors checkpoint"
             )
         yield PreparedModel(path, {"source": "bundled", "path": str(path), "sha256": file_sha256(path)})
         return

@@ -20,8 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from benchmarks.common import (
     DEFAULT_OUT,
@@ -56,7 +57,9 @@ def load_scores(path: Path, metrics: Sequence[str]) -> dict[str, dict[str, float
         raise BenchmarkError(f"{path}: not a readable JSON file ({exc})") from None
     datasets = data.get("datasets") if isinstance(data, dict) else None
     if not isinstance(datasets, list) or not datasets:
-        raise BenchmarkError(f"{path}: expected the JSON of train.evaluate or benchmarks/quality.py (a 'datasets' list)")
+        raise BenchmarkError(
+            f"{path}: expected the JSON of train.evaluate or benchmarks/quality.py (a 'datasets' list)"
+        )
     out: dict[str, dict[str, float]] = {}
     for ds in datasets:
         for row in ds.get("images", []):
@@ -70,13 +73,17 @@ def load_scores(path: Path, metrics: Sequence[str]) -> dict[str, dict[str, float
     return out
 
 
-def compare(base: dict[str, dict[str, float]], runs: dict[str, dict[str, dict[str, float]]],
-            metrics: Sequence[str]) -> dict[str, Any]:
+def compare(
+    base: dict[str, dict[str, float]], runs: dict[str, dict[str, dict[str, float]]], metrics: Sequence[str]
+) -> dict[str, Any]:
     """Per-image values and changes from ``base``, means, and how many images improved."""
     images = list(base)
     result: dict[str, Any] = {"images": images, "metrics": list(metrics), "baseline": {}, "runs": {}}
     for m in metrics:
-        result["baseline"][m] = {"values": [base[i][m] for i in images], "mean": sum(base[i][m] for i in images) / len(images)}
+        result["baseline"][m] = {
+            "values": [base[i][m] for i in images],
+            "mean": sum(base[i][m] for i in images) / len(images),
+        }
     for label, scores in runs.items():
         entry: dict[str, Any] = {}
         for m in metrics:
@@ -116,7 +123,11 @@ def _markdown(result: dict[str, Any], labels: Sequence[str], base_label: str, so
         better = "lower" if lower else "higher"
         lines += ["", f"## {name} ({better} is better)", "", markdown_table(headers, rows), ""]
         n = len(result["images"])
-        lines.append("Improved on: " + ", ".join(f"{label} {result['runs'][label][m]['improved']} of {n}" for label in labels) + ".")
+        lines.append(
+            "Improved on: "
+            + ", ".join(f"{label} {result['runs'][label][m]['improved']} of {n}" for label in labels)
+            + "."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -126,7 +137,9 @@ def _plot(result: dict[str, Any], labels: Sequence[str], base_label: str, path: 
         return None
     metrics = result["metrics"]
     images = result["images"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6.0, 1.3 * len(images) * len(metrics) + 2), 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(max(6.0, 1.3 * len(images) * len(metrics) + 2), 4.2), squeeze=False
+    )
     width = 0.8 / max(1, len(labels))
     for ax, m in zip(axes[0], metrics):
         name, _, lower = METRICS[m]
@@ -146,8 +159,9 @@ def _plot(result: dict[str, Any], labels: Sequence[str], base_label: str, path: 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.compare_quality", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.compare_quality", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
+    )
     p.add_argument("baseline", type=Path, help="quality JSON of the reference model (train.evaluate / quality.py)")
     p.add_argument("runs", type=Path, nargs="+", help="quality JSONs of the models compared with it")
     p.add_argument("--labels", nargs="+", default=None, help="one name per run (default: each file's folder name)")
@@ -188,8 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {paths['md']}, {paths['json']}" + (f", {png}" if png else ""))
     for m in args.metrics:
         name = METRICS[m][0]
-        print(f"  {name}: " + "; ".join(f"{label} {result['runs'][label][m]['mean_delta']:+.3f} "
-                                        f"({result['runs'][label][m]['improved']}/{len(result['images'])} improved)" for label in labels))
+        print(
+            f"  {name}: "
+            + "; ".join(
+                f"{label} {result['runs'][label][m]['mean_delta']:+.3f} "
+                f"({result['runs'][label][m]['improved']}/{len(result['images'])} improved)"
+                for label in labels
+            )
+        )
     return 0
 
 

@@ -74,8 +74,10 @@ def _model_files(models: Path | None, checkpoint: Path) -> Iterator[tuple[dict[t
                 f"--models {models}: missing {', '.join(missing)}; write them with "
                 f"python export/to_onnx.py CKPT -o {models} --precision both --io both"
             )
-        yield ({(p.value, i.value): f for (p, i), f in paths.items()},
-               {"source": "onnx", "path": str(models), "sha256": {str(f.name): file_sha256(f) for f in paths.values()}})
+        yield (
+            {(p.value, i.value): f for (p, i), f in paths.items()},
+            {"source": "onnx", "path": str(models), "sha256": {str(f.name): file_sha256(f) for f in paths.values()}},
+        )
         return
     if not checkpoint.is_file():
         raise BenchmarkError(f"--checkpoint {checkpoint}: no such file (expected an EUSR .safetensors)")
@@ -83,12 +85,15 @@ def _model_files(models: Path | None, checkpoint: Path) -> Iterator[tuple[dict[t
 
     with tempfile.TemporaryDirectory(prefix="fp16-onnx-") as tmp:
         try:
-            paths = export_onnx_all(checkpoint, Path(tmp) / "model.onnx", ios=ios, precisions=precisions,
-                                    validate=False)
+            paths = export_onnx_all(
+                checkpoint, Path(tmp) / "model.onnx", ios=ios, precisions=precisions, validate=False
+            )
         except Exception as exc:  # CheckpointError, ExportError: say which file
             raise BenchmarkError(f"--checkpoint {checkpoint}: cannot export it to ONNX: {exc}") from exc
-        yield ({(p.value, i.value): f for (p, i), f in paths.items()},
-               {"source": "checkpoint", "path": str(checkpoint), "sha256": file_sha256(checkpoint)})
+        yield (
+            {(p.value, i.value): f for (p, i), f in paths.items()},
+            {"source": "checkpoint", "path": str(checkpoint), "sha256": file_sha256(checkpoint)},
+        )
 
 
 def _sessions(files: dict[tuple[str, str], Path], threads: int | None) -> dict[str, Any]:
@@ -152,13 +157,19 @@ def measure_image(sessions: dict[str, Any], rgb: np.ndarray, min_psnr: float) ->
 def _markdown(data: dict[str, Any]) -> str:
     env = data["environment"]
     rows = [
-        [r["image"], f"{r['size'][0]}x{r['size'][1]}",
-         fmt_float(r["fp16"]["psnr"]), fmt_float(r["fp16"]["max_abs_err"], 3), r["fp16"]["nonfinite"],
-         fmt_float(r["fp16_rounded"]["psnr"]), fmt_float(r["fp16_rounded"]["max_abs_err"], 3),
-         r["fp16_rounded"]["nonfinite"],
-         f"{r['uint8_fp32']['max_diff']} / {r['uint8_fp16']['max_diff']}",
-         f"{100 * r['fp16_rounded']['uint8_differ_any']:.2f}%",
-         "yes" if r["passed"] else "NO"]
+        [
+            r["image"],
+            f"{r['size'][0]}x{r['size'][1]}",
+            fmt_float(r["fp16"]["psnr"]),
+            fmt_float(r["fp16"]["max_abs_err"], 3),
+            r["fp16"]["nonfinite"],
+            fmt_float(r["fp16_rounded"]["psnr"]),
+            fmt_float(r["fp16_rounded"]["max_abs_err"], 3),
+            r["fp16_rounded"]["nonfinite"],
+            f"{r['uint8_fp32']['max_diff']} / {r['uint8_fp16']['max_diff']}",
+            f"{100 * r['fp16_rounded']['uint8_differ_any']:.2f}%",
+            "yes" if r["passed"] else "NO",
+        ]
         for r in data["rows"]
     ]
     lines = [
@@ -177,8 +188,19 @@ def _markdown(data: dict[str, Any]) -> str:
         "uint8 rounding differs from fp32's.",
         "",
         markdown_table(
-            ["image", "size", "ORT fp16 PSNR dB", "max abs", "NaN/Inf", "fp16-rounded PSNR dB", "max abs",
-             "NaN/Inf", "uint8 diff", "differ", "pass"],
+            [
+                "image",
+                "size",
+                "ORT fp16 PSNR dB",
+                "max abs",
+                "NaN/Inf",
+                "fp16-rounded PSNR dB",
+                "max abs",
+                "NaN/Inf",
+                "uint8 diff",
+                "differ",
+                "pass",
+            ],
             rows,
         ),
     ]
@@ -187,17 +209,31 @@ def _markdown(data: dict[str, Any]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fp16_onnx.py", description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("images", nargs="*", type=Path,
-                   help=f"images or folders (default: {DEFAULT_IMAGES.relative_to(REPO_ROOT)})")
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                   help="EUSR checkpoint exported (unvalidated) to a temporary folder when --models is not given")
-    p.add_argument("--models", type=Path, default=None,
-                   help="-o path given to to_onnx.py --precision both --io both; its four files are used")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                   help="folder for the JSON and Markdown results (default: benchmarks/results/ of the repository)")
+    p.add_argument(
+        "images", nargs="*", type=Path, help=f"images or folders (default: {DEFAULT_IMAGES.relative_to(REPO_ROOT)})"
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=DEFAULT_CHECKPOINT,
+        help="EUSR checkpoint exported (unvalidated) to a temporary folder when --models is not given",
+    )
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="-o path given to to_onnx.py --precision both --io both; its four files are used",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="folder for the JSON and Markdown results (default: benchmarks/results/ of the repository)",
+    )
     p.add_argument("--name", default="fp16_onnx", help="stem of the result files (<out>/<name>.json, .md)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="ONNX Runtime intra-op threads (default: ONNX Runtime's choice)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ONNX Runtime's choice)"
+    )
     add_allow_dirty(p)
     return p
 
@@ -225,17 +261,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             for f in files:
                 img = load_image_uint8(f)
                 rgb = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
-                row = {"image": f.stem, "size": [int(rgb.shape[1]), int(rgb.shape[0])],
-                       **measure_image(sessions, rgb, MIN_PSNR_FP16_DB)}
+                row = {
+                    "image": f.stem,
+                    "size": [int(rgb.shape[1]), int(rgb.shape[0])],
+                    **measure_image(sessions, rgb, MIN_PSNR_FP16_DB),
+                }
                 rows.append(row)
-                print(f"{f.stem}: ORT fp16 {row['fp16']['psnr']:.2f} dB, fp16-rounded "
-                      f"{row['fp16_rounded']['psnr']:.2f} dB, uint8 diff {row['uint8_fp32']['max_diff']}/"
-                      f"{row['uint8_fp16']['max_diff']} ({row['seconds']} s){'' if row['passed'] else ' FAIL'}")
+                print(
+                    f"{f.stem}: ORT fp16 {row['fp16']['psnr']:.2f} dB, fp16-rounded "
+                    f"{row['fp16_rounded']['psnr']:.2f} dB, uint8 diff {row['uint8_fp32']['max_diff']}/"
+                    f"{row['uint8_fp16']['max_diff']} ({row['seconds']} s){'' if row['passed'] else ' FAIL'}"
+                )
     except UpscaleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    data = {"environment": env, "model": model_meta, "min_psnr": MIN_PSNR_FP16_DB,
-            "max_uint8_diff": MAX_UINT8_DIFF, "passed": all(r["passed"] for r in rows), "rows": rows}
+    data = {
+        "environment": env,
+        "model": model_meta,
+        "min_psnr": MIN_PSNR_FP16_DB,
+        "max_uint8_diff": MAX_UINT8_DIFF,
+        "passed": all(r["passed"] for r in rows),
+        "rows": rows,
+    }
     paths_out = write_results(args.out, args.name, data, _markdown(data))
     print(f"{'PASS' if data['passed'] else 'FAIL'}; wrote {paths_out['json']} and {paths_out['md']}")
     return 0 if data["passed"] else 1

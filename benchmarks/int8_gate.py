@@ -48,21 +48,31 @@ def _variants() -> list[tuple[str, str, dict]]:
     rows = []
     for m in ("entropy", "max"):
         rows += [
-            (f"{m}, ModelOpt placement as is", "tensorrt", {"method": m, "float_residual": False, "auto_keep_db": None}),
+            (
+                f"{m}, ModelOpt placement as is",
+                "tensorrt",
+                {"method": m, "float_residual": False, "auto_keep_db": None},
+            ),
             (f"{m}, float residuals", "tensorrt", {"method": m, "auto_keep_db": None}),
-            (f"{m}, float residuals + auto-kept layers fp32" + (" (default)" if m == "entropy" else ""),
-             "tensorrt", {"method": m}),
+            (
+                f"{m}, float residuals + auto-kept layers fp32" + (" (default)" if m == "entropy" else ""),
+                "tensorrt",
+                {"method": m},
+            ),
             (f"{m}, float residuals + auto-kept layers fp16", "tensorrt", {"method": m, "high_precision": "fp16"}),
         ]
     rows += [
         ("entropy, ORT integer placement, all convs", "onnxruntime", {"method": "entropy"}),
-        ("entropy, ORT integer placement, float residuals + the default's kept layers", "onnxruntime",
-         {"method": "entropy", "float_residual": True, "keep_fp": "default"}),
+        (
+            "entropy, ORT integer placement, float residuals + the default's kept layers",
+            "onnxruntime",
+            {"method": "entropy", "float_residual": True, "keep_fp": "default"},
+        ),
     ]
     return rows
 
 
-def _session(path: Path, threads: int):  # noqa: ANN202
+def _session(path: Path, threads: int):
     """An ORT CPU session and the op counts of the graph ORT actually runs (after its fusions:
     they say why a variant is fast or slow)."""
     import onnx
@@ -114,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, required=True, help="calibration windows (python -m calibration collect)")
     ap.add_argument("--test-images", type=Path, default=DEFAULT_TEST_IMAGES)
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads for the timings")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_gate",
-                    help="stem of the result files: <out>.json and <out>.md")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).parent / "results" / "int8_gate",
+        help="stem of the result files: <out>.json and <out>.md",
+    )
     add_allow_dirty(ap)
     args = ap.parse_args(argv)
     try:
@@ -147,11 +161,22 @@ def main(argv: list[str] | None = None) -> int:
                 prov = quantize_for_onnxruntime(args.model, args.data, q, **kw)
             secs = time.perf_counter() - t
             res = run_gate(args.model, q, args.test_images)
-            results.append({"variant": name, "placement": placement, "quantize_s": round(secs, 1),
-                            "ort_ops": _session(q, args.threads)[1], "calibration": prov, **json.loads(res.to_json())})
+            results.append(
+                {
+                    "variant": name,
+                    "placement": placement,
+                    "quantize_s": round(secs, 1),
+                    "ort_ops": _session(q, args.threads)[1],
+                    "calibration": prov,
+                    **json.loads(res.to_json()),
+                }
+            )
             paths.append(q)
-            print(f"== {name}: worst {res.min_psnr_vs_fp32:.2f} dB vs fp32, PSNR-Y loss {res.psnr_y_loss:.3f} dB, "
-                  f"{'pass' if res.passed else 'FAIL'}; quantized in {secs:.0f} s", flush=True)
+            print(
+                f"== {name}: worst {res.min_psnr_vs_fp32:.2f} dB vs fp32, PSNR-Y loss {res.psnr_y_loss:.3f} dB, "
+                f"{'pass' if res.passed else 'FAIL'}; quantized in {secs:.0f} s",
+                flush=True,
+            )
         print("timing every model in turn ...", flush=True)
         fp32_ops = _session(args.model, args.threads)[1]
         ms = time_round_robin([args.model, *paths], args.threads)
@@ -163,35 +188,63 @@ def main(argv: list[str] | None = None) -> int:
     from calibration.collect import read_model_info
 
     info = read_model_info(args.model)
-    model_desc = (f"{info.config_name or 'unnamed'} x{info.scale}, {info.io.value}, "
-                  f"sha256 {hashlib.sha256(args.model.read_bytes()).hexdigest()[:12]}")
+    model_desc = (
+        f"{info.config_name or 'unnamed'} x{info.scale}, {info.io.value}, "
+        f"sha256 {hashlib.sha256(args.model.read_bytes()).hexdigest()[:12]}"
+    )
     env = environment(threads=args.threads, git=git)
     env["versions"]["nvidia-modelopt"] = package_version("nvidia-modelopt")
-    env["host"]["avx512_vnni"] = "avx512_vnni" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else None
-    doc = {"environment": env, "model": str(args.model), "calibration_data": data_meta,
-           "test_images": str(args.test_images), "window": WINDOW, "timing": "round robin, 5 rounds x 5 runs, median",
-           "ort_cpu_ms_float32": round(fp32_ms, 1), "ort_ops_float32": fp32_ops, "results": results}
+    env["host"]["avx512_vnni"] = (
+        "avx512_vnni" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else None
+    )
+    doc = {
+        "environment": env,
+        "model": str(args.model),
+        "calibration_data": data_meta,
+        "test_images": str(args.test_images),
+        "window": WINDOW,
+        "timing": "round robin, 5 rounds x 5 runs, median",
+        "ort_cpu_ms_float32": round(fp32_ms, 1),
+        "ort_ops_float32": fp32_ops,
+        "results": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
 
     table = []
     for r in results:
         losses = sorted(((x["psnr_y_fp32"] - x["psnr_y_int8"], x["image"]) for x in r["rows"]), reverse=True)
-        auto = (r["calibration"].get("auto_keep") or {})
+        auto = r["calibration"].get("auto_keep") or {}
         kept = len(auto.get("layers", [])) or len(r["calibration"].get("keep_fp") or [])
-        table.append([r["variant"], f"{r['min_psnr_vs_fp32']:.2f}", f"{r['psnr_y_loss']:.3f}",
-                      f"{losses[0][0]:.3f} ({losses[0][1]})", f"{r['max_abs_error']:.2f}", r["nan_count"],
-                      "pass" if r["passed"] else "FAIL", kept, f"{r['ort_cpu_ms']:.1f}",
-                      f"{r['speed_vs_fp32']:.2f}×", _ops_cell(r["ort_ops"])])
+        table.append(
+            [
+                r["variant"],
+                f"{r['min_psnr_vs_fp32']:.2f}",
+                f"{r['psnr_y_loss']:.3f}",
+                f"{losses[0][0]:.3f} ({losses[0][1]})",
+                f"{r['max_abs_error']:.2f}",
+                r["nan_count"],
+                "pass" if r["passed"] else "FAIL",
+                kept,
+                f"{r['ort_cpu_ms']:.1f}",
+                f"{r['speed_vs_fp32']:.2f}×",
+                _ops_cell(r["ort_ops"]),
+            ]
+        )
     default = next((r for r in results if "(default)" in r["variant"]), None)
     kept_lines = []
     if default:
         auto = default["calibration"]["auto_keep"]
-        kept_lines = [f"- `{n}` ({m}): {t['psnr_vs_fp32']:.2f} dB after keeping it" for n, m, t in
-                      zip(auto["layers"], auto["modules"], auto["trace"])]
-        kept_lines.insert(0, f"Layers the default kept (ranked on {auto['ranking_windows']} calibration windows, "
-                             f"target {auto['target_psnr_db']} dB on all {data_meta.get('samples')}; "
-                             f"all-INT8 {auto['psnr_all_int8_db']:.2f} dB):")
+        kept_lines = [
+            f"- `{n}` ({m}): {t['psnr_vs_fp32']:.2f} dB after keeping it"
+            for n, m, t in zip(auto["layers"], auto["modules"], auto["trace"])
+        ]
+        kept_lines.insert(
+            0,
+            f"Layers the default kept (ranked on {auto['ranking_windows']} calibration windows, "
+            f"target {auto['target_psnr_db']} dB on all {data_meta.get('samples')}; "
+            f"all-INT8 {auto['psnr_all_int8_db']:.2f} dB):",
+        )
     md = [
         "# INT8 Q/DQ vs float32: accuracy gate and ONNX Runtime CPU speed",
         "",
@@ -205,9 +258,22 @@ def main(argv: list[str] | None = None) -> int:
         f"{env['host']['avx512_vnni']}), onnxruntime {env['versions']['onnxruntime']}, "
         f"nvidia-modelopt {env['versions']['nvidia-modelopt']}, commit {str(env['git']['commit'])[:10]}{' (dirty)' if env['git']['dirty'] else ''}.",
         "",
-        markdown_table(["variant", "PSNR vs fp32, worst (dB)", "PSNR-Y loss (dB)", "worst image loss (dB)",
-                        "max abs err", "NaN", "gate", "layers kept", "ORT CPU ms", "speed vs fp32",
-                        "what ORT runs"], table),
+        markdown_table(
+            [
+                "variant",
+                "PSNR vs fp32, worst (dB)",
+                "PSNR-Y loss (dB)",
+                "worst image loss (dB)",
+                "max abs err",
+                "NaN",
+                "gate",
+                "layers kept",
+                "ORT CPU ms",
+                "speed vs fp32",
+                "what ORT runs",
+            ],
+            table,
+        ),
         "",
         *kept_lines,
     ]

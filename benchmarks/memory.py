@@ -68,8 +68,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     from runtime import Upscaler
 
     rss_imported = proc_status_kib("VmRSS")
-    with Upscaler(args.model, backend=backend_for(args.backend, args.threads, args.model), tile=args.tile,
-                  halo=args.halo, batch=args.batch) as up:
+    with Upscaler(
+        args.model,
+        backend=backend_for(args.backend, args.threads, args.model),
+        tile=args.tile,
+        halo=args.halo,
+        batch=args.batch,
+    ) as up:
         rng = np.random.default_rng(args.seed)
         image = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
         rss_baseline = proc_status_kib("VmRSS")
@@ -116,21 +121,46 @@ def tiny_model(args: argparse.Namespace) -> Iterator[tuple[Path, dict[str, Any]]
         from export.to_onnx import export_onnx
         from train.models.eusr import build_eusr
     except ImportError as exc:
-        raise BenchmarkError(f"exporting the {args.config!r} config needs the train extra (torch, onnx): {exc}; "
-                             "or pass --model an .onnx file") from exc
+        raise BenchmarkError(
+            f"exporting the {args.config!r} config needs the train extra (torch, onnx): {exc}; "
+            "or pass --model an .onnx file"
+        ) from exc
     torch.manual_seed(args.seed)
     model = build_eusr(args.config)
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         path = Path(tmp) / f"eusr-{args.config}-x4.onnx"
         export_onnx(model, path, scale=4, io=args.io, validate=False, exporter=args.exporter)
-        yield path, {"source": f"build_eusr({args.config!r}), random init, torch seed {args.seed}",
-                     "config_name": args.config, "io": args.io, "exporter": args.exporter}
+        yield (
+            path,
+            {
+                "source": f"build_eusr({args.config!r}), random init, torch seed {args.seed}",
+                "config_name": args.config,
+                "io": args.io,
+                "exporter": args.exporter,
+            },
+        )
 
 
 def run_child(args: argparse.Namespace, model: Path) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), CHILD_FLAG, "--model", str(model), "--size", str(args.size),
-           "--tile", str(args.tile), "--halo", str(args.halo), "--batch", str(args.batch), "--seed", str(args.seed),
-           "--backend", args.backend]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        CHILD_FLAG,
+        "--model",
+        str(model),
+        "--size",
+        str(args.size),
+        "--tile",
+        str(args.tile),
+        "--halo",
+        str(args.halo),
+        "--batch",
+        str(args.batch),
+        "--seed",
+        str(args.seed),
+        "--backend",
+        args.backend,
+    ]
     if args.threads is not None:
         cmd += ["--threads", str(args.threads)]
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -160,16 +190,25 @@ def verdict(measured: dict[str, Any], budget_mb: float) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="memory.py", description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="memory.py",
+        description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2],
+        formatter_class=HelpFormatter,
+    )
     from runtime import DEFAULT_BATCH, DEFAULT_HALO, DEFAULT_TILE
 
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="input edge: a size x size x 3 uint8 image")
-    p.add_argument("--budget-mb", type=float, default=DEFAULT_BUDGET_MB,
-                   help="allowed peak RSS beyond the output array, in MB (10^6 bytes)")
+    p.add_argument(
+        "--budget-mb",
+        type=float,
+        default=DEFAULT_BUDGET_MB,
+        help="allowed peak RSS beyond the output array, in MB (10^6 bytes)",
+    )
     p.add_argument("--model", default=None, help="an .onnx model to measure instead of the exported tiny config")
     p.add_argument("--config", default="tiny", help="EUSR configuration to export when no --model is given")
-    p.add_argument("--io", choices=("float32-nchw", "uint8-nhwc"), default="float32-nchw", help="I/O of the exported model")
+    p.add_argument(
+        "--io", choices=("float32-nchw", "uint8-nhwc"), default="float32-nchw", help="I/O of the exported model"
+    )
     p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo", help="torch.onnx exporter")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="Upscaler tile")
     p.add_argument("--halo", type=int, default=DEFAULT_HALO, help="Upscaler halo")
@@ -203,8 +242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "memory",
         "environment": env,
         "model": model,
-        "settings": {"size": args.size, "tile": args.tile, "halo": args.halo, "batch": args.batch, "seed": args.seed,
-                     "budget_mb": args.budget_mb, "checked": "absolute peak RSS (ru_maxrss) of the measuring subprocess"},
+        "settings": {
+            "size": args.size,
+            "tile": args.tile,
+            "halo": args.halo,
+            "batch": args.batch,
+            "seed": args.seed,
+            "budget_mb": args.budget_mb,
+            "checked": "absolute peak RSS (ru_maxrss) of the measuring subprocess",
+        },
         "measured": measured,
         "verdict": v,
     }
@@ -225,15 +271,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["verdict", "torch imported: " + str(measured["torch_imported"]), "PASS" if v["passed"] else "FAIL"],
     ]
     md = markdown_table(["quantity", "detail", "value"], rows)
-    markdown = "\n\n".join([
-        f"# Peak memory: {args.size}x{args.size} RGB, tile {args.tile}, halo {args.halo}, batch {args.batch}",
-        f"{env['date']}, commit {commit_label(env)}, {env['host']['cpu']}; model: {model['source']}.",
-        md,
-    ])
+    markdown = "\n\n".join(
+        [
+            f"# Peak memory: {args.size}x{args.size} RGB, tile {args.tile}, halo {args.halo}, batch {args.batch}",
+            f"{env['date']}, commit {commit_label(env)}, {env['host']['cpu']}; model: {model['source']}.",
+            md,
+        ]
+    )
     paths = write_results(args.out, args.name, data, markdown)
-    print(f"peak RSS {mib(v['peak_rss_bytes'])} vs budget {mib(v['budget_bytes'])} (output {mib(measured['output_bytes'])} "
-          f"+ {args.budget_mb:g} MB): ratio {v['ratio']:.3f}, margin {mib(v['margin_bytes'])} -> "
-          f"{'PASS' if v['passed'] else 'FAIL'}")
+    print(
+        f"peak RSS {mib(v['peak_rss_bytes'])} vs budget {mib(v['budget_bytes'])} (output {mib(measured['output_bytes'])} "
+        f"+ {args.budget_mb:g} MB): ratio {v['ratio']:.3f}, margin {mib(v['margin_bytes'])} -> "
+        f"{'PASS' if v['passed'] else 'FAIL'}"
+    )
     print(f"wrote {paths['json']}, {paths['md']}")
     print()
     print(md)

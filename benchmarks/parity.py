@@ -153,13 +153,21 @@ def run_parity(
             if m["nonfinite"] > thresholds.max_nan:
                 reasons.append(f"{m['nonfinite']} NaN/Inf values > {thresholds.max_nan}")
             row = {
-                "image": name, "mode": mode, "size": [int(image.shape[1]), int(image.shape[0])], **m,
-                "seconds": seconds, "reference_seconds": ref_seconds, "passed": not reasons, "reasons": reasons,
+                "image": name,
+                "mode": mode,
+                "size": [int(image.shape[1]), int(image.shape[0])],
+                **m,
+                "seconds": seconds,
+                "reference_seconds": ref_seconds,
+                "passed": not reasons,
+                "reasons": reasons,
             }
             rows.append(row)
-            echo(f"  {name} {mode}: PSNR {fmt_float(m['psnr'])} dB, max abs err {fmt_float(m['max_abs_err'], 4)}, "
-                 f"uint8 >1 {100 * m['uint8_differ_gt1']:.4f}%, NaN/Inf {m['nonfinite']}"
-                 + ("" if not reasons else "  FAIL: " + "; ".join(reasons)))
+            echo(
+                f"  {name} {mode}: PSNR {fmt_float(m['psnr'])} dB, max abs err {fmt_float(m['max_abs_err'], 4)}, "
+                f"uint8 >1 {100 * m['uint8_differ_gt1']:.4f}%, NaN/Inf {m['nonfinite']}"
+                + ("" if not reasons else "  FAIL: " + "; ".join(reasons))
+            )
     failures = [f"{r['image']} ({r['mode']}): {'; '.join(r['reasons'])}" for r in rows if not r["passed"]]
     return {"passed": bool(rows) and not failures, "thresholds": asdict(thresholds), "rows": rows, "failures": failures}
 
@@ -217,9 +225,14 @@ class TorchReference:
         self._torch = torch
         self._path = model.path(scale).float().eval()
         self.scale = scale
-        self.info = {"path": str(checkpoint), "sha256": file_sha256(Path(checkpoint)), "scale": scale,
-                     "config": model.config.to_dict(), "torch_threads": torch.get_num_threads(),
-                     "runner": "torch float32, whole image"}
+        self.info = {
+            "path": str(checkpoint),
+            "sha256": file_sha256(Path(checkpoint)),
+            "scale": scale,
+            "config": model.config.to_dict(),
+            "torch_threads": torch.get_num_threads(),
+            "runner": "torch float32, whole image",
+        }
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -230,13 +243,17 @@ class TorchReference:
 
 
 @contextlib.contextmanager
-def _candidate_source(model: str | Path | None, backend: str, reference: Path | None) -> Iterator[tuple[Path, dict[str, Any]]]:
+def _candidate_source(
+    model: str | Path | None, backend: str, reference: Path | None
+) -> Iterator[tuple[Path, dict[str, Any]]]:
     """The model file the candidate backend loads: a checkpoint for torch-cuda (``--model``
     if it is one, else the reference), an engine for tensorrt, else an ONNX file."""
     if backend == "torch-cuda":
         path = Path(model) if model is not None and str(model).lower().endswith(".safetensors") else reference
         if path is None or not Path(path).is_file():
-            raise BenchmarkError(f"--backend torch-cuda needs a .safetensors checkpoint (--model or --reference), got {path}")
+            raise BenchmarkError(
+                f"--backend torch-cuda needs a .safetensors checkpoint (--model or --reference), got {path}"
+            )
         yield Path(path), {"source": "checkpoint", "path": str(path), "sha256": file_sha256(Path(path))}
     elif backend == "tensorrt":
         if model is None or not Path(model).is_file():
@@ -248,9 +265,17 @@ def _candidate_source(model: str | Path | None, backend: str, reference: Path | 
 
 
 @contextlib.contextmanager
-def upscaler_candidate(model: str | Path | None, *, backend: str, tile: int, halo: int | None,
-                       threads: int | None, whole_tile: int, reference: Path | None = None,
-                       fp16: bool = False) -> Iterator[tuple[CandidateFn, dict[str, Any]]]:
+def upscaler_candidate(
+    model: str | Path | None,
+    *,
+    backend: str,
+    tile: int,
+    halo: int | None,
+    threads: int | None,
+    whole_tile: int,
+    reference: Path | None = None,
+    fp16: bool = False,
+) -> Iterator[tuple[CandidateFn, dict[str, Any]]]:
     """``candidate(image, mode)`` from ``runtime.Upscaler``: "whole" uses one tile of
     ``whole_tile`` (>= every image side), "tiled" uses ``tile``/``halo``; both share one
     backend instance (for the pipelined GPU backends: one stage factory and device, the
@@ -266,8 +291,10 @@ def upscaler_candidate(model: str | Path | None, *, backend: str, tile: int, hal
     with _candidate_source(model, backend, reference) as (path, description):
         with Upscaler(path, backend=options, tile=tile, halo=halo) as tiled:
             if tiled.info.io is not ModelIO.FLOAT32_NCHW:
-                raise BenchmarkError(f"--model {path}: parity needs a float32-nchw model (raw float "
-                                     f"output), this one has {tiled.info.io.value} I/O")
+                raise BenchmarkError(
+                    f"--model {path}: parity needs a float32-nchw model (raw float "
+                    f"output), this one has {tiled.info.io.value} I/O"
+                )
             extra = {"batch": 1, "slots": 1, "device": tiled.device} if tiled.pipelined else {}
             whole = Upscaler(backend=tiled.backend, tile=whole_tile, halo=tiled.halo, **extra)  # one tile: halo unused
             ups = {"whole": whole, "tiled": tiled}
@@ -278,15 +305,25 @@ def upscaler_candidate(model: str | Path | None, *, backend: str, tile: int, hal
             info = tiled.info
             device = tiled.device.describe() if tiled.pipelined and hasattr(tiled.device, "describe") else None
             try:
-                yield candidate, {
-                    **description, "backend_requested": backend,
-                    "backend": getattr(tiled.backend, "name", backend),
-                    "providers": list(getattr(tiled.backend, "providers", ())), "scale": tiled.scale,
-                    "tile": tile, "halo": tiled.halo, "whole_tile": whole_tile,
-                    "config_name": info.config_name, "recommended_halo": info.recommended_halo,
-                    "pipelined": tiled.pipelined, "fp16": fp16, "gpu": device,
-                    **({"slots": tiled.slots, "batch": tiled.batch} if tiled.pipelined else {}),
-                }
+                yield (
+                    candidate,
+                    {
+                        **description,
+                        "backend_requested": backend,
+                        "backend": getattr(tiled.backend, "name", backend),
+                        "providers": list(getattr(tiled.backend, "providers", ())),
+                        "scale": tiled.scale,
+                        "tile": tile,
+                        "halo": tiled.halo,
+                        "whole_tile": whole_tile,
+                        "config_name": info.config_name,
+                        "recommended_halo": info.recommended_halo,
+                        "pipelined": tiled.pipelined,
+                        "fp16": fp16,
+                        "gpu": device,
+                        **({"slots": tiled.slots, "batch": tiled.batch} if tiled.pipelined else {}),
+                    },
+                )
             finally:
                 whole.close()
 
@@ -296,33 +333,64 @@ def upscaler_candidate(model: str | Path | None, *, backend: str, tile: int, hal
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
     headers = ["image", "mode", "size", "PSNR dB", "max abs err", "uint8 >1 level", "NaN/Inf", "pass"]
-    body = [[r["image"], r["mode"], f"{r['size'][0]}x{r['size'][1]}", fmt_float(r["psnr"]),
-             fmt_float(r["max_abs_err"], 4),
-             "-" if math.isnan(r["uint8_differ_gt1"]) else f"{100 * r['uint8_differ_gt1']:.4f}%",
-             r["nonfinite"], "yes" if r["passed"] else "**NO**"] for r in rows]
+    body = [
+        [
+            r["image"],
+            r["mode"],
+            f"{r['size'][0]}x{r['size'][1]}",
+            fmt_float(r["psnr"]),
+            fmt_float(r["max_abs_err"], 4),
+            "-" if math.isnan(r["uint8_differ_gt1"]) else f"{100 * r['uint8_differ_gt1']:.4f}%",
+            r["nonfinite"],
+            "yes" if r["passed"] else "**NO**",
+        ]
+        for r in rows
+    ]
     return markdown_table(headers, body)
 
 
 def _parser() -> argparse.ArgumentParser:
     doc = __doc__ or ""
-    p = argparse.ArgumentParser(prog="parity.py", description=doc.split("\n\n")[0] + "\n\n" + "\n\n".join(doc.split("\n\n")[2:5]),
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="parity.py",
+        description=doc.split("\n\n")[0] + "\n\n" + "\n\n".join(doc.split("\n\n")[2:5]),
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("images", type=Path, nargs="+", help="image files or folders of images (used as LR input)")
-    p.add_argument("--model", default=None,
-                   help="candidate: an .onnx model or a .safetensors checkpoint (exported to a temporary ONNX) "
-                   "(default: runtime/models/eusr-compact-x4.onnx)")
-    p.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE,
-                   help="PyTorch float32 reference checkpoint (.safetensors) (default: models/eusr-compact.safetensors)")
-    p.add_argument("--precision", choices=sorted(MIN_PSNR_BY_PRECISION), default="fp32",
-                   help="the candidate's precision: picks the default --min-psnr (fp32 80, fp16 50, int8 40 dB)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="candidate: an .onnx model or a .safetensors checkpoint (exported to a temporary ONNX) "
+        "(default: runtime/models/eusr-compact-x4.onnx)",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        default=DEFAULT_REFERENCE,
+        help="PyTorch float32 reference checkpoint (.safetensors) (default: models/eusr-compact.safetensors)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=sorted(MIN_PSNR_BY_PRECISION),
+        default="fp32",
+        help="the candidate's precision: picks the default --min-psnr (fp32 80, fp16 50, int8 40 dB)",
+    )
     p.add_argument("--min-psnr", type=float, default=None, help="PSNR threshold in dB (default: by --precision)")
     p.add_argument("--max-nan", type=int, default=0, help="most NaN/Inf output values allowed per image and mode")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="Upscaler tile for the tiled mode (LR pixels)")
-    p.add_argument("--halo", type=int, default=None, help="Upscaler halo for the tiled mode (default: the model's recommended halo)")
+    p.add_argument(
+        "--halo",
+        type=int,
+        default=None,
+        help="Upscaler halo for the tiled mode (default: the model's recommended halo)",
+    )
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes to run: whole, tiled")
     p.add_argument("--max-size", type=int, default=None, help="centre-crop inputs to at most N×N (quick runs)")
-    p.add_argument("--fp16", action="store_true",
-                   help="--backend torch-cuda only: run the checkpoint in half precision (use with --precision fp16)")
+    p.add_argument(
+        "--fp16",
+        action="store_true",
+        help="--backend torch-cuda only: run the checkpoint in half precision (use with --precision fp16)",
+    )
     add_common_args(p, name="parity")
     p.set_defaults(backend="auto")
     return p
@@ -346,14 +414,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = collect_images(args.images)
         images = [(p.stem, load_input(p, args.max_size)) for p in paths]
         whole_tile = max(max(img.shape[:2]) for _, img in images)
-        with upscaler_candidate(args.model, backend=args.backend, tile=args.tile, halo=args.halo,
-                                threads=args.threads, whole_tile=whole_tile, reference=args.reference,
-                                fp16=args.fp16) as (candidate, model):
+        with upscaler_candidate(
+            args.model,
+            backend=args.backend,
+            tile=args.tile,
+            halo=args.halo,
+            threads=args.threads,
+            whole_tile=whole_tile,
+            reference=args.reference,
+            fp16=args.fp16,
+        ) as (candidate, model):
             reference = TorchReference(args.reference, model["scale"], args.threads)
-            print(f"parity: {model['path']} on {model['backend']} ({args.precision}) vs PyTorch float32 "
-                  f"{args.reference}; {len(images)} images; PSNR >= {thresholds.min_psnr:g} dB, "
-                  f"NaN/Inf <= {thresholds.max_nan}", flush=True)
-            report = run_parity(candidate, reference, images, thresholds, modes=modes, echo=lambda s: print(s, flush=True))
+            print(
+                f"parity: {model['path']} on {model['backend']} ({args.precision}) vs PyTorch float32 "
+                f"{args.reference}; {len(images)} images; PSNR >= {thresholds.min_psnr:g} dB, "
+                f"NaN/Inf <= {thresholds.max_nan}",
+                flush=True,
+            )
+            report = run_parity(
+                candidate, reference, images, thresholds, modes=modes, echo=lambda s: print(s, flush=True)
+            )
     except UpscaleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -365,23 +445,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "passed": report["passed"],
         "model": model,
         "reference": reference.info,
-        "settings": {"precision": args.precision, "thresholds": report["thresholds"], "modes": modes,
-                     "max_size": args.max_size, "input": "each image as LR input, float32 0..255, gray -> RGB",
-                     "metrics": "candidate vs reference float output: PSNR (peak 255), max abs error, share of "
-                                "values whose uint8-rounded results differ by > 1 level, NaN/Inf count"},
+        "settings": {
+            "precision": args.precision,
+            "thresholds": report["thresholds"],
+            "modes": modes,
+            "max_size": args.max_size,
+            "input": "each image as LR input, float32 0..255, gray -> RGB",
+            "metrics": "candidate vs reference float output: PSNR (peak 255), max abs error, share of "
+            "values whose uint8-rounded results differ by > 1 level, NaN/Inf count",
+        },
         "rows": report["rows"],
         "failures": report["failures"],
     }
     md_table = table(report["rows"])
     verdict = "PASS" if report["passed"] else "FAIL: " + "; ".join(report["failures"])
-    markdown = "\n\n".join([
-        f"# Parity: {Path(model['path']).name} on {model['backend']} ({args.precision}) vs PyTorch float32",
-        f"{env['date']}, commit {commit_label(env)}, {env['host']['cpu']}; reference {reference.info['path']}; "
-        f"tiled: tile {model['tile']}, halo {model['halo']}; whole: one tile of {whole_tile}; "
-        f"thresholds PSNR >= {thresholds.min_psnr:g} dB, NaN/Inf <= {thresholds.max_nan}.",
-        f"**{verdict}**",
-        md_table,
-    ])
+    markdown = "\n\n".join(
+        [
+            f"# Parity: {Path(model['path']).name} on {model['backend']} ({args.precision}) vs PyTorch float32",
+            f"{env['date']}, commit {commit_label(env)}, {env['host']['cpu']}; reference {reference.info['path']}; "
+            f"tiled: tile {model['tile']}, halo {model['halo']}; whole: one tile of {whole_tile}; "
+            f"thresholds PSNR >= {thresholds.min_psnr:g} dB, NaN/Inf <= {thresholds.max_nan}.",
+            f"**{verdict}**",
+            md_table,
+        ]
+    )
     paths_out = write_results(args.out, args.name, data, markdown)
     print(f"wrote {paths_out['json']}, {paths_out['md']}")
     print(verdict)

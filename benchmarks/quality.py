@@ -86,11 +86,29 @@ from runtime.evaluation import (  # the scoring core; its names stay importable 
 )
 from runtime.upscaler import DEFAULT_BATCH, DEFAULT_TILE
 
-__all__ = ["make_runner", "main",
-           # from runtime.evaluation
-           "METRICS", "MIN_HR_SIDE", "Dataset", "EvaluatedModel", "EvaluationError", "EvaluationOptions", "Metric",
-           "evaluate", "find_dataset", "gain", "kinds", "ma_metrics", "mean_row", "partial_means", "score_image",
-           "table", "write_strip", "BenchmarkError"]
+__all__ = [
+    "make_runner",
+    "main",
+    # from runtime.evaluation
+    "METRICS",
+    "MIN_HR_SIDE",
+    "Dataset",
+    "EvaluatedModel",
+    "EvaluationError",
+    "EvaluationOptions",
+    "Metric",
+    "evaluate",
+    "find_dataset",
+    "gain",
+    "kinds",
+    "ma_metrics",
+    "mean_row",
+    "partial_means",
+    "score_image",
+    "table",
+    "write_strip",
+    "BenchmarkError",
+]
 
 
 @contextlib.contextmanager
@@ -113,16 +131,33 @@ def make_runner(args: argparse.Namespace) -> Iterator[EvaluatedModel]:
     from runtime import Upscaler
 
     with prepared_model(model, exporter=args.exporter) as prepared:
-        with Upscaler(prepared.onnx_path, backend=backend_for(args.backend, args.threads, prepared.onnx_path),
-                      tile=args.tile, halo=args.halo, batch=args.batch) as up:
+        with Upscaler(
+            prepared.onnx_path,
+            backend=backend_for(args.backend, args.threads, prepared.onnx_path),
+            tile=args.tile,
+            halo=args.halo,
+            batch=args.batch,
+        ) as up:
             if up.scale != args.scale:
-                raise BenchmarkError(f"{model} is a x{up.scale} model; this benchmark was asked for x{args.scale} (--scale)")
+                raise BenchmarkError(
+                    f"{model} is a x{up.scale} model; this benchmark was asked for x{args.scale} (--scale)"
+                )
             info = up.backend.info
-            yield EvaluatedModel(up.upscale, up.scale, {
-                **prepared.description, "runner": "upscaler", "tile": args.tile, "halo": up.halo, "batch": args.batch,
-                "backend": up.backend.name, "providers": list(getattr(up.backend, "providers", ())),
-                "config_name": info.config_name, "recommended_halo": info.recommended_halo,
-            })
+            yield EvaluatedModel(
+                up.upscale,
+                up.scale,
+                {
+                    **prepared.description,
+                    "runner": "upscaler",
+                    "tile": args.tile,
+                    "halo": up.halo,
+                    "batch": args.batch,
+                    "backend": up.backend.name,
+                    "providers": list(getattr(up.backend, "providers", ())),
+                    "config_name": info.config_name,
+                    "recommended_halo": info.recommended_halo,
+                },
+            )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,23 +167,45 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     p.add_argument("--model", required=True, help="an .onnx model or a .safetensors checkpoint")
-    p.add_argument("--data", type=Path, nargs="+", required=True, help="datasets: folders (see layouts above) or image files")
-    p.add_argument("--runner", choices=("upscaler", "torch"), default=None,
-                   help="upscaler: runtime.Upscaler on ONNX (default for .onnx); torch: whole-image PyTorch "
-                   "(default for .safetensors)")
+    p.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="datasets: folders (see layouts above) or image files"
+    )
+    p.add_argument(
+        "--runner",
+        choices=("upscaler", "torch"),
+        default=None,
+        help="upscaler: runtime.Upscaler on ONNX (default for .onnx); torch: whole-image PyTorch "
+        "(default for .safetensors)",
+    )
     p.add_argument("--scale", type=int, default=4, help="super-resolution factor (the model must have it)")
-    p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
-                   help="--runner torch: a checkpoint's moving-average weights (ema), its raw ones, or auto (ema when it has them)")
+    p.add_argument(
+        "--weights",
+        choices=("auto", "ema", "raw"),
+        default="auto",
+        help="--runner torch: a checkpoint's moving-average weights (ema), its raw ones, or auto (ema when it has them)",
+    )
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="Upscaler tile (LR pixels)")
-    p.add_argument("--halo", type=int, default=None, help="Upscaler halo (LR pixels; default: the model's recommended halo)")
+    p.add_argument(
+        "--halo", type=int, default=None, help="Upscaler halo (LR pixels; default: the model's recommended halo)"
+    )
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="Upscaler tiles per call")
-    p.add_argument("--strips", type=int, default=3, help="write comparison strips for the first N images of each dataset")
-    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
-                   help="torch.onnx exporter when a .safetensors model runs with --runner upscaler")
-    p.add_argument("--ma-scorer", metavar="SPEC", default=None,
-                   help="add Ma et al.'s score and PI = ((10 - Ma) + NIQE) / 2: 'module:function' or "
-                   "'path/to/file.py:function' naming your scorer (image -> Ma score); Ma's trained model is not "
-                   "bundled (see runtime/niqe.py)")
+    p.add_argument(
+        "--strips", type=int, default=3, help="write comparison strips for the first N images of each dataset"
+    )
+    p.add_argument(
+        "--exporter",
+        choices=("dynamo", "torchscript"),
+        default="dynamo",
+        help="torch.onnx exporter when a .safetensors model runs with --runner upscaler",
+    )
+    p.add_argument(
+        "--ma-scorer",
+        metavar="SPEC",
+        default=None,
+        help="add Ma et al.'s score and PI = ((10 - Ma) + NIQE) / 2: 'module:function' or "
+        "'path/to/file.py:function' naming your scorer (image -> Ma score); Ma's trained model is not "
+        "bundled (see runtime/niqe.py)",
+    )
     add_common_args(p, name="quality")
     return p
 
@@ -163,8 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--halo and --strips must be >= 0")
     try:
         env = environment(threads=args.threads, git=require_clean_tree(args.allow_dirty))
-        options = EvaluationOptions(data=args.data, out=args.out, name=args.name, scale=args.scale,
-                                    strips=args.strips, ma_scorer=args.ma_scorer)
+        options = EvaluationOptions(
+            data=args.data, out=args.out, name=args.name, scale=args.scale, strips=args.strips, ma_scorer=args.ma_scorer
+        )
         evaluate(options, lambda: make_runner(args), environment=env)
     except UpscaleError as e:
         print(f"error: {e}", file=sys.stderr)

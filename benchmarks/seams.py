@@ -185,26 +185,36 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
                         out = Upscaler(backend=backend, tile=tile, halo=halo, batch=args.batch).upscale(lr)
                         seconds = time.perf_counter() - t0
                         diff = np.abs(out.astype(np.float64) - reference)
-                        results.append({
-                            "image": image["name"],
-                            "tile": tile,
-                            "halo": halo,
-                            "psnr_db": psnr(out, reference, peak=255.0),
-                            "max_abs_err": float(diff.max()),
-                            "uint8_mismatch": float(np.mean(quantize(out) != ref_u8)),
-                            "tiles": n_tiles,
-                            "overhead_actual": overhead,
-                            "seconds": seconds,
-                        })
+                        results.append(
+                            {
+                                "image": image["name"],
+                                "tile": tile,
+                                "halo": halo,
+                                "psnr_db": psnr(out, reference, peak=255.0),
+                                "max_abs_err": float(diff.max()),
+                                "uint8_mismatch": float(np.mean(quantize(out) != ref_u8)),
+                                "tiles": n_tiles,
+                                "overhead_actual": overhead,
+                                "seconds": seconds,
+                            }
+                        )
                         r = results[-1]
-                        print(f"  T={tile:<4} halo={halo:<3} PSNR {fmt_float(r['psnr_db']):>7} dB  "
-                              f"max|err| {r['max_abs_err']:.3g}  {n_tiles} tiles  {seconds:.1f} s", flush=True)
+                        print(
+                            f"  T={tile:<4} halo={halo:<3} PSNR {fmt_float(r['psnr_db']):>7} dB  "
+                            f"max|err| {r['max_abs_err']:.3g}  {n_tiles} tiles  {seconds:.1f} s",
+                            flush=True,
+                        )
         finally:
             backend.close()
     return {
         "model": model,
         "images": [
-            {"name": im["name"], "path": im["path"], "lr_shape": list(im["lr"].shape), "whole_seconds": im["whole_seconds"]}
+            {
+                "name": im["name"],
+                "path": im["path"],
+                "lr_shape": list(im["lr"].shape),
+                "whole_seconds": im["whole_seconds"],
+            }
             for im in images
         ],
         "results": results,
@@ -222,32 +232,36 @@ def summarise(
         curve = []
         for halo in halos:
             at = [r for r in rows if r["halo"] == halo]
-            curve.append({
-                "halo": halo,
-                "min_psnr_db": min(r["psnr_db"] for r in at),
-                "max_abs_err": max(r["max_abs_err"] for r in at),
-                "max_uint8_mismatch": max(r["uint8_mismatch"] for r in at),
-                "overhead_nominal": nominal_overhead(tile, halo),
-                "overhead_actual": sum(r["overhead_actual"] for r in at) / len(at),
-            })
+            curve.append(
+                {
+                    "halo": halo,
+                    "min_psnr_db": min(r["psnr_db"] for r in at),
+                    "max_abs_err": max(r["max_abs_err"] for r in at),
+                    "max_uint8_mismatch": max(r["uint8_mismatch"] for r in at),
+                    "overhead_nominal": nominal_overhead(tile, halo),
+                    "overhead_actual": sum(r["overhead_actual"] for r in at) / len(at),
+                }
+            )
         chosen = choose_halo(halos, [c["min_psnr_db"] for c in curve], target_db)
         by_error = choose_halo_by_error(halos, [c["max_abs_err"] for c in curve], max_err)
         per_image = {
             name: first_reaching(halos, [r["psnr_db"] for r in rows if r["image"] == name], target_db) for name in names
         }
         single_tile = sorted({r["image"] for r in rows if r["tiles"] == 1})
-        summary.append({
-            "tile": tile,
-            "target_db": target_db,
-            "chosen_halo": chosen,
-            "chosen_overhead_nominal": nominal_overhead(tile, chosen) if chosen is not None else None,
-            "max_err": max_err,
-            "halo_by_error": by_error,
-            "halo_by_error_overhead_nominal": nominal_overhead(tile, by_error) if by_error is not None else None,
-            "per_image_first_halo": per_image,
-            "images_without_seams": single_tile,
-            "curve": curve,
-        })
+        summary.append(
+            {
+                "tile": tile,
+                "target_db": target_db,
+                "chosen_halo": chosen,
+                "chosen_overhead_nominal": nominal_overhead(tile, chosen) if chosen is not None else None,
+                "max_err": max_err,
+                "halo_by_error": by_error,
+                "halo_by_error_overhead_nominal": nominal_overhead(tile, by_error) if by_error is not None else None,
+                "per_image_first_halo": per_image,
+                "images_without_seams": single_tile,
+                "curve": curve,
+            }
+        )
     return summary
 
 
@@ -256,17 +270,31 @@ def tables(data: dict[str, Any]) -> tuple[str, str]:
     halos = data["settings"]["halos"]
     per_image_rows = []
     for r in data["results"]:
-        per_image_rows.append([
-            r["image"], r["tile"], r["halo"], fmt_float(r["psnr_db"]), f"{r['max_abs_err']:.3g}",
-            f"{100 * r['uint8_mismatch']:.3g}%", r["tiles"], f"{r['overhead_actual']:.3f}", f"{r['seconds']:.2f}",
-        ])
+        per_image_rows.append(
+            [
+                r["image"],
+                r["tile"],
+                r["halo"],
+                fmt_float(r["psnr_db"]),
+                f"{r['max_abs_err']:.3g}",
+                f"{100 * r['uint8_mismatch']:.3g}%",
+                r["tiles"],
+                f"{r['overhead_actual']:.3f}",
+                f"{r['seconds']:.2f}",
+            ]
+        )
     per_image = markdown_table(
         ["image", "tile", "halo", "PSNR dB", "max abs err", "uint8 differ", "tiles", "overhead", "s"], per_image_rows
     )
     headers = ["halo"]
     for s in data["summary"]:
         t = s["tile"]
-        headers += [f"T={t} min PSNR dB", f"T={t} max abs err", f"T={t} uint8 differ", f"T={t} overhead (nominal / actual)"]
+        headers += [
+            f"T={t} min PSNR dB",
+            f"T={t} max abs err",
+            f"T={t} uint8 differ",
+            f"T={t} overhead (nominal / actual)",
+        ]
     rows = []
     for i, halo in enumerate(halos):
         row: list[Any] = [halo]
@@ -274,8 +302,12 @@ def tables(data: dict[str, Any]) -> tuple[str, str]:
             c = s["curve"][i]
             mark = " ✓" if s["chosen_halo"] == halo else ""
             err_mark = " ✓" if s["halo_by_error"] == halo else ""
-            row += [fmt_float(c["min_psnr_db"]) + mark, f"{c['max_abs_err']:.3g}" + err_mark,
-                    f"{100 * c['max_uint8_mismatch']:.3g}%", f"{c['overhead_nominal']:.3f} / {c['overhead_actual']:.3f}"]
+            row += [
+                fmt_float(c["min_psnr_db"]) + mark,
+                f"{c['max_abs_err']:.3g}" + err_mark,
+                f"{100 * c['max_uint8_mismatch']:.3g}%",
+                f"{c['overhead_nominal']:.3f} / {c['overhead_actual']:.3f}",
+            ]
         rows.append(row)
     return per_image, markdown_table(headers, rows)
 
@@ -286,20 +318,28 @@ def choice_lines(data: dict[str, Any]) -> list[str]:
         t, target = s["tile"], s["target_db"]
         per = ", ".join(f"{k}: {v if v is not None else 'never'}" for k, v in s["per_image_first_halo"].items())
         if s["chosen_halo"] is None:
-            lines.append(f"T={t}: no halo up to {max(data['settings']['halos'])} keeps every image >= {target:g} dB "
-                         f"(first halo per image: {per})")
+            lines.append(
+                f"T={t}: no halo up to {max(data['settings']['halos'])} keeps every image >= {target:g} dB "
+                f"(first halo per image: {per})"
+            )
         else:
             h = s["chosen_halo"]
-            lines.append(f"T={t}: smallest halo keeping every image >= {target:g} dB: {h} "
-                         f"(compute overhead (T+2h)^2/T^2 = {s['chosen_overhead_nominal']:.3f}, "
-                         f"+{100 * (s['chosen_overhead_nominal'] - 1):.1f}%; first halo per image: {per})")
+            lines.append(
+                f"T={t}: smallest halo keeping every image >= {target:g} dB: {h} "
+                f"(compute overhead (T+2h)^2/T^2 = {s['chosen_overhead_nominal']:.3f}, "
+                f"+{100 * (s['chosen_overhead_nominal'] - 1):.1f}%; first halo per image: {per})"
+            )
         e = s["halo_by_error"]
         if e is None:
-            lines.append(f"T={t}: no halo up to {max(data['settings']['halos'])} keeps the max abs error <= {s['max_err']:g}")
+            lines.append(
+                f"T={t}: no halo up to {max(data['settings']['halos'])} keeps the max abs error <= {s['max_err']:g}"
+            )
         else:
-            lines.append(f"T={t}: smallest halo keeping the max abs error <= {s['max_err']:g} grey levels: {e} "
-                         f"(overhead {s['halo_by_error_overhead_nominal']:.3f}, "
-                         f"+{100 * (s['halo_by_error_overhead_nominal'] - 1):.1f}%)")
+            lines.append(
+                f"T={t}: smallest halo keeping the max abs error <= {s['max_err']:g} grey levels: {e} "
+                f"(overhead {s['halo_by_error_overhead_nominal']:.3f}, "
+                f"+{100 * (s['halo_by_error_overhead_nominal'] - 1):.1f}%)"
+            )
         if s["images_without_seams"]:
             lines.append(f"  note: {', '.join(s['images_without_seams'])} fit in one tile at T={t}: no seams measured")
     return lines
@@ -320,23 +360,49 @@ def plot(data: dict[str, Any], path: Path) -> Path | None:
         rows = [r for r in data["results"] if r["tile"] == s["tile"]]
         for name in dict.fromkeys(r["image"] for r in rows):
             mine = sorted((r for r in rows if r["image"] == name), key=lambda r: r["halo"])
-            ax_p.plot([r["halo"] for r in mine], [min(float(r["psnr_db"]), ceiling) for r in mine],
-                      color=colour, alpha=0.3, lw=1)
-            ax_e.plot([r["halo"] for r in mine], [max(r["max_abs_err"], 1e-7) for r in mine],
-                      color=colour, alpha=0.3, lw=1)
+            ax_p.plot(
+                [r["halo"] for r in mine],
+                [min(float(r["psnr_db"]), ceiling) for r in mine],
+                color=colour,
+                alpha=0.3,
+                lw=1,
+            )
+            ax_e.plot(
+                [r["halo"] for r in mine], [max(r["max_abs_err"], 1e-7) for r in mine], color=colour, alpha=0.3, lw=1
+            )
         curve = s["curve"]
-        ax_p.plot(halos, [min(float(c["min_psnr_db"]), ceiling) for c in curve], "o-", color=colour, lw=2,
-                  label=f"T={s['tile']} (min over images)")
-        ax_e.plot(halos, [max(c["max_abs_err"], 1e-7) for c in curve], "o-", color=colour, lw=2,
-                  label=f"T={s['tile']} (max over images)")
+        ax_p.plot(
+            halos,
+            [min(float(c["min_psnr_db"]), ceiling) for c in curve],
+            "o-",
+            color=colour,
+            lw=2,
+            label=f"T={s['tile']} (min over images)",
+        )
+        ax_e.plot(
+            halos,
+            [max(c["max_abs_err"], 1e-7) for c in curve],
+            "o-",
+            color=colour,
+            lw=2,
+            label=f"T={s['tile']} (max over images)",
+        )
         if s["chosen_halo"] is not None:
             ax_p.axvline(s["chosen_halo"], color=colour, ls=":", lw=1)
         if s["halo_by_error"] is not None:
             ax_e.axvline(s["halo_by_error"], color=colour, ls=":", lw=1)
     ax_p.axhline(target, color="k", ls="--", lw=1, label=f"target {target:g} dB")
-    ax_p.set(xlabel="halo (LR pixels)", ylabel="PSNR tiled vs whole image (dB)",
-             title=f"PSNR vs halo (top, {ceiling:.0f} dB: identical)")
-    ax_e.set(xlabel="halo (LR pixels)", ylabel="max abs error (grey levels)", title="max abs error vs halo (0 drawn at 1e-7)", yscale="log")
+    ax_p.set(
+        xlabel="halo (LR pixels)",
+        ylabel="PSNR tiled vs whole image (dB)",
+        title=f"PSNR vs halo (top, {ceiling:.0f} dB: identical)",
+    )
+    ax_e.set(
+        xlabel="halo (LR pixels)",
+        ylabel="max abs error (grey levels)",
+        title="max abs error vs halo (0 drawn at 1e-7)",
+        yscale="log",
+    )
     max_err = data["settings"]["max_err"]
     ax_e.axhline(max_err, color="k", ls="--", lw=1, label=f"--max-err {max_err:g}")
     for ax in (ax_p, ax_e):
@@ -347,8 +413,11 @@ def plot(data: dict[str, Any], path: Path) -> Path | None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     model = data["model"]
-    fig.suptitle(f"Tile seams: {Path(model['path']).name} ({model.get('config_name')}), "
-                 f"{'bicubic ×1/4 LR' if data['settings']['downscale'] else 'photos as LR'}", fontsize=10)
+    fig.suptitle(
+        f"Tile seams: {Path(model['path']).name} ({model.get('config_name')}), "
+        f"{'bicubic ×1/4 LR' if data['settings']['downscale'] else 'photos as LR'}",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -359,28 +428,57 @@ def plot(data: dict[str, Any], path: Path) -> Path | None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="seams.py",
-        description=__doc__.split("\n\n")[0] + "\n\nSee the module docstring (top of benchmarks/seams.py) for the method.",
+        description=__doc__.split("\n\n")[0]
+        + "\n\nSee the module docstring (top of benchmarks/seams.py) for the method.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--model", default=None, help="an .onnx model or a .safetensors checkpoint (exported to a "
-                   "temporary ONNX first); default: the bundled runtime/models/eusr-compact-x4.onnx")
-    p.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA],
-                   help="image folders (not searched recursively) or files (default: data/photos/test)")
-    p.add_argument("--tiles", type=parse_int_list, default=",".join(map(str, DEFAULT_TILES)), help="tile sizes, e.g. 64,128")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="an .onnx model or a .safetensors checkpoint (exported to a "
+        "temporary ONNX first); default: the bundled runtime/models/eusr-compact-x4.onnx",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        default=[DEFAULT_DATA],
+        help="image folders (not searched recursively) or files (default: data/photos/test)",
+    )
+    p.add_argument(
+        "--tiles", type=parse_int_list, default=",".join(map(str, DEFAULT_TILES)), help="tile sizes, e.g. 64,128"
+    )
     p.add_argument("--halos", type=parse_int_list, default=",".join(map(str, DEFAULT_HALOS)), help="halos to measure")
     p.add_argument("--target-db", type=float, default=DEFAULT_TARGET_DB, help="PSNR every image must reach")
-    p.add_argument("--max-err", type=float, default=DEFAULT_MAX_ERR,
-                   help="second criterion: max abs error (grey levels) no pixel may exceed; 0.5 keeps every uint8 "
-                   "value within 1 of the whole-image result")
+    p.add_argument(
+        "--max-err",
+        type=float,
+        default=DEFAULT_MAX_ERR,
+        help="second criterion: max abs error (grey levels) no pixel may exceed; 0.5 keeps every uint8 "
+        "value within 1 of the whole-image result",
+    )
     lr = p.add_mutually_exclusive_group()
     lr.add_argument("--as-lr", dest="downscale", action="store_false", help="use each photo as the LR input (default)")
-    lr.add_argument("--downscale", dest="downscale", action="store_true",
-                    help="use the MATLAB-bicubic x1/scale image of each photo as the LR input")
+    lr.add_argument(
+        "--downscale",
+        dest="downscale",
+        action="store_true",
+        help="use the MATLAB-bicubic x1/scale image of each photo as the LR input",
+    )
     p.set_defaults(downscale=False)
-    p.add_argument("--max-size", type=int, default=None, help="centre-crop each LR input to at most this many pixels per side (quick runs)")
+    p.add_argument(
+        "--max-size",
+        type=int,
+        default=None,
+        help="centre-crop each LR input to at most this many pixels per side (quick runs)",
+    )
     p.add_argument("--batch", type=int, default=4, help="tiles per backend call")
-    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
-                   help="torch.onnx exporter for a .safetensors --model")
+    p.add_argument(
+        "--exporter",
+        choices=("dynamo", "torchscript"),
+        default="dynamo",
+        help="torch.onnx exporter for a .safetensors --model",
+    )
     add_common_args(p, name="seams")
     return p
 
@@ -423,18 +521,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_image, summary_table = tables(data)
     lines = choice_lines(data)
     png = plot(data, args.out / f"{args.name}.png")
-    markdown = "\n\n".join([
-        f"# Tile seams: {Path(data['model']['path']).name}",
-        f"{data['environment']['date']}, commit {commit_label(data['environment'])}, "
-        f"{data['environment']['host']['cpu']}; LR: {data['settings']['lr_source']}; "
-        f"reference: {data['settings']['reference']}.",
-        "\n".join(f"- {line}" for line in lines),
-        "## Curve (min PSNR / max error over images per halo; ✓ = smallest halo meeting the criterion)",
-        summary_table,
-        "## Per image",
-        per_image,
-        *([f"![PSNR vs halo]({png.name})"] if png else []),
-    ])
+    markdown = "\n\n".join(
+        [
+            f"# Tile seams: {Path(data['model']['path']).name}",
+            f"{data['environment']['date']}, commit {commit_label(data['environment'])}, "
+            f"{data['environment']['host']['cpu']}; LR: {data['settings']['lr_source']}; "
+            f"reference: {data['settings']['reference']}.",
+            "\n".join(f"- {line}" for line in lines),
+            "## Curve (min PSNR / max error over images per halo; ✓ = smallest halo meeting the criterion)",
+            summary_table,
+            "## Per image",
+            per_image,
+            *([f"![PSNR vs halo]({png.name})"] if png else []),
+        ]
+    )
     paths = write_results(args.out, args.name, data, markdown)
     print()
     print("\n".join(lines))

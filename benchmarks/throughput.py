@@ -108,9 +108,24 @@ from benchmarks.throughput_sweep import (
 from benchmarks.timing import summarize, time_calls
 from runtime.errors import UpscaleError
 
-__all__ = ["MODES", "CONFIGS", "SCALE", "TABLE_HEADERS", "SWEEP_HEADERS", "TILING_HEADERS", "SWEEP_FLAGS",
-           "parse_sizes", "parse_configs", "parse_modes", "torch_runner", "measure_config", "table_rows",
-           "sweep_table_rows", "plot", "main"]
+__all__ = [
+    "MODES",
+    "CONFIGS",
+    "SCALE",
+    "TABLE_HEADERS",
+    "SWEEP_HEADERS",
+    "TILING_HEADERS",
+    "SWEEP_FLAGS",
+    "parse_sizes",
+    "parse_configs",
+    "parse_modes",
+    "torch_runner",
+    "measure_config",
+    "table_rows",
+    "sweep_table_rows",
+    "plot",
+    "main",
+]
 
 MODES = ("ort-tiled", "ort-whole", "torch-eager")
 DEFAULT_SIZES = "120x68,240x135,480x270"
@@ -135,20 +150,37 @@ def parse_modes(text: str) -> list[str]:
 
 def _parser() -> argparse.ArgumentParser:
     doc = __doc__.split("\n\n")
-    p = argparse.ArgumentParser(prog="throughput.py", description=doc[0] + "\n\n" + doc[1], formatter_class=HelpFormatter)
-    p.add_argument("--configs", type=parse_configs, default=["compact", "paper"],
-                   help=f"comma-separated EUSR configurations out of {','.join(CONFIGS)} (default: compact,paper)")
-    p.add_argument("--sizes", type=parse_sizes, default=parse_sizes(DEFAULT_SIZES),
-                   help=f"comma-separated input sizes WIDTHxHEIGHT (default: {DEFAULT_SIZES})")
-    p.add_argument("--modes", type=parse_modes, default=list(MODES),
-                   help=f"comma-separated modes out of {','.join(MODES)}; speedups need torch-eager (default: all)")
+    p = argparse.ArgumentParser(
+        prog="throughput.py", description=doc[0] + "\n\n" + doc[1], formatter_class=HelpFormatter
+    )
+    p.add_argument(
+        "--configs",
+        type=parse_configs,
+        default=["compact", "paper"],
+        help=f"comma-separated EUSR configurations out of {','.join(CONFIGS)} (default: compact,paper)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=parse_sizes(DEFAULT_SIZES),
+        help=f"comma-separated input sizes WIDTHxHEIGHT (default: {DEFAULT_SIZES})",
+    )
+    p.add_argument(
+        "--modes",
+        type=parse_modes,
+        default=list(MODES),
+        help=f"comma-separated modes out of {','.join(MODES)}; speedups need torch-eager (default: all)",
+    )
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing each mode")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per mode and size")
-    p.add_argument("--sweep", type=parse_int_list, default=None,
-                   help="square input edges for a compact-config size sweep, e.g. 64,128,256,512 (default: none)")
+    p.add_argument(
+        "--sweep",
+        type=parse_int_list,
+        default=None,
+        help="square input edges for a compact-config size sweep, e.g. 64,128,256,512 (default: none)",
+    )
     p.add_argument("--tile", type=int, default=None, help="ort-tiled tile (default: runtime.DEFAULT_TILE)")
-    p.add_argument("--halo", type=int, default=None,
-                   help="ort-tiled halo (default: the model's recommended halo)")
+    p.add_argument("--halo", type=int, default=None, help="ort-tiled halo (default: the model's recommended halo)")
     add_sweep_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init weights and of the random images")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
@@ -156,8 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(threads=None)
     for action in p._actions:  # --threads applies to PyTorch too here
         if action.dest == "threads":
-            action.help = ("ONNX Runtime intra-op threads and torch.set_num_threads "
-                           "(default: each library's own choice)")
+            action.help = "ONNX Runtime intra-op threads and torch.set_num_threads (default: each library's own choice)"
     return p
 
 
@@ -180,9 +211,16 @@ def torch_runner(module: Any, threads: int | None) -> Callable[[np.ndarray], np.
     return run
 
 
-def measure_config(name: str, model: Any, onnx_paths: dict[tuple[str, str], Path], sizes: Sequence[tuple[int, int]],
-                   args: argparse.Namespace, *, group: str, sweep: bool = False
-                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def measure_config(
+    name: str,
+    model: Any,
+    onnx_paths: dict[tuple[str, str], Path],
+    sizes: Sequence[tuple[int, int]],
+    args: argparse.Namespace,
+    *,
+    group: str,
+    sweep: bool = False,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """All modes on all sizes for one configuration: one row per (size, mode); with ``sweep``
     also the tiling sweep on each size's image, right after its modes (same image, same run)."""
     from runtime import DEFAULT_TILE, Upscaler
@@ -202,40 +240,62 @@ def measure_config(name: str, model: Any, onnx_paths: dict[tuple[str, str], Path
             for mode in args.modes:
                 if mode == "ort-tiled":
                     settings = {"tile": tiled.tile, "halo": tiled.halo}
-                    times, out = time_calls(lambda: tiled.upscale(image), args.warmup, args.repeats)
+                    times, out = time_calls(lambda: tiled.upscale(image), args.warmup, args.repeats)  # noqa: B023 - called before the loop moves on
                 elif mode == "ort-whole":
                     whole_tile = max(width, height)
                     with quiet_halo_warning(), Upscaler(onnx_path, backend=opts, tile=whole_tile, halo=0) as whole:
                         settings = {"tile": whole_tile, "halo": 0}
-                        times, out = time_calls(lambda: whole.upscale(image), args.warmup, args.repeats)
+                        times, out = time_calls(lambda: whole.upscale(image), args.warmup, args.repeats)  # noqa: B023 - called before the loop moves on
                 else:
                     settings = {"threads": _torch_threads()}
-                    times, out = time_calls(lambda: run_torch(image), args.warmup, args.repeats)
+                    times, out = time_calls(lambda: run_torch(image), args.warmup, args.repeats)  # noqa: B023 - called before the loop moves on
                 outputs[mode] = out
-                results[mode] = {**summarize(times, width, height, SCALE), "settings": settings,
-                                 "peak_rss_mib": peak_rss_mib()}
-                print(f"  {group} {name} {width}x{height} {mode}: median {results[mode]['median_s'] * 1e3:.1f} ms, "
-                      f"{results[mode]['output_mp_per_s']:.3f} MP/s out", file=sys.stderr, flush=True)
+                results[mode] = {
+                    **summarize(times, width, height, SCALE),
+                    "settings": settings,
+                    "peak_rss_mib": peak_rss_mib(),
+                }
+                print(
+                    f"  {group} {name} {width}x{height} {mode}: median {results[mode]['median_s'] * 1e3:.1f} ms, "
+                    f"{results[mode]['output_mp_per_s']:.3f} MP/s out",
+                    file=sys.stderr,
+                    flush=True,
+                )
             torch_med = results["torch-eager"]["median_s"] if "torch-eager" in results else None
             whole_med = results["ort-whole"]["median_s"] if "ort-whole" in results else None
             for mode, r in results.items():
-                row = {"group": group, "config": name, "width": width, "height": height,
-                       "input_mp": width * height / 1e6, "output_mp": width * height * SCALE * SCALE / 1e6,
-                       "mode": mode, **r}
+                row = {
+                    "group": group,
+                    "config": name,
+                    "width": width,
+                    "height": height,
+                    "input_mp": width * height / 1e6,
+                    "output_mp": width * height * SCALE * SCALE / 1e6,
+                    "mode": mode,
+                    **r,
+                }
                 row["torch_median_s"] = torch_med
-                row["speedup_vs_torch"] = torch_med / r["median_s"] if torch_med is not None and r["median_s"] > 0 else None
+                row["speedup_vs_torch"] = (
+                    torch_med / r["median_s"] if torch_med is not None and r["median_s"] > 0 else None
+                )
                 row["ort_whole_median_s"] = whole_med
-                row["tiled_overhead"] = (r["median_s"] / whole_med
-                                         if mode == "ort-tiled" and whole_med is not None and whole_med > 0 else None)
+                row["tiled_overhead"] = (
+                    r["median_s"] / whole_med
+                    if mode == "ort-tiled" and whole_med is not None and whole_med > 0
+                    else None
+                )
                 row["max_abs_diff_vs_torch"] = (
                     int(np.max(np.abs(outputs[mode].astype(np.int16) - outputs["torch-eager"].astype(np.int16))))
-                    if "torch-eager" in outputs else None)
+                    if "torch-eager" in outputs
+                    else None
+                )
                 row["ms_per_input_mp"] = r["median_s"] * 1e3 / row["input_mp"]
                 rows.append(row)
             if sweep:
                 refs = {mode: (results[mode]["median_s"], outputs[mode]) for mode in results}
-                sweep_rows += measure_tiling_sweep(name, onnx_paths, image, refs, args,
-                                                   default_tile=tiled.tile, default_halo=tiled.halo)
+                sweep_rows += measure_tiling_sweep(
+                    name, onnx_paths, image, refs, args, default_tile=tiled.tile, default_halo=tiled.halo
+                )
     return rows, sweep_rows
 
 
@@ -248,21 +308,45 @@ def _torch_threads() -> int:
 # --------------------------------------------------------------------------- output
 
 
-TABLE_HEADERS = ["config", "size", "mode", "min ms", "median ms", "p90 ms", "max ms", "in MP/s", "out MP/s",
-                 "img/s", "speedup vs torch", "tiled overhead", "max abs Δ vs torch", "peak RSS MiB"]
+TABLE_HEADERS = [
+    "config",
+    "size",
+    "mode",
+    "min ms",
+    "median ms",
+    "p90 ms",
+    "max ms",
+    "in MP/s",
+    "out MP/s",
+    "img/s",
+    "speedup vs torch",
+    "tiled overhead",
+    "max abs Δ vs torch",
+    "peak RSS MiB",
+]
 
 
 def table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     out = []
     for r in rows:
-        out.append([
-            r["config"], f"{r['width']}x{r['height']}", r["mode"],
-            fmt_float(r["min_s"] * 1e3, 1), fmt_float(r["median_s"] * 1e3, 1), fmt_float(r["p90_s"] * 1e3, 1),
-            fmt_float(r["max_s"] * 1e3, 1), fmt_float(r["input_mp_per_s"], 4), fmt_float(r["output_mp_per_s"], 3),
-            fmt_float(r["images_per_s"], 2), fmt_float(r["speedup_vs_torch"], 2), fmt_float(r["tiled_overhead"], 3),
-            "-" if r["max_abs_diff_vs_torch"] is None else str(r["max_abs_diff_vs_torch"]),
-            fmt_float(r["peak_rss_mib"], 0),
-        ])
+        out.append(
+            [
+                r["config"],
+                f"{r['width']}x{r['height']}",
+                r["mode"],
+                fmt_float(r["min_s"] * 1e3, 1),
+                fmt_float(r["median_s"] * 1e3, 1),
+                fmt_float(r["p90_s"] * 1e3, 1),
+                fmt_float(r["max_s"] * 1e3, 1),
+                fmt_float(r["input_mp_per_s"], 4),
+                fmt_float(r["output_mp_per_s"], 3),
+                fmt_float(r["images_per_s"], 2),
+                fmt_float(r["speedup_vs_torch"], 2),
+                fmt_float(r["tiled_overhead"], 3),
+                "-" if r["max_abs_diff_vs_torch"] is None else str(r["max_abs_diff_vs_torch"]),
+                fmt_float(r["peak_rss_mib"], 0),
+            ]
+        )
     return out
 
 
@@ -270,13 +354,27 @@ SWEEP_HEADERS = ["size", "mode", "median ms", "ms per input MP", "out MP/s", "sp
 
 
 def sweep_table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
-    return [[f"{r['width']}x{r['height']}", r["mode"], fmt_float(r["median_s"] * 1e3, 1),
-             fmt_float(r["ms_per_input_mp"], 0), fmt_float(r["output_mp_per_s"], 3),
-             fmt_float(r["speedup_vs_torch"], 2), fmt_float(r["tiled_overhead"], 3)] for r in rows]
+    return [
+        [
+            f"{r['width']}x{r['height']}",
+            r["mode"],
+            fmt_float(r["median_s"] * 1e3, 1),
+            fmt_float(r["ms_per_input_mp"], 0),
+            fmt_float(r["output_mp_per_s"], 3),
+            fmt_float(r["speedup_vs_torch"], 2),
+            fmt_float(r["tiled_overhead"], 3),
+        ]
+        for r in rows
+    ]
 
 
-def plot(rows: Sequence[dict[str, Any]], sweep: Sequence[dict[str, Any]], path: Path, title: str,
-         tiling: Sequence[dict[str, Any]] = ()) -> Path | None:
+def plot(
+    rows: Sequence[dict[str, Any]],
+    sweep: Sequence[dict[str, Any]],
+    path: Path,
+    title: str,
+    tiling: Sequence[dict[str, Any]] = (),
+) -> Path | None:
     plt = import_pyplot()
     if plt is None:
         return None
@@ -294,8 +392,9 @@ def plot(rows: Sequence[dict[str, Any]], sweep: Sequence[dict[str, Any]], path: 
     if ax is not None:
         for config in dict.fromkeys(r["config"] for r in rows):
             for mode in MODES:
-                pts = sorted((r["input_mp"], r["output_mp_per_s"]) for r in rows
-                             if r["config"] == config and r["mode"] == mode)
+                pts = sorted(
+                    (r["input_mp"], r["output_mp_per_s"]) for r in rows if r["config"] == config and r["mode"] == mode
+                )
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[mode], label=f"{config} {mode}")
         ax.set_xscale("log")
@@ -366,13 +465,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with prepared_config(name, args.seed, Path(tmp), variants) as (model, onnx_paths, desc):
                     models[name] = desc
                     if name in args.configs:
-                        new_rows, new_tiling = measure_config(name, model, onnx_paths, args.sizes, args,
-                                                              group="sizes", sweep=tiling)
+                        new_rows, new_tiling = measure_config(
+                            name, model, onnx_paths, args.sizes, args, group="sizes", sweep=tiling
+                        )
                         rows += new_rows
                         tiling_rows += new_tiling
                     if name == "compact" and args.sweep:
-                        sweep_rows += measure_config(name, model, onnx_paths, [(s, s) for s in args.sweep], args,
-                                                     group="sweep")[0]
+                        sweep_rows += measure_config(
+                            name, model, onnx_paths, [(s, s) for s in args.sweep], args, group="sweep"
+                        )[0]
     except UpscaleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -383,13 +484,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "throughput",
         "environment": env,
         "settings": {
-            "configs": args.configs, "sizes": [f"{w}x{h}" for w, h in args.sizes], "modes": args.modes,
-            "warmup": args.warmup, "repeats": args.repeats, "sweep": args.sweep, "tile": args.tile, "halo": args.halo,
-            "seed": args.seed, "backend": args.backend, "scale": SCALE,
-            "notes": ["speedup_vs_torch = torch_median_s / median_s of the same config and size",
-                      "tiled_overhead = ort-tiled median_s / ort-whole median_s",
-                      "peak_rss_mib = ru_maxrss of the whole process after the row (a running high-water mark)",
-                      "p90 is linear-interpolated from few repeats; no p99 is reported"],
+            "configs": args.configs,
+            "sizes": [f"{w}x{h}" for w, h in args.sizes],
+            "modes": args.modes,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "sweep": args.sweep,
+            "tile": args.tile,
+            "halo": args.halo,
+            "seed": args.seed,
+            "backend": args.backend,
+            "scale": SCALE,
+            "notes": [
+                "speedup_vs_torch = torch_median_s / median_s of the same config and size",
+                "tiled_overhead = ort-tiled median_s / ort-whole median_s",
+                "peak_rss_mib = ru_maxrss of the whole process after the row (a running high-water mark)",
+                "p90 is linear-interpolated from few repeats; no p99 is reported",
+            ],
         },
         "models": models,
         "rows": rows,
@@ -420,11 +531,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = write_results(args.out, args.name, data, "\n\n".join(parts))
     png = None
     if not args.no_plot:
-        png = plot(rows, sweep_rows, args.out / f"{args.name}.png",
-                   f"{env['host']['cpu']}, ORT threads {env['threads']['onnxruntime_intra_op']}, "
-                   f"torch threads {env['threads']['torch']}"
-                   + (f", warm-up {args.warmup}, {args.repeats} repeats" if tiling else ""),
-                   tiling=tiling_rows)
+        png = plot(
+            rows,
+            sweep_rows,
+            args.out / f"{args.name}.png",
+            f"{env['host']['cpu']}, ORT threads {env['threads']['onnxruntime_intra_op']}, "
+            f"torch threads {env['threads']['torch']}"
+            + (f", warm-up {args.warmup}, {args.repeats} repeats" if tiling else ""),
+            tiling=tiling_rows,
+        )
     print(f"wrote {paths['json']}, {paths['md']}" + (f", {png}" if png else ""))
     if sweep_rows:
         print()

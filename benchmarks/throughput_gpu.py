@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="throughput_gpu.py", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--configs", default="compact", help=f"comma-separated, from {', '.join(CONFIGS)}")
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="weights of the compact configuration")
-    p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("960x540,1920x1080"), help="input WIDTHxHEIGHT list")
+    p.add_argument(
+        "--sizes", type=parse_sizes, default=parse_sizes("960x540,1920x1080"), help="input WIDTHxHEIGHT list"
+    )
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--frames", type=int, default=16, help="frames per upscale_many stream")
@@ -150,7 +152,12 @@ class TorchModes:
 
         def run(image: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
-                x = torch.from_numpy(image).cuda().permute(2, 0, 1)[None].to(dtype=dtype, memory_format=torch.channels_last)
+                x = (
+                    torch.from_numpy(image)
+                    .cuda()
+                    .permute(2, 0, 1)[None]
+                    .to(dtype=dtype, memory_format=torch.channels_last)
+                )
                 y = net(x).float().round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0)
                 return y.cpu().numpy()
 
@@ -185,8 +192,14 @@ class TorchModes:
         return device, e2e
 
 
-def run_config(name: str, model: Any, size: tuple[int, int], args: argparse.Namespace, rng: np.random.Generator,
-               echo: Callable[[str], None]) -> list[dict[str, Any]]:
+def run_config(
+    name: str,
+    model: Any,
+    size: tuple[int, int],
+    args: argparse.Namespace,
+    rng: np.random.Generator,
+    echo: Callable[[str], None],
+) -> list[dict[str, Any]]:
     import torch
 
     from runtime import Upscaler
@@ -197,24 +210,38 @@ def run_config(name: str, model: Any, size: tuple[int, int], args: argparse.Name
     rows: list[dict[str, Any]] = []
     reference: np.ndarray | None = None
 
-    def record(mode: str, precision: str, io: str, timing: str, measure: Callable[[], tuple[list[float], Any]],
-               **extra: Any) -> None:
+    def record(
+        mode: str, precision: str, io: str, timing: str, measure: Callable[[], tuple[list[float], Any]], **extra: Any
+    ) -> None:
         nonlocal reference
-        row: dict[str, Any] = {"config": name, "size": f"{width}x{height}", "mode": mode, "precision": precision,
-                               "io": io, "timing": timing, **extra}
+        row: dict[str, Any] = {
+            "config": name,
+            "size": f"{width}x{height}",
+            "mode": mode,
+            "precision": precision,
+            "io": io,
+            "timing": timing,
+            **extra,
+        }
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         try:
             times, out = measure()
             row.update(stats(times, width, height))
             row["gpu_mem_peak_mb"] = torch.cuda.max_memory_allocated() / 1e6 + row.pop("extra_device_mb", 0.0)
-            if isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.shape == (height * SCALE, width * SCALE, 3):
+            if (
+                isinstance(out, np.ndarray)
+                and out.dtype == np.uint8
+                and out.shape == (height * SCALE, width * SCALE, 3)
+            ):
                 if reference is None and mode == "torch-fp32" and timing == "e2e":
                     reference = out
                 if reference is not None:
                     row["max_abs_diff_vs_torch_fp32"] = int(np.abs(out.astype(np.int16) - reference).max())
-            echo(f"  {name} {width}x{height} {mode} {precision} {io} {timing}: p50 {row['p50_ms']:.2f} ms, "
-                 f"{row['output_mp_per_s']:.1f} MP/s out")
+            echo(
+                f"  {name} {width}x{height} {mode} {precision} {io} {timing}: p50 {row['p50_ms']:.2f} ms, "
+                f"{row['output_mp_per_s']:.1f} MP/s out"
+            )
         except Exception as exc:  # noqa: BLE001 - one failing mode must not end the run
             row["error"] = f"{type(exc).__name__}: {exc}"
             row["traceback"] = traceback.format_exc(limit=6)
@@ -223,21 +250,28 @@ def run_config(name: str, model: Any, size: tuple[int, int], args: argparse.Name
 
     w, r = args.warmup, args.repeats
     modes = TorchModes(model, width, height)
-    for mode, net, dtype, precision in [("torch-fp32", modes.fp32, torch.float32, "fp32"),
-                                        ("torch-fp16", modes.fp16, torch.float16, "fp16")]:
+    for mode, net, dtype, precision in [
+        ("torch-fp32", modes.fp32, torch.float32, "fp32"),
+        ("torch-fp16", modes.fp16, torch.float16, "fp16"),
+    ]:
         e2e = modes.e2e_fn(net, dtype)
         record(mode, precision, "uint8 hwc (host)", "e2e", lambda e2e=e2e: time_wall(lambda: e2e(image), w, r))
         dev = modes.device_fn(net, dtype)
-        record(mode, precision, f"{precision} nchw (device)", "device", lambda dev=dev: (time_cuda_events(dev, w, r), None))
+        record(
+            mode, precision, f"{precision} nchw (device)", "device", lambda dev=dev: (time_cuda_events(dev, w, r), None)
+        )
 
     def graph_e2e() -> tuple[list[float], Any]:
         device, e2e = modes.graph_fns()
-        record("torch-fp16-graph", "fp16", "fp16 nchw (device)", "device", lambda: (time_cuda_events(device, w, r), None))
+        record(
+            "torch-fp16-graph", "fp16", "fp16 nchw (device)", "device", lambda: (time_cuda_events(device, w, r), None)
+        )
         return time_wall(lambda: e2e(image), w, r)
 
     record("torch-fp16-graph", "fp16", "uint8 hwc (host)", "e2e", graph_e2e)
 
     if not args.no_compile:
+
         def compiled() -> tuple[list[float], Any]:
             t0 = time.perf_counter()
             net = torch.compile(modes.fp16)
@@ -268,8 +302,9 @@ def run_config(name: str, model: Any, size: tuple[int, int], args: argparse.Name
 
                 device = CudaDevice(0)
                 free_before = device.memory_info()[0]
-                with Upscaler(backend=factory, device=device, tile=args.tile, halo=HALO, batch=args.batch,
-                              slots=args.slots) as up:
+                with Upscaler(
+                    backend=factory, device=device, tile=args.tile, halo=HALO, batch=args.batch, slots=args.slots
+                ) as up:
                     buffers_mb = (free_before - device.memory_info()[0]) / 1e6
 
                     def e2e(up: Any = up) -> tuple[list[float], Any]:
@@ -286,31 +321,76 @@ def run_config(name: str, model: Any, size: tuple[int, int], args: argparse.Name
                         torch.cuda.synchronize()
                         t0 = time.perf_counter()
                         last = None
-                        for last in up.upscale_many(frames):
+                        for last in up.upscale_many(frames):  # noqa: B007 - drains the iterator
                             pass
                         torch.cuda.synchronize()
                         per_frame = (time.perf_counter() - t0) / len(frames)
                         return [per_frame], last
 
-                    record(mode, precision, f"{io} (pinned, async)", f"stream x{args.frames}", stream,
-                           extra_device_mb=buffers_mb, **settings)
+                    record(
+                        mode,
+                        precision,
+                        f"{io} (pinned, async)",
+                        f"stream x{args.frames}",
+                        stream,
+                        extra_device_mb=buffers_mb,
+                        **settings,
+                    )
             torch.cuda.empty_cache()
     return rows
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    headers = ["config", "size", "mode", "I/O", "timing", "p50 ms", "p99 ms", "MP/s in", "MP/s out", "img/s",
-               "GPU MB", "max |diff|"]
+    headers = [
+        "config",
+        "size",
+        "mode",
+        "I/O",
+        "timing",
+        "p50 ms",
+        "p99 ms",
+        "MP/s in",
+        "MP/s out",
+        "img/s",
+        "GPU MB",
+        "max |diff|",
+    ]
     body = []
     for r in rows:
         if "error" in r:
-            body.append([r.get("config", "-"), r.get("size", "-"), r.get("mode", "-"), r.get("io", "-"),
-                         r.get("timing", "-"), "error", r["error"][:60], "-", "-", "-", "-", "-"])
+            body.append(
+                [
+                    r.get("config", "-"),
+                    r.get("size", "-"),
+                    r.get("mode", "-"),
+                    r.get("io", "-"),
+                    r.get("timing", "-"),
+                    "error",
+                    r["error"][:60],
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                ]
+            )
             continue
-        body.append([r["config"], r["size"], r["mode"], r["io"], r["timing"], fmt_float(r["p50_ms"]),
-                     fmt_float(r["p99_ms"]), fmt_float(r["input_mp_per_s"]), fmt_float(r["output_mp_per_s"]),
-                     fmt_float(r["images_per_s"]), fmt_float(r.get("gpu_mem_peak_mb"), 0),
-                     r.get("max_abs_diff_vs_torch_fp32", "-")])
+        body.append(
+            [
+                r["config"],
+                r["size"],
+                r["mode"],
+                r["io"],
+                r["timing"],
+                fmt_float(r["p50_ms"]),
+                fmt_float(r["p99_ms"]),
+                fmt_float(r["input_mp_per_s"]),
+                fmt_float(r["output_mp_per_s"]),
+                fmt_float(r["images_per_s"]),
+                fmt_float(r.get("gpu_mem_peak_mb"), 0),
+                r.get("max_abs_diff_vs_torch_fp32", "-"),
+            ]
+        )
     return markdown_table(headers, body)
 
 
@@ -341,8 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - CudaUnavailableError, MissingDependencyError
         print(f"error: the CUDA runtime pipeline cannot run here: {exc}", file=sys.stderr)
         return 2
-    print(f"throughput on {env['gpu']['name']} (driver {env['gpu']['cuda_driver_version']}, torch {torch.__version__} "
-          f"CUDA {env['gpu']['torch_cuda']})", flush=True)
+    print(
+        f"throughput on {env['gpu']['name']} (driver {env['gpu']['cuda_driver_version']}, torch {torch.__version__} "
+        f"CUDA {env['gpu']['torch_cuda']})",
+        flush=True,
+    )
     rng = np.random.default_rng(args.seed)
     rows: list[dict[str, Any]] = []
     for name in configs:
@@ -357,13 +440,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = {"benchmark": "throughput_gpu", "environment": env, "settings": settings, "rows": rows}
     md_table = table(rows)
     gpu = env["gpu"]
-    markdown = "\n\n".join([
-        f"# GPU throughput: PyTorch and the pipelined runtime on {gpu['name']}",
-        f"{env['date']}, commit {commit_label(env)}; driver {gpu['cuda_driver_version']}, CUDA runtime "
-        f"{gpu['cuda_runtime_version']}, torch {env['versions']['torch']} (CUDA {gpu['torch_cuda']}, cuDNN "
-        f"{gpu['cudnn']}), cuda-bindings {gpu['cuda_bindings']}; TF32 conv {gpu['tf32_conv']}. Command: `{env['command']}`.",
-        md_table,
-    ])
+    markdown = "\n\n".join(
+        [
+            f"# GPU throughput: PyTorch and the pipelined runtime on {gpu['name']}",
+            f"{env['date']}, commit {commit_label(env)}; driver {gpu['cuda_driver_version']}, CUDA runtime "
+            f"{gpu['cuda_runtime_version']}, torch {env['versions']['torch']} (CUDA {gpu['torch_cuda']}, cuDNN "
+            f"{gpu['cudnn']}), cuda-bindings {gpu['cuda_bindings']}; TF32 conv {gpu['tf32_conv']}. Command: `{env['command']}`.",
+            md_table,
+        ]
+    )
     paths = write_results(args.out, args.name, data, markdown)
     print(f"wrote {paths['json']}, {paths['md']}")
     errors = sum("error" in r for r in rows)

@@ -18,8 +18,16 @@ from typing import Any
 from benchmarks.common import REPO_ROOT, BenchmarkError
 from runtime.utils import file_sha256
 
-__all__ = ["SCALE", "CONFIGS", "COMPACT_CHECKPOINT", "COMPACT_HALO", "DEFAULT_VARIANT", "build_config",
-           "prepared_config", "quiet_halo_warning"]
+__all__ = [
+    "SCALE",
+    "CONFIGS",
+    "COMPACT_CHECKPOINT",
+    "COMPACT_HALO",
+    "DEFAULT_VARIANT",
+    "build_config",
+    "prepared_config",
+    "quiet_halo_warning",
+]
 
 SCALE = 4
 CONFIGS = ("compact", "paper", "tiny")
@@ -36,8 +44,9 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def build_config(name: str, seed: int, *, checkpoint: Path = COMPACT_CHECKPOINT,
-                 what: str = "the compact checkpoint") -> tuple[Any, int, dict[str, Any]]:
+def build_config(
+    name: str, seed: int, *, checkpoint: Path = COMPACT_CHECKPOINT, what: str = "the compact checkpoint"
+) -> tuple[Any, int, dict[str, Any]]:
     """(EUSR module in eval mode, recommended halo, description) of one configuration.
 
     ``checkpoint`` holds the compact configuration's weights (``what`` names it in errors)."""
@@ -47,7 +56,9 @@ def build_config(name: str, seed: int, *, checkpoint: Path = COMPACT_CHECKPOINT,
         from export.to_onnx import DEFAULT_HALO as EXPORT_HALO
         from train.models.eusr import build_eusr
     except ImportError as exc:
-        raise BenchmarkError(f"this benchmark needs the train extra (torch, onnx): {exc}; pip install -e '.[train]'") from exc
+        raise BenchmarkError(
+            f"this benchmark needs the train extra (torch, onnx): {exc}; pip install -e '.[train]'"
+        ) from exc
     if name not in CONFIGS:
         raise BenchmarkError(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
     if name == "compact":
@@ -67,8 +78,9 @@ def build_config(name: str, seed: int, *, checkpoint: Path = COMPACT_CHECKPOINT,
 
 
 @contextlib.contextmanager
-def prepared_config(name: str, seed: int, tmp: Path, variants: Sequence[tuple[str, str]] = ()
-                    ) -> Iterator[tuple[Any, dict[tuple[str, str], Path], dict[str, Any]]]:
+def prepared_config(
+    name: str, seed: int, tmp: Path, variants: Sequence[tuple[str, str]] = ()
+) -> Iterator[tuple[Any, dict[tuple[str, str], Path], dict[str, Any]]]:
     """(torch ×4 path module in eval mode, exported ONNX paths keyed (precision, io), description)
     of a config. The (fp32, float32-nchw) graph is always exported; ``variants`` adds others for
     the tiling sweep, exported the same way (TorchScript, not validated) from the same weights."""
@@ -81,25 +93,35 @@ def prepared_config(name: str, seed: int, tmp: Path, variants: Sequence[tuple[st
         export_onnx(model, path, scale=SCALE, halo=halo, validate=False, exporter="torchscript")
     except Exception as exc:
         raise BenchmarkError(f"cannot export the {name!r} configuration to ONNX: {exc}") from exc
-    desc.update({
-        "config_name": name,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "scale": SCALE,
-        "onnx": {"io": "float32-nchw", "exporter": "torchscript", "recommended_halo": halo,
-                 "export_seconds": round(time.perf_counter() - t0, 3)},
-    })
+    desc.update(
+        {
+            "config_name": name,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "scale": SCALE,
+            "onnx": {
+                "io": "float32-nchw",
+                "exporter": "torchscript",
+                "recommended_halo": halo,
+                "export_seconds": round(time.perf_counter() - t0, 3),
+            },
+        }
+    )
     paths = {DEFAULT_VARIANT: path}
     for precision, io in dict.fromkeys(v for v in variants if v != DEFAULT_VARIANT):
         vpath = tmp / f"eusr-{name}-x{SCALE}.{precision}.{io}.onnx"
         t0 = time.perf_counter()
         try:
-            export_onnx(model, vpath, scale=SCALE, halo=halo, validate=False, exporter="torchscript",
-                        io=io, precision=precision)
+            export_onnx(
+                model, vpath, scale=SCALE, halo=halo, validate=False, exporter="torchscript", io=io, precision=precision
+            )
         except Exception as exc:
-            raise BenchmarkError(f"cannot export the {name!r} configuration to ONNX as {precision} {io}: {exc}") from exc
+            raise BenchmarkError(
+                f"cannot export the {name!r} configuration to ONNX as {precision} {io}: {exc}"
+            ) from exc
         paths[(precision, io)] = vpath
         desc.setdefault("onnx_variants", []).append(
-            {"precision": precision, "io": io, "export_seconds": round(time.perf_counter() - t0, 3)})
+            {"precision": precision, "io": io, "export_seconds": round(time.perf_counter() - t0, 3)}
+        )
     yield model.path(SCALE).eval(), paths, desc
 
 

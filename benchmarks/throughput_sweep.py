@@ -27,9 +27,24 @@ from benchmarks.rss import peak_rss_mib, reset_peak_rss, row_peak_rss_mib
 from benchmarks.throughput_models import DEFAULT_VARIANT, SCALE, quiet_halo_warning
 from benchmarks.timing import summarize, time_calls
 
-__all__ = ["IO_CHOICES", "PRECISION_CHOICES", "SWEEP_FLAGS", "TILING_HEADERS", "add_sweep_args", "check_sweep_args",
-           "sweep_requested", "sweep_variants", "sweep_settings", "measure_tiling_sweep", "row_ms_per_window_mp",
-           "sweep_record", "sweep_markdown", "tiling_table_rows", "tiling_references", "plot_tiling"]
+__all__ = [
+    "IO_CHOICES",
+    "PRECISION_CHOICES",
+    "SWEEP_FLAGS",
+    "TILING_HEADERS",
+    "add_sweep_args",
+    "check_sweep_args",
+    "sweep_requested",
+    "sweep_variants",
+    "sweep_settings",
+    "measure_tiling_sweep",
+    "row_ms_per_window_mp",
+    "sweep_record",
+    "sweep_markdown",
+    "tiling_table_rows",
+    "tiling_references",
+    "plot_tiling",
+]
 
 IO_CHOICES = ("float32-nchw", "uint8-nhwc")
 PRECISION_CHOICES = ("fp32", "fp16")
@@ -42,18 +57,28 @@ SWEEP_FLAGS = ("tiles", "halos", "batches", "io", "precisions")
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
     """--tiles, --halos, --batches, --io, --precisions: any of them turns the sweep on."""
     sweep = p.add_argument_group(
-        "tiling sweep", "ort-tiled on every --configs × --sizes image: the --tiles × --halos grid at the default "
+        "tiling sweep",
+        "ort-tiled on every --configs × --sizes image: the --tiles × --halos grid at the default "
         "batch/io/precision, then --batches, --io and --precisions one axis at a time around the defaults "
         "(tile --tile, halo --halo, batch 1, float32-nchw, fp32). Any of these flags turns the sweep on; an axis "
-        "not given stays at its default.")
+        "not given stays at its default.",
+    )
     sweep.add_argument("--tiles", type=parse_int_list, default=None, help="tile edges, e.g. 64,128,256")
     sweep.add_argument("--halos", type=parse_int_list, default=None, help="halos, e.g. 0,8,16")
     sweep.add_argument("--batches", type=parse_int_list, default=None, help="tiles per inference call, e.g. 1,2,4")
-    sweep.add_argument("--io", type=parse_choices("--io", IO_CHOICES), default=None,
-                       help=f"ONNX I/O variants out of {','.join(IO_CHOICES)}")
-    sweep.add_argument("--precisions", type=parse_choices("--precisions", PRECISION_CHOICES), default=None,
-                       help=f"ONNX precisions out of {','.join(PRECISION_CHOICES)} (fp16: float16 layers between "
-                            "float32 edges; ORT's x86 CPU provider upcasts fp16 convolutions)")
+    sweep.add_argument(
+        "--io",
+        type=parse_choices("--io", IO_CHOICES),
+        default=None,
+        help=f"ONNX I/O variants out of {','.join(IO_CHOICES)}",
+    )
+    sweep.add_argument(
+        "--precisions",
+        type=parse_choices("--precisions", PRECISION_CHOICES),
+        default=None,
+        help=f"ONNX precisions out of {','.join(PRECISION_CHOICES)} (fp16: float16 layers between "
+        "float32 edges; ORT's x86 CPU provider upcasts fp16 convolutions)",
+    )
 
 
 def check_sweep_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -63,8 +88,10 @@ def check_sweep_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         if values is not None and any(v < low for v in values):
             parser.error(f"--{flag} expects integers >= {low}, got {','.join(map(str, values))}")
     if sweep_requested(args) and "ort-tiled" not in args.modes:
-        parser.error(f"the tiling sweep (--{', --'.join(SWEEP_FLAGS)}) needs ort-tiled in --modes, "
-                     f"got --modes {','.join(args.modes)}")
+        parser.error(
+            f"the tiling sweep (--{', --'.join(SWEEP_FLAGS)}) needs ort-tiled in --modes, "
+            f"got --modes {','.join(args.modes)}"
+        )
 
 
 def sweep_requested(args: argparse.Namespace) -> bool:
@@ -73,8 +100,11 @@ def sweep_requested(args: argparse.Namespace) -> bool:
 
 def sweep_variants(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(precision, io) graphs the sweep needs: each axis is varied alone, so no fp16 uint8 graph."""
-    return ([DEFAULT_VARIANT] + [(p, DEFAULT_VARIANT[1]) for p in args.precisions or ()]
-            + [(DEFAULT_VARIANT[0], io) for io in args.io or ()])
+    return (
+        [DEFAULT_VARIANT]
+        + [(p, DEFAULT_VARIANT[1]) for p in args.precisions or ()]
+        + [(DEFAULT_VARIANT[0], io) for io in args.io or ()]
+    )
 
 
 def sweep_settings(args: argparse.Namespace, default_tile: int, default_halo: int) -> list[dict[str, Any]]:
@@ -83,8 +113,13 @@ def sweep_settings(args: argparse.Namespace, default_tile: int, default_halo: in
     full product of 3 tiles × 3 halos × 3 batches × 2 I/O × 2 precisions would be 108 rows."""
     from runtime import DEFAULT_BATCH
 
-    default = {"tile": default_tile, "halo": default_halo, "batch": DEFAULT_BATCH,
-               "io": DEFAULT_VARIANT[1], "precision": DEFAULT_VARIANT[0]}
+    default = {
+        "tile": default_tile,
+        "halo": default_halo,
+        "batch": DEFAULT_BATCH,
+        "io": DEFAULT_VARIANT[1],
+        "precision": DEFAULT_VARIANT[0],
+    }
     combos: dict[tuple, dict[str, Any]] = {}
 
     def add(varied: str, **change: Any) -> None:
@@ -114,9 +149,16 @@ def row_ms_per_window_mp(times: Sequence[float], window_px: int) -> float:
     return statistics.median(times) * 1e3 / (window_px / 1e6)
 
 
-def measure_tiling_sweep(name: str, onnx_paths: dict[tuple[str, str], Path], image: np.ndarray,
-                         refs: dict[str, tuple[float, np.ndarray]], args: argparse.Namespace, *,
-                         default_tile: int, default_halo: int) -> list[dict[str, Any]]:
+def measure_tiling_sweep(
+    name: str,
+    onnx_paths: dict[tuple[str, str], Path],
+    image: np.ndarray,
+    refs: dict[str, tuple[float, np.ndarray]],
+    args: argparse.Namespace,
+    *,
+    default_tile: int,
+    default_halo: int,
+) -> list[dict[str, Any]]:
     """ort-tiled on ``image`` for every sweep combination; ratios against the sweep's own default
     row and against the torch-eager / ort-whole medians of the same image (``refs``)."""
     from runtime import Upscaler
@@ -129,29 +171,44 @@ def measure_tiling_sweep(name: str, onnx_paths: dict[tuple[str, str], Path], ima
     for combo in sweep_settings(args, default_tile, default_halo):
         path = onnx_paths[(combo["precision"], combo["io"])]
         rss_before = reset_peak_rss()
-        with quiet_halo_warning(), Upscaler(path, backend=opts, tile=combo["tile"], halo=combo["halo"],
-                                            batch=combo["batch"]) as up:
+        with (
+            quiet_halo_warning(),
+            Upscaler(path, backend=opts, tile=combo["tile"], halo=combo["halo"], batch=combo["batch"]) as up,
+        ):
             limits = up.backend.window_limits()  # the smallest window the backend runs, as the upscaler plans
             min_size = 1 if limits is None else limits[0]
             times, out = time_calls(lambda: up.upscale(image), args.warmup, args.repeats)
         peak = row_peak_rss_mib() if rss_before is not None else None
         plan = plan_tiles(height, width, combo["tile"], combo["halo"], min_size=min_size)
         window_px = len(plan) * plan.window_height * plan.window_width
-        row = {"group": "tiling", "config": name, "width": width, "height": height,
-               "input_mp": width * height / 1e6, "output_mp": width * height * SCALE * SCALE / 1e6,
-               "mode": "ort-tiled", **combo, **summarize(times, width, height, SCALE),
-               "tiles": len(plan), "window": [plan.window_height, plan.window_width],
-               "nominal_overlap": (combo["tile"] + 2 * combo["halo"]) ** 2 / combo["tile"] ** 2,
-               "actual_overlap": window_px / (width * height),
-               "ms_per_window_mp": row_ms_per_window_mp(times, window_px),
-               "peak_rss_mib": peak if peak is not None else peak_rss_mib(),
-               "rss_before_mib": rss_before,
-               "peak_rss_kind": "row (VmHWM after a clear_refs reset)" if peak is not None else "process (ru_maxrss)"}
+        row = {
+            "group": "tiling",
+            "config": name,
+            "width": width,
+            "height": height,
+            "input_mp": width * height / 1e6,
+            "output_mp": width * height * SCALE * SCALE / 1e6,
+            "mode": "ort-tiled",
+            **combo,
+            **summarize(times, width, height, SCALE),
+            "tiles": len(plan),
+            "window": [plan.window_height, plan.window_width],
+            "nominal_overlap": (combo["tile"] + 2 * combo["halo"]) ** 2 / combo["tile"] ** 2,
+            "actual_overlap": window_px / (width * height),
+            "ms_per_window_mp": row_ms_per_window_mp(times, window_px),
+            "peak_rss_mib": peak if peak is not None else peak_rss_mib(),
+            "rss_before_mib": rss_before,
+            "peak_rss_kind": "row (VmHWM after a clear_refs reset)" if peak is not None else "process (ru_maxrss)",
+        }
         rows.append(row)
         outputs.append(out)
-        print(f"  tiling {name} {width}x{height} tile {combo['tile']} halo {combo['halo']} batch {combo['batch']} "
-              f"{combo['io']} {combo['precision']}: median {row['median_s'] * 1e3:.1f} ms, "
-              f"{row['output_mp_per_s']:.3f} MP/s out", file=sys.stderr, flush=True)
+        print(
+            f"  tiling {name} {width}x{height} tile {combo['tile']} halo {combo['halo']} batch {combo['batch']} "
+            f"{combo['io']} {combo['precision']}: median {row['median_s'] * 1e3:.1f} ms, "
+            f"{row['output_mp_per_s']:.3f} MP/s out",
+            file=sys.stderr,
+            flush=True,
+        )
     default_med = next(r["median_s"] for r in rows if r["varied"] == "default")
     torch_med, torch_out = refs.get("torch-eager", (None, None))
     whole_med = refs["ort-whole"][0] if "ort-whole" in refs else None
@@ -165,8 +222,9 @@ def measure_tiling_sweep(name: str, onnx_paths: dict[tuple[str, str], Path], ima
         row["ort_whole_median_s"] = whole_med
         row["time_vs_whole"] = med / whole_med if whole_med else None
         row["main_table_tiled_median_s"] = tiled_main
-        row["max_abs_diff_vs_torch"] = (int(np.max(np.abs(out.astype(np.int16) - torch_out.astype(np.int16))))
-                                        if torch_out is not None else None)
+        row["max_abs_diff_vs_torch"] = (
+            int(np.max(np.abs(out.astype(np.int16) - torch_out.astype(np.int16)))) if torch_out is not None else None
+        )
     return rows
 
 
@@ -176,18 +234,23 @@ def measure_tiling_sweep(name: str, onnx_paths: dict[tuple[str, str], Path], ima
 def sweep_record(args: argparse.Namespace) -> dict[str, Any]:
     """The ``settings.tiling_sweep`` entry of the JSON: the axes and what each ratio divides."""
     return {
-        "tiles": args.tiles, "halos": args.halos, "batches": args.batches, "io": args.io,
+        "tiles": args.tiles,
+        "halos": args.halos,
+        "batches": args.batches,
+        "io": args.io,
         "precisions": args.precisions,
         "design": "tiles x halos grid at the default batch/io/precision; batches, io, precisions one at a time "
-                  "around the defaults",
-        "notes": ["speed_vs_default = default_median_s / median_s (the sweep's own default row, same image)",
-                  "speedup_vs_torch = torch_median_s / median_s; time_vs_whole = median_s / ort_whole_median_s "
-                  "(torch-eager and ort-whole of the main rows, same image, same run)",
-                  "nominal_overlap = (tile + 2 halo)^2 / tile^2; actual_overlap = tiles x window pixels / image "
-                  "pixels (border tiles are shifted inside the image, so their windows overlap more)",
-                  "ms_per_window_mp = median ms / window megapixels computed",
-                  "peak_rss_mib: the row's own peak (VmHWM reset through /proc/self/clear_refs before the row, "
-                  "whole process: torch and the models stay resident) where peak_rss_kind says so"],
+        "around the defaults",
+        "notes": [
+            "speed_vs_default = default_median_s / median_s (the sweep's own default row, same image)",
+            "speedup_vs_torch = torch_median_s / median_s; time_vs_whole = median_s / ort_whole_median_s "
+            "(torch-eager and ort-whole of the main rows, same image, same run)",
+            "nominal_overlap = (tile + 2 halo)^2 / tile^2; actual_overlap = tiles x window pixels / image "
+            "pixels (border tiles are shifted inside the image, so their windows overlap more)",
+            "ms_per_window_mp = median ms / window megapixels computed",
+            "peak_rss_mib: the row's own peak (VmHWM reset through /proc/self/clear_refs before the row, "
+            "whole process: torch and the models stay resident) where peak_rss_kind says so",
+        ],
     }
 
 
@@ -211,10 +274,30 @@ def sweep_markdown(args: argparse.Namespace, rows: Sequence[dict[str, Any]], tab
     ]
 
 
-TILING_HEADERS = ["config", "size", "varied", "tile", "halo", "batch", "io", "precision", "tiles", "median ms",
-                  "p90 ms", "out MP/s", "img/s", "speed vs default", "speedup vs torch", "time vs whole",
-                  "nominal overlap", "actual overlap", "ms per window MP", "max abs Δ vs torch", "peak RSS MiB",
-                  "Δ RSS MiB"]
+TILING_HEADERS = [
+    "config",
+    "size",
+    "varied",
+    "tile",
+    "halo",
+    "batch",
+    "io",
+    "precision",
+    "tiles",
+    "median ms",
+    "p90 ms",
+    "out MP/s",
+    "img/s",
+    "speed vs default",
+    "speedup vs torch",
+    "time vs whole",
+    "nominal overlap",
+    "actual overlap",
+    "ms per window MP",
+    "max abs Δ vs torch",
+    "peak RSS MiB",
+    "Δ RSS MiB",
+]
 
 
 def tiling_table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
@@ -222,20 +305,38 @@ def tiling_table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     for r in rows:
         # The peak can read a fraction of a MiB below the RSS sampled at the reset: show 0, not -0.
         grew = max(0.0, r["peak_rss_mib"] - r["rss_before_mib"]) if r.get("rss_before_mib") is not None else None
-        out.append([
-            r["config"], f"{r['width']}x{r['height']}", r["varied"], str(r["tile"]), str(r["halo"]), str(r["batch"]),
-            r["io"], r["precision"], str(r["tiles"]), fmt_float(r["median_s"] * 1e3, 1), fmt_float(r["p90_s"] * 1e3, 1),
-            fmt_float(r["output_mp_per_s"], 3), fmt_float(r["images_per_s"], 2), fmt_float(r["speed_vs_default"], 2),
-            fmt_float(r["speedup_vs_torch"], 2), fmt_float(r["time_vs_whole"], 3), fmt_float(r["nominal_overlap"], 3),
-            fmt_float(r["actual_overlap"], 3), fmt_float(r["ms_per_window_mp"], 0),
-            "-" if r["max_abs_diff_vs_torch"] is None else str(r["max_abs_diff_vs_torch"]),
-            fmt_float(r["peak_rss_mib"], 0), fmt_float(grew, 0),
-        ])
+        out.append(
+            [
+                r["config"],
+                f"{r['width']}x{r['height']}",
+                r["varied"],
+                str(r["tile"]),
+                str(r["halo"]),
+                str(r["batch"]),
+                r["io"],
+                r["precision"],
+                str(r["tiles"]),
+                fmt_float(r["median_s"] * 1e3, 1),
+                fmt_float(r["p90_s"] * 1e3, 1),
+                fmt_float(r["output_mp_per_s"], 3),
+                fmt_float(r["images_per_s"], 2),
+                fmt_float(r["speed_vs_default"], 2),
+                fmt_float(r["speedup_vs_torch"], 2),
+                fmt_float(r["time_vs_whole"], 3),
+                fmt_float(r["nominal_overlap"], 3),
+                fmt_float(r["actual_overlap"], 3),
+                fmt_float(r["ms_per_window_mp"], 0),
+                "-" if r["max_abs_diff_vs_torch"] is None else str(r["max_abs_diff_vs_torch"]),
+                fmt_float(r["peak_rss_mib"], 0),
+                fmt_float(grew, 0),
+            ]
+        )
     return out
 
 
 def tiling_references(rows: Sequence[dict[str, Any]]) -> list[str]:
     """One line per swept image: the medians every ratio of its rows divides by."""
+
     def ms(v: float | None) -> str:
         return "not measured" if v is None else f"{v * 1e3:.1f} ms"
 
@@ -243,10 +344,12 @@ def tiling_references(rows: Sequence[dict[str, Any]]) -> list[str]:
     for key in dict.fromkeys((r["config"], r["width"], r["height"]) for r in rows):
         r = next(x for x in rows if (x["config"], x["width"], x["height"]) == key)
         d = next(x for x in rows if (x["config"], x["width"], x["height"]) == key and x["varied"] == "default")
-        lines.append(f"- {key[0]} {key[1]}x{key[2]}: default row (tile {d['tile']}, halo {d['halo']}, batch "
-                     f"{d['batch']}, {d['io']}, {d['precision']}) {ms(d['median_s'])}; torch-eager {ms(r['torch_median_s'])}; "
-                     f"ort-whole {ms(r['ort_whole_median_s'])}; the main table's ort-tiled row (same settings as the "
-                     f"default row, timed earlier) {ms(r['main_table_tiled_median_s'])}")
+        lines.append(
+            f"- {key[0]} {key[1]}x{key[2]}: default row (tile {d['tile']}, halo {d['halo']}, batch "
+            f"{d['batch']}, {d['io']}, {d['precision']}) {ms(d['median_s'])}; torch-eager {ms(r['torch_median_s'])}; "
+            f"ort-whole {ms(r['ort_whole_median_s'])}; the main table's ort-tiled row (same settings as the "
+            f"default row, timed earlier) {ms(r['main_table_tiled_median_s'])}"
+        )
     return lines
 
 
@@ -264,28 +367,49 @@ def plot_tiling(ax_lines: Any, ax_bars: Any, rows: Sequence[dict[str, Any]]) -> 
         grid = [r for r in mine if r["varied"] in ("default", "tile/halo")]
         for i, halo in enumerate(sorted({r["halo"] for r in grid})):
             pts = sorted((r["tile"], r["output_mp_per_s"]) for r in grid if r["halo"] == halo)
-            ax_lines.plot([p[0] for p in pts], [p[1] for p in pts], markers[i % len(markers)] + "-",
-                          label=f"{label}ort-tiled halo {halo}")
+            ax_lines.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                markers[i % len(markers)] + "-",
+                label=f"{label}ort-tiled halo {halo}",
+            )
             for r in (r for r in grid if r["halo"] == halo):
-                ax_lines.annotate(f"×{r['actual_overlap']:.2f}", (r["tile"], r["output_mp_per_s"]),
-                                  textcoords="offset points", xytext=(5, -10 + 9 * i), fontsize=7, color=f"C{i}")
+                ax_lines.annotate(
+                    f"×{r['actual_overlap']:.2f}",
+                    (r["tile"], r["output_mp_per_s"]),
+                    textcoords="offset points",
+                    xytext=(5, -10 + 9 * i),
+                    fontsize=7,
+                    color=f"C{i}",
+                )
         out_mp = default["output_mp"]
-        for ref, style, colour, mode in (("torch_median_s", ":", "C7", "torch-eager"),
-                                         ("ort_whole_median_s", "--", "C8", "ort-whole")):
+        for ref, style, colour, mode in (
+            ("torch_median_s", ":", "C7", "torch-eager"),
+            ("ort_whole_median_s", "--", "C8", "ort-whole"),
+        ):
             if default[ref]:
                 for ax in (ax_lines, ax_bars):
-                    ax.axhline(out_mp / default[ref], linestyle=style, color=colour,
-                               label=f"{label}{mode} (whole image)")
+                    ax.axhline(
+                        out_mp / default[ref], linestyle=style, color=colour, label=f"{label}{mode} (whole image)"
+                    )
         bars = [default] + [r for r in mine if r["varied"] in ("batch", "io", "precision")]
         xs = np.arange(len(bars)) + k * (len(bars) + 1)
-        ax_bars.bar(xs, [r["output_mp_per_s"] for r in bars],
-                    color=[{"default": "C0", "batch": "C1", "io": "C2", "precision": "C3"}[r["varied"]] for r in bars])
+        ax_bars.bar(
+            xs,
+            [r["output_mp_per_s"] for r in bars],
+            color=[{"default": "C0", "batch": "C1", "io": "C2", "precision": "C3"}[r["varied"]] for r in bars],
+        )
         for x, r in zip(xs, bars):
-            ax_bars.annotate(f"{r['output_mp_per_s']:.3f}", (x, r["output_mp_per_s"]), ha="center", va="bottom",
-                             fontsize=7)
+            ax_bars.annotate(
+                f"{r['output_mp_per_s']:.3f}", (x, r["output_mp_per_s"]), ha="center", va="bottom", fontsize=7
+            )
         ticks += list(xs)
-        tick_labels += [label + ("default: " if r["varied"] == "default" else "")
-                        + f"batch {r['batch']}\n{r['io']}\n{r['precision']}" for r in bars]
+        tick_labels += [
+            label
+            + ("default: " if r["varied"] == "default" else "")
+            + f"batch {r['batch']}\n{r['io']}\n{r['precision']}"
+            for r in bars
+        ]
     ax_bars.set_xticks(ticks, labels=tick_labels, fontsize=7)
     ax_lines.set_xscale("log", base=2)
     ax_lines.set_xticks(sorted({r["tile"] for r in rows}), labels=[str(t) for t in sorted({r["tile"] for r in rows})])

@@ -21,8 +21,9 @@ __all__ = ["time_calls", "time_cuda_events", "percentile", "rates", "summarize"]
 T = TypeVar("T")
 
 
-def time_calls(fn: Callable[[], T], warmup: int, repeats: int, *,
-               sync: Callable[[], None] | None = None) -> tuple[list[float], T | None]:
+def time_calls(
+    fn: Callable[[], T], warmup: int, repeats: int, *, sync: Callable[[], None] | None = None
+) -> tuple[list[float], T | None]:
     """Wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones, and
     the last call's result. ``sync`` (e.g. ``torch.cuda.synchronize``) runs after the
     warm-up and inside each timed call's interval, so queued device work is counted."""

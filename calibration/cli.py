@@ -19,12 +19,24 @@ DEFAULT_TEST_IMAGES = Path(__file__).resolve().parent.parent / "data" / "photos"
 
 
 def _add_gate_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--test-images", type=Path, default=DEFAULT_TEST_IMAGES,
-                   help="held-out HR photos for the gate (default: %(default)s)")
-    p.add_argument("--min-psnr", type=float, default=DEFAULT_MIN_PSNR,
-                   help="floor of INT8-vs-float32 PSNR, worst image, dB (default: %(default)s)")
-    p.add_argument("--max-loss", type=float, default=DEFAULT_MAX_LOSS,
-                   help="allowed mean PSNR-Y loss vs ground truth, dB (default: %(default)s)")
+    p.add_argument(
+        "--test-images",
+        type=Path,
+        default=DEFAULT_TEST_IMAGES,
+        help="held-out HR photos for the gate (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-psnr",
+        type=float,
+        default=DEFAULT_MIN_PSNR,
+        help="floor of INT8-vs-float32 PSNR, worst image, dB (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-loss",
+        type=float,
+        default=DEFAULT_MAX_LOSS,
+        help="allowed mean PSNR-Y loss vs ground truth, dB (default: %(default)s)",
+    )
     p.add_argument("--json", type=Path, default=None, help="where to write the gate's JSON")
 
 
@@ -43,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--lr-given", action="store_true", help="the images are LR already: no downscaling")
     c.add_argument("--flips", action="store_true", help="random horizontal/vertical flips")
     g = c.add_mutually_exclusive_group()
-    g.add_argument("--io", choices=[m.value for m in ModelIO], default=None,
-                   help="input layout to write (default: float32-nchw)")
+    g.add_argument(
+        "--io", choices=[m.value for m in ModelIO], default=None, help="input layout to write (default: float32-nchw)"
+    )
     g.add_argument("--model", type=Path, default=None, help="ONNX model whose metadata gives io/scale/input name")
 
     q = sub.add_parser("quantize", help="ModelOpt INT8 Q/DQ model, then the accuracy gate")
@@ -52,23 +65,49 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--data", type=Path, required=True, help=".npz from `collect`")
     q.add_argument("-o", "--output", type=Path, required=True, help="Q/DQ ONNX to write")
     q.add_argument("--method", default="entropy", help="entropy or max (default: %(default)s)")
-    q.add_argument("--keep-fp", nargs="+", default=[], metavar="LAYER",
-                   help="left unquantized: node names (regex, e.g. 'node_conv2d_46$') or module "
-                        "names (e.g. model.first 'model.upscalers.4.0.stages.0.conv')")
-    q.add_argument("--exclude-op", nargs="+", default=[], metavar="OP",
-                   help="op types left unquantized, e.g. Add (the residual adds)")
-    q.add_argument("--auto-keep", type=float, default=DEFAULT_AUTO_KEEP_DB, metavar="DB",
-                   help="keep the most sensitive layers in high precision, one at a time, until PSNR vs "
-                        "float32 on the calibration windows reaches DB (default: %(default)s)")
-    q.add_argument("--max-keep", type=int, default=DEFAULT_MAX_KEEP, metavar="N",
-                   help="at most N layers kept by --auto-keep (default: %(default)s)")
+    q.add_argument(
+        "--keep-fp",
+        nargs="+",
+        default=[],
+        metavar="LAYER",
+        help="left unquantized: node names (regex, e.g. 'node_conv2d_46$') or module "
+        "names (e.g. model.first 'model.upscalers.4.0.stages.0.conv')",
+    )
+    q.add_argument(
+        "--exclude-op",
+        nargs="+",
+        default=[],
+        metavar="OP",
+        help="op types left unquantized, e.g. Add (the residual adds)",
+    )
+    q.add_argument(
+        "--auto-keep",
+        type=float,
+        default=DEFAULT_AUTO_KEEP_DB,
+        metavar="DB",
+        help="keep the most sensitive layers in high precision, one at a time, until PSNR vs "
+        "float32 on the calibration windows reaches DB (default: %(default)s)",
+    )
+    q.add_argument(
+        "--max-keep",
+        type=int,
+        default=DEFAULT_MAX_KEEP,
+        metavar="N",
+        help="at most N layers kept by --auto-keep (default: %(default)s)",
+    )
     q.add_argument("--no-auto-keep", action="store_true", help="quantize every layer ModelOpt quantizes")
-    q.add_argument("--quantize-residuals", action="store_true",
-                   help="residual Adds read the conv's Q/DQ pair (ModelOpt's placement) instead of the "
-                        "float tensor")
+    q.add_argument(
+        "--quantize-residuals",
+        action="store_true",
+        help="residual Adds read the conv's Q/DQ pair (ModelOpt's placement) instead of the float tensor",
+    )
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
-    q.add_argument("--high-precision", choices=["fp32", "fp16"], default="fp32",
-                   help="dtype of the unquantized parts (default: %(default)s)")
+    q.add_argument(
+        "--high-precision",
+        choices=["fp32", "fp16"],
+        default="fp32",
+        help="dtype of the unquantized parts (default: %(default)s)",
+    )
     q.add_argument("--no-gate", action="store_true", help="skip the accuracy gate")
     _add_gate_flags(q)
 
@@ -77,11 +116,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("candidate", type=Path, help="INT8 Q/DQ ONNX")
     _add_gate_flags(t)
 
-    v = sub.add_parser("sensitivity", help="PSNR vs float32 with only one layer quantized, per layer, "
-                                           "on the calibration windows")
+    v = sub.add_parser(
+        "sensitivity", help="PSNR vs float32 with only one layer quantized, per layer, on the calibration windows"
+    )
     v.add_argument("model", type=Path, help="float32 ONNX")
-    v.add_argument("--data", type=Path, required=True, help=".npz from `collect`: the windows to score on "
-                                                           "(and to calibrate with, without --quantized)")
+    v.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help=".npz from `collect`: the windows to score on (and to calibrate with, without --quantized)",
+    )
     v.add_argument("--quantized", type=Path, default=None, help="an existing Q/DQ model to rank")
     v.add_argument("--method", default="entropy", help="entropy or max (default: %(default)s)")
     v.add_argument("--quantize-residuals", action="store_true", help="as for quantize")
@@ -113,8 +157,14 @@ def _sensitivity(args: argparse.Namespace) -> int:
         q = args.quantized
         if q is None:
             q = Path(tmp) / "q.onnx"
-            quantize_model(args.model, args.data, q, method=args.method, auto_keep_db=None,
-                           float_residual=not args.quantize_residuals)
+            quantize_model(
+                args.model,
+                args.data,
+                q,
+                method=args.method,
+                auto_keep_db=None,
+                float_residual=not args.quantize_residuals,
+            )
         elif not q.is_file():
             raise CalibrationError(f"--quantized {q}: file not found")
         windows = _check_data(load_npz(args.data)[0], args.data, args.model)
@@ -150,28 +200,49 @@ def main(argv: list[str] | None = None) -> int:
                 io, scale, name = info.io, info.scale, info.input_name
             else:
                 io, scale, name = ModelIO(args.io or ModelIO.FLOAT32_NCHW.value), args.scale or 4, "lr"
-            c = collect(args.images, samples=args.samples, tile=args.tile, halo=args.halo, scale=scale,
-                        io=io, input_name=name, lr_given=args.lr_given, flips=args.flips, seed=args.seed)
+            c = collect(
+                args.images,
+                samples=args.samples,
+                tile=args.tile,
+                halo=args.halo,
+                scale=scale,
+                io=io,
+                input_name=name,
+                lr_given=args.lr_given,
+                flips=args.flips,
+                seed=args.seed,
+            )
             save_npz(c, args.output)
-            print(f"wrote {args.output}: {c.input_name} {c.array.dtype} {list(c.array.shape)} "
-                  f"from {len(c.meta['files'])} images")
+            print(
+                f"wrote {args.output}: {c.input_name} {c.array.dtype} {list(c.array.shape)} "
+                f"from {len(c.meta['files'])} images"
+            )
             return 0
         if args.cmd == "quantize":
             from .quantize import quantize_model
 
-            prov = quantize_model(args.model, args.data, args.output, method=args.method,
-                                  keep_fp=args.keep_fp, high_precision=args.high_precision,
-                                  auto_keep_db=None if args.no_auto_keep else args.auto_keep,
-                                  max_keep=args.max_keep, exclude_ops=args.exclude_op,
-                                  float_residual=not args.quantize_residuals, progress=not args.no_progress)
-            print(f"wrote {args.output}: {prov['qdq_nodes']} Q/DQ nodes, {prov['method']}, "
-                  f"{prov['samples']} windows")
+            prov = quantize_model(
+                args.model,
+                args.data,
+                args.output,
+                method=args.method,
+                keep_fp=args.keep_fp,
+                high_precision=args.high_precision,
+                auto_keep_db=None if args.no_auto_keep else args.auto_keep,
+                max_keep=args.max_keep,
+                exclude_ops=args.exclude_op,
+                float_residual=not args.quantize_residuals,
+                progress=not args.no_progress,
+            )
+            print(f"wrote {args.output}: {prov['qdq_nodes']} Q/DQ nodes, {prov['method']}, {prov['samples']} windows")
             auto = prov["auto_keep"]
             if auto is not None:
                 kept = ", ".join(f"{n} ({m})" for n, m in zip(auto["layers"], auto["modules"])) or "none"
-                print(f"auto-keep: {auto['psnr_all_int8_db']:.2f} dB all INT8 -> {auto['psnr_db']:.2f} dB vs float32 "
-                      f"on the calibration windows (target {auto['target_psnr_db']}); kept in "
-                      f"{prov['high_precision']}: {kept}")
+                print(
+                    f"auto-keep: {auto['psnr_all_int8_db']:.2f} dB all INT8 -> {auto['psnr_db']:.2f} dB vs float32 "
+                    f"on the calibration windows (target {auto['target_psnr_db']}); kept in "
+                    f"{prov['high_precision']}: {kept}"
+                )
             return 0 if args.no_gate else _gate(args.model, args.output, args)
         if args.cmd == "gate":
             return _gate(args.reference, args.candidate, args)

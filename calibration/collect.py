@@ -16,7 +16,7 @@ from PIL import Image
 
 from runtime.errors import UpscaleError
 from runtime.imresize import imresize
-from runtime.model_info import METADATA_KEY, ModelIO, ModelInfo, parse_metadata
+from runtime.model_info import METADATA_KEY, ModelInfo, ModelIO, parse_metadata
 from runtime.utils import list_images as _list_images
 
 __all__ = ["CalibrationError", "list_images", "load_rgb", "read_model_info", "collect", "save_npz", "load_npz"]
@@ -61,7 +61,7 @@ def read_model_info(model: Path, *, what: str = "--model") -> ModelInfo:
         raise CalibrationError(f"{what} {model}: file not found")
     try:
         sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own types for bad files
+    except Exception as exc:
         raise CalibrationError(f"{what} {model}: ONNX Runtime cannot load it ({exc})") from exc
     custom = sess.get_modelmeta().custom_metadata_map or {}
     if METADATA_KEY not in custom:

@@ -53,7 +53,7 @@ class GateResult:
         return json.dumps({k: fix(v) for k, v in d.items()}, indent=2)
 
 
-def _session(path: Path):  # noqa: ANN202 - onnxruntime is imported lazily
+def _session(path: Path):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -61,7 +61,7 @@ def _session(path: Path):  # noqa: ANN202 - onnxruntime is imported lazily
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def _run(sess, name: str, lr: np.ndarray, io: ModelIO) -> np.ndarray:  # noqa: ANN001
+def _run(sess, name: str, lr: np.ndarray, io: ModelIO) -> np.ndarray:
     """H×W×3 float64 output of one LR image."""
     out = sess.run(None, {name: to_model_layout(lr[None], io)})[0][0]
     if io is ModelIO.FLOAT32_NCHW:
@@ -87,8 +87,11 @@ def run_gate(
         )
     s = ref_info.scale
     ref_sess, cand_sess = _session(reference), _session(candidate)
-    res = GateResult(reference=str(reference), candidate=str(candidate),
-                     floors={"min_psnr_vs_fp32": min_psnr, "max_psnr_y_loss": max_loss})
+    res = GateResult(
+        reference=str(reference),
+        candidate=str(candidate),
+        floors={"min_psnr_vs_fp32": min_psnr, "max_psnr_y_loss": max_loss},
+    )
     for path in list_images(images, flag="--test-images"):
         hr = load_rgb(path)
         hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
@@ -97,14 +100,16 @@ def run_gate(
         b = _run(cand_sess, cand_info.input_name, lr, cand_info.io)
         nans = int(np.isnan(b).sum())
         finite = np.nan_to_num(b, nan=0.0)
-        res.rows.append({
-            "image": path.name,
-            "psnr_vs_fp32": psnr(finite, a),
-            "psnr_y_fp32": psnr_y(a, hr, border=s),
-            "psnr_y_int8": psnr_y(finite, hr, border=s),
-            "max_abs_error": float(np.max(np.abs(finite - a))),
-            "nan_count": nans,
-        })
+        res.rows.append(
+            {
+                "image": path.name,
+                "psnr_vs_fp32": psnr(finite, a),
+                "psnr_y_fp32": psnr_y(a, hr, border=s),
+                "psnr_y_int8": psnr_y(finite, hr, border=s),
+                "max_abs_error": float(np.max(np.abs(finite - a))),
+                "nan_count": nans,
+            }
+        )
     rows = res.rows
     res.min_psnr_vs_fp32 = min(r["psnr_vs_fp32"] for r in rows)
     res.mean_psnr_y_fp32 = float(np.mean([r["psnr_y_fp32"] for r in rows]))
@@ -127,12 +132,18 @@ def format_table(res: GateResult) -> str:
     head = f"{'image':<22}{'vs fp32 dB':>11}{'PSNR-Y fp32':>13}{'PSNR-Y int8':>13}{'max err':>9}{'NaN':>5}"
     lines = [head, "-" * len(head)]
     for r in res.rows:
-        lines.append(f"{r['image']:<22}{r['psnr_vs_fp32']:>11.2f}{r['psnr_y_fp32']:>13.3f}"
-                     f"{r['psnr_y_int8']:>13.3f}{r['max_abs_error']:>9.2f}{r['nan_count']:>5}")
+        lines.append(
+            f"{r['image']:<22}{r['psnr_vs_fp32']:>11.2f}{r['psnr_y_fp32']:>13.3f}"
+            f"{r['psnr_y_int8']:>13.3f}{r['max_abs_error']:>9.2f}{r['nan_count']:>5}"
+        )
     lines.append("-" * len(head))
-    lines.append(f"{'min / mean':<22}{res.min_psnr_vs_fp32:>11.2f}{res.mean_psnr_y_fp32:>13.3f}"
-                 f"{res.mean_psnr_y_int8:>13.3f}{res.max_abs_error:>9.2f}{res.nan_count:>5}")
-    lines.append(f"PSNR-Y loss {res.psnr_y_loss:.3f} dB (allowed {res.floors['max_psnr_y_loss']}), "
-                 f"PSNR vs fp32 floor {res.floors['min_psnr_vs_fp32']} dB: "
-                 + ("PASS" if res.passed else "FAIL: " + "; ".join(res.failures)))
+    lines.append(
+        f"{'min / mean':<22}{res.min_psnr_vs_fp32:>11.2f}{res.mean_psnr_y_fp32:>13.3f}"
+        f"{res.mean_psnr_y_int8:>13.3f}{res.max_abs_error:>9.2f}{res.nan_count:>5}"
+    )
+    lines.append(
+        f"PSNR-Y loss {res.psnr_y_loss:.3f} dB (allowed {res.floors['max_psnr_y_loss']}), "
+        f"PSNR vs fp32 floor {res.floors['min_psnr_vs_fp32']} dB: "
+        + ("PASS" if res.passed else "FAIL: " + "; ".join(res.failures))
+    )
     return "\n".join(lines)

@@ -72,16 +72,29 @@ def _quantize(model: Path, data: Path, output: Path, method: str, keep_fp: list[
     with tempfile.TemporaryDirectory() as tmp:
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "q.onnx"
         _quiet(quant_pre_process, str(model), str(pre), skip_symbolic_shape=True)
-        _quiet(quantize_static, str(pre), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-               activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calib,
-               op_types_to_quantize=["Conv"], nodes_to_exclude=keep_fp)
+        _quiet(
+            quantize_static,
+            str(pre),
+            str(out),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=calib,
+            op_types_to_quantize=["Conv"],
+            nodes_to_exclude=keep_fp,
+        )
         q = onnx.load(str(out))
     rewired = float_residuals(q, except_from=("Conv",)) if float_residual else 0
     import onnxruntime
 
     prov = {
-        "placement": "onnxruntime", "method": method, "keep_fp": keep_fp,
-        "float_residual_inputs": rewired, "samples": int(arr.shape[0]),
+        "placement": "onnxruntime",
+        "method": method,
+        "keep_fp": keep_fp,
+        "float_residual_inputs": rewired,
+        "samples": int(arr.shape[0]),
         "data_sha256": hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest(),
         "tool": f"onnxruntime {onnxruntime.__version__}",
     }

@@ -38,8 +38,7 @@ def _check_data(arrays: dict[str, np.ndarray], data: Path, model: Path) -> np.nd
     info = read_model_info(model, what="model")
     if info.input_name not in arrays:
         raise CalibrationError(
-            f"--data {data}: no array named {info.input_name!r} (the input of {model}); "
-            f"it holds {sorted(arrays)}"
+            f"--data {data}: no array named {info.input_name!r} (the input of {model}); it holds {sorted(arrays)}"
         )
     arr = arrays[info.input_name]
     want = (np.uint8, 3) if info.io is ModelIO.UINT8_NHWC else (np.float32, 1)
@@ -53,7 +52,7 @@ def _check_data(arrays: dict[str, np.ndarray], data: Path, model: Path) -> np.nd
     return arr
 
 
-def float_residuals(model, op_types: tuple[str, ...] = ("Add",), *, except_from: tuple[str, ...] = ()) -> int:  # noqa: ANN001
+def float_residuals(model, op_types: tuple[str, ...] = ("Add",), *, except_from: tuple[str, ...] = ()) -> int:
     """Let ``op_types`` nodes read the float tensor instead of a Q/DQ pair they share with a conv.
 
     ModelOpt quantizes a conv's input and the residual Add reads the same DequantizeLinear,
@@ -93,7 +92,7 @@ RANK_WINDOWS = 16
 """Windows used to rank the layers (one ORT session per layer); the target uses them all."""
 
 
-def stamp_int8_metadata(q, src, prov: dict) -> None:  # noqa: ANN001 - onnx.ModelProto
+def stamp_int8_metadata(q, src, prov: dict) -> None:
     """Give the quantized model its source's metadata, with ``precision: int8`` and the
     calibration record, so the runtime and export/to_trt.py read it like its source."""
     props = {p.key: p.value for p in src.metadata_props}
@@ -105,7 +104,7 @@ def stamp_int8_metadata(q, src, prov: dict) -> None:  # noqa: ANN001 - onnx.Mode
         q.metadata_props.add(key=k, value=v)
 
 
-def _quiet(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+def _quiet(fn, *args, **kwargs):
     """Run ``fn`` with its prints and progress bars captured; shown only if it fails.
 
     ONNX Runtime's calibrator prints a line per batch and ModelOpt draws bars per tensor:
@@ -120,7 +119,7 @@ def _quiet(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         raise
 
 
-def _resolve_keep(patterns: list[str], src, model: Path) -> list[str]:  # noqa: ANN001
+def _resolve_keep(patterns: list[str], src, model: Path) -> list[str]:
     """Node-name regexes for ModelOpt: each pattern matches node names, or module names
     (``model.first``, ``model.upscalers.4.0.*``), which become exact node names."""
     from .sensitivity import layer_labels
@@ -188,8 +187,15 @@ def quantize_model(
     keep = _resolve_keep(list(keep_fp or []), src, model)
     info = read_model_info(model, what="model")
     output.parent.mkdir(parents=True, exist_ok=True)
-    q = _modelopt_int8(quantize, model, {info.input_name: arr}, method=method, keep=keep, exclude_ops=exclude_ops,
-                       high_precision=high_precision)
+    q = _modelopt_int8(
+        quantize,
+        model,
+        {info.input_name: arr},
+        method=method,
+        keep=keep,
+        exclude_ops=exclude_ops,
+        high_precision=high_precision,
+    )
     rewired = float_residuals(q) if float_residual else 0
     auto = None
     if auto_keep_db is not None:
@@ -226,8 +232,16 @@ def _check_options(method: str, high_precision: str, max_keep: int, auto_keep_db
         raise CalibrationError(f"--auto-keep must be a finite number of dB, got {auto_keep_db}")
 
 
-def _modelopt_int8(quantize: Callable[..., Any], model: Path, data: dict[str, np.ndarray], *, method: str, keep: list[str],
-                   exclude_ops: list[str] | None, high_precision: str):  # noqa: ANN202 - onnx is imported lazily
+def _modelopt_int8(
+    quantize: Callable[..., Any],
+    model: Path,
+    data: dict[str, np.ndarray],
+    *,
+    method: str,
+    keep: list[str],
+    exclude_ops: list[str] | None,
+    high_precision: str,
+):
     """ModelOpt's INT8 PTQ (``quantize``) of ``model`` on the CPU, calibrated on ``data``: the Q/DQ ModelProto."""
     import onnx
 
@@ -249,8 +263,9 @@ def _modelopt_int8(quantize: Callable[..., Any], model: Path, data: dict[str, np
         return onnx.load(str(tmp_out))
 
 
-def _auto_keep(q, src, arr: np.ndarray, input_name: str, target_db: float, max_keep: int,  # noqa: ANN001 - ModelProtos
-               progress: bool) -> tuple[Any, dict]:
+def _auto_keep(
+    q, src, arr: np.ndarray, input_name: str, target_db: float, max_keep: int, progress: bool
+) -> tuple[Any, dict]:
     """Bypass the most sensitive layers of ``q`` until it reaches ``target_db`` vs float32 on
     the windows (:mod:`calibration.sensitivity`): the new model and the record of the choice."""
     from .sensitivity import WindowScorer, bypass, choose_kept_layers, layer_labels
@@ -274,6 +289,10 @@ def _auto_keep(q, src, arr: np.ndarray, input_name: str, target_db: float, max_k
     if not sel.reached:
         logging.getLogger(__name__).warning(
             "auto-keep: %.2f dB vs float32 on the calibration windows with %d layers kept "
-            "(target %.1f dB, --max-keep %d); the gate will judge", sel.psnr, len(sel.layers),
-            target_db, max_keep)
+            "(target %.1f dB, --max-keep %d); the gate will judge",
+            sel.psnr,
+            len(sel.layers),
+            target_db,
+            max_keep,
+        )
     return bypass(q, sel.layers), auto

@@ -24,13 +24,20 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "qdq_groups", "layer_labels", "bypass", "only_layer", "WindowScorer", "sensitivity", "Selection", "choose_kept_layers",
+    "qdq_groups",
+    "layer_labels",
+    "bypass",
+    "only_layer",
+    "WindowScorer",
+    "sensitivity",
+    "Selection",
+    "choose_kept_layers",
 ]
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
-def qdq_groups(model) -> dict[str, list[str]]:  # noqa: ANN001 - onnx.ModelProto
+def qdq_groups(model) -> dict[str, list[str]]:
     """Quantized node name → the DequantizeLinear nodes (fed by a QuantizeLinear) it reads."""
     producer = {o: n for n in model.graph.node for o in n.output}
     groups: dict[str, list[str]] = {}
@@ -46,7 +53,7 @@ def qdq_groups(model) -> dict[str, list[str]]:  # noqa: ANN001 - onnx.ModelProto
     return groups
 
 
-def layer_labels(model) -> dict[str, str]:  # noqa: ANN001 - onnx.ModelProto
+def layer_labels(model) -> dict[str, str]:
     """Node name → the PyTorch module it came from (its weight's name), where one is found.
 
     Exported node names (``node_conv2d_46``) say little; ``model.outputs.4`` says which conv.
@@ -67,7 +74,7 @@ def layer_labels(model) -> dict[str, str]:  # noqa: ANN001 - onnx.ModelProto
     return labels
 
 
-def bypass(model, layers: Iterable[str]):  # noqa: ANN001, ANN201 - onnx.ModelProto in and out
+def bypass(model, layers: Iterable[str]):
     """A copy of ``model`` where ``layers`` read the float tensors their Q/DQ pairs wrapped.
 
     A pair another node still reads stays for that node; pairs nobody reads are removed.
@@ -99,14 +106,14 @@ def bypass(model, layers: Iterable[str]):  # noqa: ANN001, ANN201 - onnx.ModelPr
     return m
 
 
-def only_layer(model, keep: str):  # noqa: ANN001, ANN201 - onnx.ModelProto in and out
+def only_layer(model, keep: str):
     """A copy of ``model`` with every Q/DQ pair bypassed except those feeding node ``keep``."""
     return bypass(model, [name for name in qdq_groups(model) if name != keep])
 
 
 def _pooled_psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
 class WindowScorer:
@@ -120,19 +127,21 @@ class WindowScorer:
         ref = reference if isinstance(reference, bytes) else Path(reference).read_bytes()
         self.reference = self._outputs(_session(ref))
 
-    def _outputs(self, sess) -> np.ndarray:  # noqa: ANN001
-        outs = [sess.run(None, {self.input_name: self.windows[i : i + self.batch]})[0]
-                for i in range(0, len(self.windows), self.batch)]
+    def _outputs(self, sess) -> np.ndarray:
+        outs = [
+            sess.run(None, {self.input_name: self.windows[i : i + self.batch]})[0]
+            for i in range(0, len(self.windows), self.batch)
+        ]
         return np.concatenate(outs)
 
-    def __call__(self, model) -> float:  # noqa: ANN001 - onnx.ModelProto
+    def __call__(self, model) -> float:
         out = self._outputs(_session(model.SerializeToString()))
         if np.isnan(out).any():
             return -math.inf
         return _pooled_psnr(out, self.reference)
 
 
-def _session(model_bytes: bytes):  # noqa: ANN202 - onnxruntime is imported lazily
+def _session(model_bytes: bytes):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -140,16 +149,18 @@ def _session(model_bytes: bytes):  # noqa: ANN202 - onnxruntime is imported lazi
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
-def _progress(items: list, desc: str, show: bool):  # noqa: ANN202
+def _progress(items: list, desc: str, show: bool):
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, unit="layer", disable=not show, leave=False)
 
 
-def sensitivity(quantized, score: Callable[[object], float], *, progress: bool = False) -> list[dict]:  # noqa: ANN001
+def sensitivity(quantized, score: Callable[[object], float], *, progress: bool = False) -> list[dict]:
     """Rows sorted worst first: ``layer`` and ``psnr_vs_fp32`` with only that layer quantized."""
-    rows = [{"layer": layer, "psnr_vs_fp32": score(only_layer(quantized, layer))}
-            for layer in _progress(list(qdq_groups(quantized)), "sensitivity", progress)]
+    rows = [
+        {"layer": layer, "psnr_vs_fp32": score(only_layer(quantized, layer))}
+        for layer in _progress(list(qdq_groups(quantized)), "sensitivity", progress)
+    ]
     return sorted(rows, key=lambda r: r["psnr_vs_fp32"])
 
 
@@ -174,7 +185,7 @@ class Selection:
 
 
 def choose_kept_layers(
-    quantized,  # noqa: ANN001 - onnx.ModelProto
+    quantized,
     score: Callable[[object], float],
     *,
     target_psnr: float,

@@ -370,9 +370,7 @@ def fetch_deb(package: Package, debs: Path) -> Path:
     version = package.version.split(":", 1)[-1]
     candidates = sorted(debs.glob(f"{package.name}_*{version}_*.deb"))
     if not candidates:
-        subprocess.run(
-            [_require("apt-get"), "download", f"{package.name}={package.version}"], cwd=debs, check=True
-        )
+        subprocess.run([_require("apt-get"), "download", f"{package.name}={package.version}"], cwd=debs, check=True)
         candidates = sorted(debs.glob(f"{package.name}_*{version}_*.deb"))
     if len(candidates) != 1:
         raise PhotoSourceError(f"expected one {package.name} {package.version} .deb in {debs}, found {candidates}")

@@ -28,8 +28,8 @@ if __package__ in (None, ""):  # run as a script: make the repository's packages
 import argparse
 import math
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,8 +38,16 @@ from torch import nn
 
 from export.fp16 import FP16_MAX
 from export.load import load_source
-from runtime.results import DirtyTreeError, add_allow_dirty, environment, fmt_float, markdown_table, require_clean_tree, write_results
 from runtime.errors import InvalidArgumentError
+from runtime.results import (
+    DirtyTreeError,
+    add_allow_dirty,
+    environment,
+    fmt_float,
+    markdown_table,
+    require_clean_tree,
+    write_results,
+)
 from runtime.utils import DefaultsHelpFormatter, file_sha256, list_images
 from train.checkpoint import CheckpointError
 from train.models.eusr import EUSR
@@ -88,8 +96,7 @@ def path_modules(model: EUSR, scale: int) -> list[tuple[str, nn.Module]]:
     since their outputs are the residual sums)."""
     key = model._check_scale(scale)
     roots = ("first", f"scale_features.{key}", "shared", f"upscalers.{key}", f"outputs.{key}")
-    return [(name, m) for name, m in model.named_modules()
-            if any(name == r or name.startswith(r + ".") for r in roots)]
+    return [(name, m) for name, m in model.named_modules() if any(name == r or name.startswith(r + ".") for r in roots)]
 
 
 def _extremes(t: torch.Tensor) -> tuple[float, int]:
@@ -123,6 +130,7 @@ def measure(
             top, bad = _extremes(output)
             this_image[name] = max(this_image.get(name, 0.0), top)
             layers[name].nonfinite += bad
+
         return record
 
     result = ActivationRange(scale=scale)
@@ -148,18 +156,22 @@ def measure(
                     entry.max_abs, entry.image = top, path.name
             top_name = max(this_image, key=this_image.__getitem__)
             top = this_image[top_name]
-            result.images.append({
-                "image": path.name,
-                "size": [int(rgb.shape[1]), int(rgb.shape[0])],
-                "max_abs": top,
-                "layer": top_name,
-                "fp16_margin": math.inf if top == 0 else FP16_MAX / top,
-                "output_min": float(lo),
-                "output_max": float(hi),
-                "seconds": round(time.perf_counter() - t0, 2),
-            })
-            echo(f"{path.name}: {rgb.shape[1]}x{rgb.shape[0]} in {time.perf_counter() - t0:.1f} s, "
-                 f"max |activation| {top:.1f} at {top_name}, output {float(lo):.1f}..{float(hi):.1f}")
+            result.images.append(
+                {
+                    "image": path.name,
+                    "size": [int(rgb.shape[1]), int(rgb.shape[0])],
+                    "max_abs": top,
+                    "layer": top_name,
+                    "fp16_margin": math.inf if top == 0 else FP16_MAX / top,
+                    "output_min": float(lo),
+                    "output_max": float(hi),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            )
+            echo(
+                f"{path.name}: {rgb.shape[1]}x{rgb.shape[0]} in {time.perf_counter() - t0:.1f} s, "
+                f"max |activation| {top:.1f} at {top_name}, output {float(lo):.1f}..{float(hi):.1f}"
+            )
     finally:
         for h in handles:
             h.remove()
@@ -176,14 +188,26 @@ def to_json(result: ActivationRange) -> dict[str, Any]:
     top = result.overall
     return {
         "scale": result.scale,
-        "overall": {"max_abs": top.max_abs, "layer": top.name, "image": top.image,
-                    "fp16_max": FP16_MAX, "fp16_margin": result.margin,
-                    "fp16_margin_bits": math.log2(result.margin) if result.margin > 0 else None},
+        "overall": {
+            "max_abs": top.max_abs,
+            "layer": top.name,
+            "image": top.image,
+            "fp16_max": FP16_MAX,
+            "fp16_margin": result.margin,
+            "fp16_margin_bits": math.log2(result.margin) if result.margin > 0 else None,
+        },
         "nonfinite_values": sum(layer.nonfinite for layer in result.layers),
         "images": result.images,
-        "layers": [{"name": layer.name, "type": layer.kind, "max_abs": layer.max_abs, "image": layer.image,
-                    "fp16_margin": math.inf if layer.max_abs == 0 else FP16_MAX / layer.max_abs}
-                   for layer in result.layers],
+        "layers": [
+            {
+                "name": layer.name,
+                "type": layer.kind,
+                "max_abs": layer.max_abs,
+                "image": layer.image,
+                "fp16_margin": math.inf if layer.max_abs == 0 else FP16_MAX / layer.max_abs,
+            }
+            for layer in result.layers
+        ],
     }
 
 
@@ -213,17 +237,35 @@ def to_markdown(result: ActivationRange, meta: dict[str, Any], env: dict[str, An
         "",
         markdown_table(
             ["image", "size", "max abs", "layer", "fp16 margin", "output min", "output max", "s"],
-            [[r["image"], f"{r['size'][0]}x{r['size'][1]}", fmt_float(r["max_abs"], 1), r["layer"],
-              f"{r['fp16_margin']:.0f}×", fmt_float(r["output_min"], 1), fmt_float(r["output_max"], 1),
-              fmt_float(r["seconds"], 1)] for r in result.images],
+            [
+                [
+                    r["image"],
+                    f"{r['size'][0]}x{r['size'][1]}",
+                    fmt_float(r["max_abs"], 1),
+                    r["layer"],
+                    f"{r['fp16_margin']:.0f}×",
+                    fmt_float(r["output_min"], 1),
+                    fmt_float(r["output_max"], 1),
+                    fmt_float(r["seconds"], 1),
+                ]
+                for r in result.images
+            ],
         ),
         "",
         "## Per layer (execution order; containers give the residual sums)",
         "",
         markdown_table(
             ["layer", "type", "max abs", "image", "fp16 margin"],
-            [[layer.name, layer.kind, fmt_float(layer.max_abs, 2), layer.image or "-",
-              "inf" if layer.max_abs == 0 else f"{FP16_MAX / layer.max_abs:.0f}×"] for layer in result.layers],
+            [
+                [
+                    layer.name,
+                    layer.kind,
+                    fmt_float(layer.max_abs, 2),
+                    layer.image or "-",
+                    "inf" if layer.max_abs == 0 else f"{FP16_MAX / layer.max_abs:.0f}×",
+                ]
+                for layer in result.layers
+            ],
         ),
     ]
     return "\n".join(lines)
@@ -236,7 +278,9 @@ def _parser() -> argparse.ArgumentParser:
         "fp16 overflow margin (65504 / max). Writes <out>/<name>.json and .md.",
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("checkpoint", type=Path, nargs="?", default=DEFAULT_CHECKPOINT, help="EUSR checkpoint (.safetensors)")
+    p.add_argument(
+        "checkpoint", type=Path, nargs="?", default=DEFAULT_CHECKPOINT, help="EUSR checkpoint (.safetensors)"
+    )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of photos (whole images are used)")
     p.add_argument("--scale", type=int, default=4, help="which path of the model")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the JSON and Markdown results")
@@ -266,8 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = source.model
         model._check_scale(args.scale)
     except (CheckpointError, ValueError) as e:
-        print(f"error: {args.checkpoint}: {e} (--scale {args.scale})" if isinstance(e, ValueError)
-              else f"error: {e}", file=sys.stderr)
+        print(
+            f"error: {args.checkpoint}: {e} (--scale {args.scale})" if isinstance(e, ValueError) else f"error: {e}",
+            file=sys.stderr,
+        )
         return 2
     try:
         git = require_clean_tree(args.allow_dirty, root=Path(__file__).resolve().parents[1])
@@ -277,9 +323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment(git=git)
     env["threads"] = {"torch_intra_op": torch.get_num_threads()}
     result = measure(model, images, scale=args.scale, echo=print)
-    meta = {"checkpoint": str(args.checkpoint), "sha256": file_sha256(args.checkpoint),
-            "config_name": source.config_name, "config": model.config.to_dict(), "data": str(args.data),
-            "precision": "float32 (PyTorch)"}
+    meta = {
+        "checkpoint": str(args.checkpoint),
+        "sha256": file_sha256(args.checkpoint),
+        "config_name": source.config_name,
+        "config": model.config.to_dict(),
+        "data": str(args.data),
+        "precision": "float32 (PyTorch)",
+    }
     data = {"environment": env, "model": meta, **to_json(result)}
     paths = write_results(args.out, args.name, data, to_markdown(result, meta, env))
     top = result.overall

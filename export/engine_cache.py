@@ -96,8 +96,14 @@ class BuildOptions:
         except InvalidArgumentError as e:
             raise BuildOptionsError(str(e)) from None
         object.__setattr__(self, "precision", precision)
-        for name, minimum in (("tile", 1), ("halo", 0), ("batch", 1), ("min_batch", 1), ("min_window", 1),
-                              ("profiles", 1)):
+        for name, minimum in (
+            ("tile", 1),
+            ("halo", 0),
+            ("batch", 1),
+            ("min_batch", 1),
+            ("min_window", 1),
+            ("profiles", 1),
+        ):
             self._check_int(name, minimum)
         if self.min_batch > self.batch:
             raise BuildOptionsError(f"--min-batch {self.min_batch} must not exceed --batch {self.batch}")

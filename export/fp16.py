@@ -125,8 +125,11 @@ def _conv_weight_types(proto: onnx.ModelProto) -> Counter:
 def graph_precision(proto: onnx.ModelProto) -> dict[str, Any]:
     """Element types of the Conv weights and of all floating-point initializers, and the
     number of Cast nodes: what a reader (or TensorRT) will compute in."""
-    inits = Counter(TensorProto.DataType.Name(t.data_type) for t in proto.graph.initializer
-                    if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16))
+    inits = Counter(
+        TensorProto.DataType.Name(t.data_type)
+        for t in proto.graph.initializer
+        if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+    )
     return {
         "conv_weights": dict(_conv_weight_types(proto)),
         "float_initializers": dict(inits),

@@ -94,7 +94,7 @@ def _producer_version() -> str:
         from importlib.metadata import version
 
         return version("fourpp-eusr")
-    except Exception:  # running from a checkout that was never pip-installed
+    except Exception:  # running from a checkout that was never pip-installed  # noqa: BLE001 - the library raises its own exception types
         return "0+unknown"
 
 
@@ -134,7 +134,11 @@ def _strip_trace_metadata(proto: onnx.ModelProto) -> None:
 
 
 def _torch_export(
-    module: torch.nn.Module, example: torch.Tensor, axes: dict[int, str], out_axes: dict[int, str], options: ExportOptions
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    axes: dict[int, str],
+    out_axes: dict[int, str],
+    options: ExportOptions,
 ) -> onnx.ModelProto:
     """``torch.onnx.export`` of ``module`` with dynamic ``axes``, by the chosen exporter."""
     if options.exporter == "dynamo":
@@ -202,8 +206,15 @@ def build_graph(source: ModelSource, options: ExportOptions, *, io: ModelIO, pre
             f"use --opset {DEFAULT_OPSET} (or --exporter torchscript for {options.opset})"
         )
     _strip_trace_metadata(proto)
-    meta = build_metadata(source, scale=scale, io=io, opset=options.opset, halo=options.halo,
-                          exporter=options.exporter, precision=precision)
+    meta = build_metadata(
+        source,
+        scale=scale,
+        io=io,
+        opset=options.opset,
+        halo=options.halo,
+        exporter=options.exporter,
+        precision=precision,
+    )
     set_metadata(proto, meta)
     proto.producer_name = "fourpp-eusr export/to_onnx.py"
     proto.producer_version = _producer_version()

@@ -45,7 +45,7 @@ def _checkpoint_config_name(path: Path) -> str | None:
 
         with safe_open(str(path), framework="pt") as f:
             return (f.metadata() or {}).get("config_name")
-    except Exception:  # load_model has read the file already; the name is informational
+    except Exception:  # load_model has read the file already; the name is informational  # noqa: BLE001 - the library raises its own exception types
         return None
 
 
@@ -67,9 +67,7 @@ def load_source(
         model = load_model(path)
         name = config_name or _checkpoint_config_name(path) or _known_config_name(model)
         return ModelSource(model=model, config_name=name, checkpoint=path, checkpoint_sha256=sha)
-    raise TypeError(
-        f"expected an EUSR model or a checkpoint path, got {type(model_or_checkpoint).__name__}"
-    )
+    raise TypeError(f"expected an EUSR model or a checkpoint path, got {type(model_or_checkpoint).__name__}")
 
 
 def check_scale(model: EUSR, scale: int) -> int:

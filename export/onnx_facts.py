@@ -131,7 +131,7 @@ def inspect_onnx(path: str | os.PathLike, *, scale: int | None = None) -> OnnxFa
         raise BuildInputError(f"{path}: no such ONNX file; export one with export/to_onnx.py")
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises its own DecodeError
+    except Exception as exc:  # protobuf raises its own DecodeError  # noqa: BLE001 - the library raises its own exception types
         raise BuildInputError(f"{path}: not a readable ONNX model ({exc})") from None
     graph = model.graph
     if len(graph.input) < 1 or len(graph.output) < 1:
@@ -180,5 +180,3 @@ def inspect_onnx(path: str | os.PathLike, *, scale: int | None = None) -> OnnxFa
         value_range=value_range,  # type: ignore[arg-type]
         external_data=tuple(str(e) for e in externals),
     )
-
-

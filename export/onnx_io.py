@@ -81,9 +81,7 @@ def parse_precision(precision: str | Precision, *, what: str = "precision") -> P
             "quantize it: python -m calibration quantize MODEL.onnx --data calib.npz -o MODEL.int8.onnx"
         )
     if value is None:
-        raise InvalidArgumentError(
-            f"{what} must be one of {[p.value for p in EXPORT_PRECISIONS]}, got {precision!r}"
-        )
+        raise InvalidArgumentError(f"{what} must be one of {[p.value for p in EXPORT_PRECISIONS]}, got {precision!r}")
     return value
 
 

@@ -203,15 +203,27 @@ def _parser() -> argparse.ArgumentParser:
         "(int8: quantize the fp32 export with python -m calibration quantize)",
     )
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
-    p.add_argument("--halo", type=int, default=DEFAULT_HALO, help="recommended_halo stored in the metadata (input pixels)")
-    p.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
-                   help="torch.onnx exporter: dynamo (torch.export) or the deprecated torchscript one")
     p.add_argument(
-        "--no-validate", dest="validate", action="store_false",
+        "--halo", type=int, default=DEFAULT_HALO, help="recommended_halo stored in the metadata (input pixels)"
+    )
+    p.add_argument(
+        "--exporter",
+        choices=EXPORTERS,
+        default="dynamo",
+        help="torch.onnx exporter: dynamo (torch.export) or the deprecated torchscript one",
+    )
+    p.add_argument(
+        "--no-validate",
+        dest="validate",
+        action="store_false",
         help="write without the onnx.checker / ONNX Runtime checks (not recommended)",
     )
-    p.add_argument("--images", type=Path, default=None,
-                   help=f"folder of photos to crop validation patches from (default: {DEFAULT_IMAGES}, if present)")
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help=f"folder of photos to crop validation patches from (default: {DEFAULT_IMAGES}, if present)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random validation inputs and crop positions")
     p.add_argument("-v", "--verbose", action="store_true", help="show the exporter's own warnings and logs")
     return p
@@ -219,7 +231,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ExportOptions:
     """The checked options of the command line; a bad value exits 2 naming its flag."""
-    for flag, value, minimum in (("--opset", args.opset, MIN_OPSET), ("--halo", args.halo, 0), ("--seed", args.seed, 0)):
+    for flag, value, minimum in (
+        ("--opset", args.opset, MIN_OPSET),
+        ("--halo", args.halo, 0),
+        ("--seed", args.seed, 0),
+    ):
         if value < minimum:
             parser.error(f"{flag} must be >= {minimum}, got {value}")
     if args.validate and args.images is not None and not args.images.is_dir():
@@ -253,8 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"loaded {args.checkpoint} (config {source.config_name!r}, scales {list(source.model.scales)}) "
-          f"in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"loaded {args.checkpoint} (config {source.config_name!r}, scales {list(source.model.scales)}) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
 
     try:
         paths = export_onnx_all(source, args.output, options, echo=print)

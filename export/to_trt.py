@@ -147,7 +147,11 @@ def make_progress_monitor(trt) -> Any | None:
                     parent = self._bars.get(parent_phase) if parent_phase else None
                     depth = parent.pos + 1 if parent is not None else 0
                     self._bars[phase_name] = tqdm(
-                        total=num_steps, desc=phase_name, position=depth, leave=False, file=sys.stderr,
+                        total=num_steps,
+                        desc=phase_name,
+                        position=depth,
+                        leave=False,
+                        file=sys.stderr,
                         disable=None,
                     )
             except Exception:  # a progress bar must never break the build
@@ -210,8 +214,10 @@ def _check_network(trt, network, facts: OnnxFacts, options: BuildOptions) -> Pro
             "a super-resolution model has one of each"
         )
     want = getattr(trt.DataType, ModelIO(info.io).trt_dtype)
-    for kind, tensor, name in (("input", network.get_input(0), info.input_name),
-                               ("output", network.get_output(0), info.output_name)):
+    for kind, tensor, name in (
+        ("input", network.get_input(0), info.input_name),
+        ("output", network.get_output(0), info.output_name),
+    ):
         if tensor.name != name:
             raise BuildInputError(f"{source}: TensorRT's {kind} is {tensor.name!r}, the metadata says {name!r}")
         if tensor.dtype != want:
@@ -257,7 +263,9 @@ def _build_plan(
     if not parser.parse_from_file(str(facts.path)):
         errors = _parser_errors(parser) or [f"(no parser error recorded){_said(logger)}"]
         listing = "\n".join(f"  [{i}] {e}" for i, e in enumerate(errors))
-        raise OnnxParseError(f"{facts.path}: TensorRT's ONNX parser failed with {len(errors)} error(s):\n{listing}", errors)
+        raise OnnxParseError(
+            f"{facts.path}: TensorRT's ONNX parser failed with {len(errors)} error(s):\n{listing}", errors
+        )
     shapes = _check_network(trt, network, facts, options)
 
     config = builder.create_builder_config()
@@ -270,7 +278,7 @@ def _build_plan(
         config.builder_optimization_level = options.opt_level
     if options.workspace is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace)
-    cache = _load_timing_cache(config, timing_cache)
+    cache = _load_timing_cache(config, timing_cache)  # noqa: F841 - kept alive while the builder uses it
     monitor = make_progress_monitor(trt) if progress else None
     if monitor is not None:
         config.progress_monitor = monitor
@@ -331,8 +339,16 @@ def default_timing_cache(trt_version: str, gpu: GpuInfo | None, root: str | os.P
 
 
 def _make_sidecar(
-    *, trt, engine, plan: bytes, facts: OnnxFacts, options: BuildOptions, gpu: GpuInfo | None, key: str | None,
-    output: Path, seconds: float,
+    *,
+    trt,
+    engine,
+    plan: bytes,
+    facts: OnnxFacts,
+    options: BuildOptions,
+    gpu: GpuInfo | None,
+    key: str | None,
+    output: Path,
+    seconds: float,
 ) -> dict[str, Any]:
     info = facts.info
     return {
@@ -382,7 +398,9 @@ def _write_outputs(output: Path, plan: bytes, sidecar: dict[str, Any]) -> None:
         atomic_write_bytes(output, plan)
         atomic_write_json(sidecar_path(output), {**sidecar, "engine": output.name})
     except OSError as exc:
-        raise BuildInputError(f"{output}: cannot write the engine there ({exc.strerror or exc}); choose another -o") from None
+        raise BuildInputError(
+            f"{output}: cannot write the engine there ({exc.strerror or exc}); choose another -o"
+        ) from None
 
 
 def _check_output(output: Path) -> None:
@@ -430,8 +448,13 @@ def build_engine(
         gpu = None
     key = None
     if gpu is not None:
-        key = cache_key(onnx_sha256=facts.sha256, options=options, trt_version=trt.__version__,
-                        gpu_name=gpu.name, compute_capability=gpu.compute_capability)
+        key = cache_key(
+            onnx_sha256=facts.sha256,
+            options=options,
+            trt_version=trt.__version__,
+            gpu_name=gpu.name,
+            compute_capability=gpu.compute_capability,
+        )
 
     def deserialises(plan: bytes) -> bool:
         runtime, engine = _deserialise(trt, logger, plan)
@@ -443,8 +466,13 @@ def build_engine(
         reused = _reuse_output(output, key, deserialises)
         if reused is not None:
             echo(f"{output} is up to date (cache key {key[:12]}); --force rebuilds it")
-            return BuildResult(engine_path=output, sidecar_path=sidecar_path(output), sidecar=reused,
-                               reused="output", seconds=time.perf_counter() - t0)
+            return BuildResult(
+                engine_path=output,
+                sidecar_path=sidecar_path(output),
+                sidecar=reused,
+                reused="output",
+                seconds=time.perf_counter() - t0,
+            )
         if cache_dir is not None:
             hit = EngineCache(cache_dir).lookup(key, deserialises)
             if hit is not None:
@@ -452,8 +480,13 @@ def build_engine(
                 sidecar = {**sidecar, "engine": output.name}
                 _write_outputs(output, plan, sidecar)
                 echo(f"reused the cached engine {EngineCache(cache_dir).plan_path(key)}")
-                return BuildResult(engine_path=output, sidecar_path=sidecar_path(output), sidecar=sidecar,
-                                   reused="cache", seconds=time.perf_counter() - t0)
+                return BuildResult(
+                    engine_path=output,
+                    sidecar_path=sidecar_path(output),
+                    sidecar=sidecar,
+                    reused="cache",
+                    seconds=time.perf_counter() - t0,
+                )
 
     if timing_cache is True:
         timing_path: Path | None = default_timing_cache(trt.__version__, gpu, cache_dir)
@@ -471,8 +504,17 @@ def build_engine(
     if engine is None:
         raise EngineBuildError(f"{facts.path}: the engine TensorRT just built does not deserialise{_said(logger)}")
     seconds = time.perf_counter() - t0
-    sidecar = _make_sidecar(trt=trt, engine=engine, plan=plan, facts=facts, options=options, gpu=gpu, key=key,
-                            output=output, seconds=seconds)
+    sidecar = _make_sidecar(
+        trt=trt,
+        engine=engine,
+        plan=plan,
+        facts=facts,
+        options=options,
+        gpu=gpu,
+        key=key,
+        output=output,
+        seconds=seconds,
+    )
     del engine, runtime
     _write_outputs(output, plan, sidecar)
     if cache_dir is not None and key is not None:
@@ -481,8 +523,9 @@ def build_engine(
         except OSError as exc:
             log.warning("could not store the engine in the cache %s: %s", cache_dir, exc)
     echo(f"wrote {output} ({len(plan) / 1e6:.1f} MB) and {sidecar_path(output).name} in {seconds:.1f} s")
-    return BuildResult(engine_path=output, sidecar_path=sidecar_path(output), sidecar=sidecar, reused=None,
-                       seconds=seconds)
+    return BuildResult(
+        engine_path=output, sidecar_path=sidecar_path(output), sidecar=sidecar, reused=None, seconds=seconds
+    )
 
 
 def _reuse_output(output: Path, key: str, deserialises: Callable[[bytes], bool]) -> dict[str, Any] | None:
@@ -500,8 +543,19 @@ def _reuse_output(output: Path, key: str, deserialises: Callable[[bytes], bool])
 
 # --------------------------------------------------------------------------- CLI
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
 
 
 def parse_size(text: str) -> int:
@@ -526,27 +580,62 @@ def _parser() -> argparse.ArgumentParser:
     d = BuildOptions(precision=Precision.FP32)
     p.add_argument("onnx", type=Path, help="ONNX model (float32, FP16 or Q/DQ INT8 graph)")
     p.add_argument("-o", "--output", type=Path, required=True, help="engine file to write (sidecar: <output>.json)")
-    p.add_argument("--precision", choices=["auto"] + [x.value for x in Precision], default="auto",
-                   help="the graph's precision, checked against its dtypes (auto: read off the graph)")
+    p.add_argument(
+        "--precision",
+        choices=["auto"] + [x.value for x in Precision],
+        default="auto",
+        help="the graph's precision, checked against its dtypes (auto: read off the graph)",
+    )
     p.add_argument("--tile", type=int, default=d.tile, help="tile core edge (input pixels) the runtime will use")
-    p.add_argument("--halo", type=int, default=None,
-                   help=f"context around each tile (default: the model's recommended_halo, else {d.halo})")
+    p.add_argument(
+        "--halo",
+        type=int,
+        default=None,
+        help=f"context around each tile (default: the model's recommended_halo, else {d.halo})",
+    )
     p.add_argument("--batch", type=int, default=d.batch, help="most windows per run (profile max and opt)")
     p.add_argument("--min-batch", type=int, default=d.min_batch, help="fewest windows per run (profile min)")
-    p.add_argument("--min-window", type=int, default=None,
-                   help=f"smallest window edge (profile min; default {d.min_window} or the window if smaller)")
-    p.add_argument("--profiles", type=int, default=d.profiles,
-                   help="identical optimisation profiles = most runtime slots in flight")
-    p.add_argument("--opt-level", type=int, choices=range(6), default=None, metavar="0..5",
-                   help="builder_optimization_level (TensorRT default 3)")
-    p.add_argument("--workspace", type=parse_size, default=None, metavar="SIZE",
-                   help="workspace memory pool limit, e.g. 4GiB (TensorRT default: the GPU's memory)")
+    p.add_argument(
+        "--min-window",
+        type=int,
+        default=None,
+        help=f"smallest window edge (profile min; default {d.min_window} or the window if smaller)",
+    )
+    p.add_argument(
+        "--profiles",
+        type=int,
+        default=d.profiles,
+        help="identical optimisation profiles = most runtime slots in flight",
+    )
+    p.add_argument(
+        "--opt-level",
+        type=int,
+        choices=range(6),
+        default=None,
+        metavar="0..5",
+        help="builder_optimization_level (TensorRT default 3)",
+    )
+    p.add_argument(
+        "--workspace",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="workspace memory pool limit, e.g. 4GiB (TensorRT default: the GPU's memory)",
+    )
     p.add_argument("--scale", type=int, default=None, help="upscale factor, for an ONNX without fourpp_eusr metadata")
-    p.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
-                   help="engine cache folder (<key>.plan + sidecar; timing caches in its timing/)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=default_cache_dir(),
+        help="engine cache folder (<key>.plan + sidecar; timing caches in its timing/)",
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the engine cache")
-    p.add_argument("--timing-cache", type=Path, default=None,
-                   help="timing cache file (default: one per TensorRT version and GPU in <cache-dir>/timing/)")
+    p.add_argument(
+        "--timing-cache",
+        type=Path,
+        default=None,
+        help="timing cache file (default: one per TensorRT version and GPU in <cache-dir>/timing/)",
+    )
     p.add_argument("--no-timing-cache", action="store_true", help="time every kernel afresh, save nothing")
     p.add_argument("--force", action="store_true", help="rebuild even if the output or cache holds a matching engine")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -565,10 +654,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if halo is None:
             halo = BuildOptions(precision=precision).halo
         window = args.tile + 2 * halo
-        min_window = args.min_window if args.min_window is not None else min(BuildOptions(precision=precision).min_window, window)
+        min_window = (
+            args.min_window
+            if args.min_window is not None
+            else min(BuildOptions(precision=precision).min_window, window)
+        )
         options = BuildOptions(
-            precision=precision, tile=args.tile, halo=halo, batch=args.batch, min_batch=args.min_batch,
-            min_window=min_window, profiles=args.profiles, opt_level=args.opt_level, workspace=args.workspace,
+            precision=precision,
+            tile=args.tile,
+            halo=halo,
+            batch=args.batch,
+            min_batch=args.min_batch,
+            min_window=min_window,
+            profiles=args.profiles,
+            opt_level=args.opt_level,
+            workspace=args.workspace,
         )
     except BuildOptionsError as exc:
         parser.error(str(exc))
@@ -578,8 +678,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing: Path | bool | None = None if args.no_timing_cache else (args.timing_cache or True)
     try:
         result = build_engine(
-            facts, args.output, options, cache_dir=None if args.no_cache else args.cache_dir, timing_cache=timing,
-            force=args.force, progress=not args.no_progress, verbose=args.verbose, echo=print,
+            facts,
+            args.output,
+            options,
+            cache_dir=None if args.no_cache else args.cache_dir,
+            timing_cache=timing,
+            force=args.force,
+            progress=not args.no_progress,
+            verbose=args.verbose,
+            echo=print,
         )
     except TrtBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -103,8 +103,15 @@ class CaseResult:
 
 
 def _failed(name: str, input_shape: tuple[int, ...], why: str, output_shape: tuple[int, ...] = ()) -> CaseResult:
-    return CaseResult(name=name, input_shape=input_shape, output_shape=output_shape, psnr_db=float("nan"),
-                      max_abs_err=float("inf"), passed=False, why=why)
+    return CaseResult(
+        name=name,
+        input_shape=input_shape,
+        output_shape=output_shape,
+        psnr_db=float("nan"),
+        max_abs_err=float("inf"),
+        passed=False,
+        why=why,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,7 +176,7 @@ def _session(proto: onnx.ModelProto, what: str) -> Any:
     opts.log_severity_level = 3
     try:
         return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
+    except Exception as e:  # onnxruntime raises its own exception types  # noqa: BLE001 - the library raises its own exception types
         raise ExportValidationError(f"ONNX Runtime (CPU) cannot load {what}: {e}") from None
 
 
@@ -198,7 +205,9 @@ def _load_images(images: str | os.PathLike[str] | None, notes: list[str]) -> lis
 
     if images is None:
         if not DEFAULT_IMAGES.is_dir():
-            notes.append(f"no photo cases: default image folder {DEFAULT_IMAGES} does not exist (pass images=/--images)")
+            notes.append(
+                f"no photo cases: default image folder {DEFAULT_IMAGES} does not exist (pass images=/--images)"
+            )
             return []
         try:
             files = list_images(DEFAULT_IMAGES, error=ExportError)
@@ -253,8 +262,17 @@ def _check_graph(proto: onnx.ModelProto, io: ModelIO) -> None:
         raise ExportValidationError("exported graph has the wrong signature: " + "; ".join(problems))
 
 
-def _compare(name: str, layout: _layout.ModelIO, feed: np.ndarray, got: np.ndarray, ref_nchw: np.ndarray,
-             scale: int, min_psnr: float, max_err_float: float | None, max_err_uint8: int) -> CaseResult:
+def _compare(
+    name: str,
+    layout: _layout.ModelIO,
+    feed: np.ndarray,
+    got: np.ndarray,
+    ref_nchw: np.ndarray,
+    scale: int,
+    min_psnr: float,
+    max_err_float: float | None,
+    max_err_uint8: int,
+) -> CaseResult:
     """One case's verdict. ``max_err_float=None`` (fp16): the float path is judged by
     finiteness and PSNR alone; fp16 errors are spread, not bounded per pixel."""
     want_shape = layout.output_shape(feed.shape, scale)
@@ -263,14 +281,19 @@ def _compare(name: str, layout: _layout.ModelIO, feed: np.ndarray, got: np.ndarr
     else:
         expected = ref_nchw
     if got.shape != want_shape or got.dtype != expected.dtype:
-        return _failed(name, feed.shape, f"output {got.dtype} {got.shape}, expected {expected.dtype} {want_shape}",
-                       got.shape)
+        return _failed(
+            name, feed.shape, f"output {got.dtype} {got.shape}, expected {expected.dtype} {want_shape}", got.shape
+        )
     finite = bool(np.isfinite(got).all())
     with np.errstate(invalid="ignore", over="ignore"):
         err = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
         p = psnr(got, expected) if finite else float("nan")
     if layout.is_integer:
-        why = [] if err <= max_err_uint8 else [f"max abs err {err:g} levels > {max_err_uint8} (by {err - max_err_uint8:g})"]
+        why = (
+            []
+            if err <= max_err_uint8
+            else [f"max abs err {err:g} levels > {max_err_uint8} (by {err - max_err_uint8:g})"]
+        )
     else:
         why = []
         if not finite:
@@ -280,8 +303,15 @@ def _compare(name: str, layout: _layout.ModelIO, feed: np.ndarray, got: np.ndarr
             why.append(f"PSNR {p:.2f} dB < {min_psnr:g} dB (short by {min_psnr - p:.2f} dB)")
         if finite and max_err_float is not None and not err <= max_err_float:
             why.append(f"max abs err {err:.4g} > {max_err_float:g} (by {err - max_err_float:.4g})")
-    return CaseResult(name=name, input_shape=feed.shape, output_shape=got.shape, psnr_db=p,
-                      max_abs_err=err, passed=not why, why="; ".join(why))
+    return CaseResult(
+        name=name,
+        input_shape=feed.shape,
+        output_shape=got.shape,
+        psnr_db=p,
+        max_abs_err=err,
+        passed=not why,
+        why="; ".join(why),
+    )
 
 
 def _nchw_float(x: np.ndarray) -> np.ndarray:
@@ -391,12 +421,14 @@ def validate_onnx(
             for tag, session in sessions.items():
                 try:
                     (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: feed})
-                except Exception as e:  # e.g. a shape baked into the graph: a failed case, not a crash
-                    results.append(_failed(label + tag, feed.shape,
-                                           f"ONNX Runtime failed on input {feed.shape}: {str(e)[:300]}"))
+                except Exception as e:  # e.g. a shape baked into the graph: a failed case, not a crash  # noqa: BLE001 - the library raises its own exception types
+                    results.append(
+                        _failed(label + tag, feed.shape, f"ONNX Runtime failed on input {feed.shape}: {str(e)[:300]}")
+                    )
                     continue
-                results.append(_compare(label + tag, layout, feed, got, ref, scale, gate_psnr, gate_err,
-                                        max_abs_err_uint8))
+                results.append(
+                    _compare(label + tag, layout, feed, got, ref, scale, gate_psnr, gate_err, max_abs_err_uint8)
+                )
 
     if layout.is_integer:
         limits = f"pass: within {max_abs_err_uint8} level of numpy-rounded, clipped PyTorch"
@@ -405,8 +437,16 @@ def validate_onnx(
     else:
         limits = f"pass: PSNR >= {min_psnr:g} dB and max abs err <= {max_abs_err:g}"
     against = "ONNX Runtime CPU vs PyTorch" + (" float32" if fp16 else "")
-    return ValidationReport(io=io, scale=scale, cases=tuple(results), limits=limits, notes=tuple(notes),
-                            seconds=time.perf_counter() - t0, precision=precision, against=against)
+    return ValidationReport(
+        io=io,
+        scale=scale,
+        cases=tuple(results),
+        limits=limits,
+        notes=tuple(notes),
+        seconds=time.perf_counter() - t0,
+        precision=precision,
+        against=against,
+    )
 
 
 def cross_check_io(
@@ -452,22 +492,41 @@ def cross_check_io(
         try:
             (yf,) = sessions["float"].run([OUTPUT_NAME], {INPUT_NAME: _nchw_float(x)})
             (y8,) = sessions["uint8"].run([OUTPUT_NAME], {INPUT_NAME: x})
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the library raises its own exception types
             results.append(_failed(label, x.shape, f"ONNX Runtime failed on input {x.shape}: {str(e)[:300]}"))
             continue
         with np.errstate(invalid="ignore"):
             expected = quantize(yf).transpose(0, 2, 3, 1)
         if y8.shape != expected.shape or y8.dtype != np.uint8:
-            results.append(_failed(label, x.shape, f"uint8 graph gave {y8.dtype} {y8.shape}, float graph "
-                                   f"{expected.shape}", y8.shape))
+            results.append(
+                _failed(
+                    label, x.shape, f"uint8 graph gave {y8.dtype} {y8.shape}, float graph {expected.shape}", y8.shape
+                )
+            )
             continue
         err = float(np.max(np.abs(y8.astype(np.int16) - expected.astype(np.int16))))
         why = "" if err <= max_abs_err else f"max abs err {err:g} levels > {max_abs_err} (by {err - max_abs_err:g})"
         if not np.isfinite(yf).all():
             why = "float graph output holds NaN or Inf" + (f"; {why}" if why else "")
-        results.append(CaseResult(name=label, input_shape=x.shape, output_shape=y8.shape, psnr_db=psnr(y8, expected),
-                                  max_abs_err=err, passed=not why, why=why))
-    return ValidationReport(io=ModelIO.UINT8_NHWC, scale=scale, cases=tuple(results),
-                            limits=f"pass: within {max_abs_err} level of the float graph's output rounded",
-                            notes=tuple(notes), seconds=time.perf_counter() - t0, precision=precision,
-                            against="uint8 graph vs float32-nchw graph, ONNX Runtime CPU", label="cross-check")
+        results.append(
+            CaseResult(
+                name=label,
+                input_shape=x.shape,
+                output_shape=y8.shape,
+                psnr_db=psnr(y8, expected),
+                max_abs_err=err,
+                passed=not why,
+                why=why,
+            )
+        )
+    return ValidationReport(
+        io=ModelIO.UINT8_NHWC,
+        scale=scale,
+        cases=tuple(results),
+        limits=f"pass: within {max_abs_err} level of the float graph's output rounded",
+        notes=tuple(notes),
+        seconds=time.perf_counter() - t0,
+        precision=precision,
+        against="uint8 graph vs float32-nchw graph, ONNX Runtime CPU",
+        label="cross-check",
+    )

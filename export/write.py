@@ -73,11 +73,14 @@ def export_onnx_all(
     for precision, io in paths:
         t0 = time.perf_counter()
         proto = build_graph(source, options, io=io, precision=precision)
-        echo(f"exported x{scale} {io.value} {precision.value} ({options.exporter}, opset {options.opset}) "
-             f"in {time.perf_counter() - t0:.1f} s")
+        echo(
+            f"exported x{scale} {io.value} {precision.value} ({options.exporter}, opset {options.opset}) "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
         if options.validate:
-            report = validate_onnx(proto, source.model, io=io, scale=scale, images=options.images,
-                                   seed=options.seed, precision=precision)
+            report = validate_onnx(
+                proto, source.model, io=io, scale=scale, images=options.images, seed=options.seed, precision=precision
+            )
             echo(report.table())
             echo(report.summary())
             if not report.passed:
@@ -92,8 +95,9 @@ def export_onnx_all(
             echo(report.table())
             echo(report.summary())
             if not report.passed:
-                raise ExportValidationError(f"x{scale} {precision.value} uint8 vs float graph: {report.summary()}",
-                                            report)
+                raise ExportValidationError(
+                    f"x{scale} {precision.value} uint8 vs float graph: {report.summary()}", report
+                )
 
     blobs = {key: proto.SerializeToString() for key, proto in protos.items()}
     for key, out in paths.items():

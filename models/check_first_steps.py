@@ -90,8 +90,19 @@ def state_digest(checkpoint: Path) -> tuple[int, str]:
 
 def run_first_steps(steps: int, run_dir: Path) -> list[float]:
     """Run the schedule's first ``steps`` steps into the empty ``run_dir``; the logged losses."""
-    cmd = ["bash", str(SCRIPT), "--steps", str(steps), "--hours", "0", "--run-dir", str(run_dir), "--state-dir", "",
-           "--no-eval"]
+    cmd = [
+        "bash",
+        str(SCRIPT),
+        "--steps",
+        str(steps),
+        "--hours",
+        "0",
+        "--run-dir",
+        str(run_dir),
+        "--state-dir",
+        "",
+        "--no-eval",
+    ]
     print("running:", shlex.join(cmd), flush=True)
     subprocess.run(cmd, cwd=REPO, check=True)
     log = run_dir / "train_log.jsonl"
@@ -100,10 +111,16 @@ def run_first_steps(steps: int, run_dir: Path) -> list[float]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=200, help="steps reproduced (a recorded reference must exist: "
-                   f"{sorted(REFERENCES) or 'none yet'})")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=200,
+        help=f"steps reproduced (a recorded reference must exist: {sorted(REFERENCES) or 'none yet'})",
+    )
     p.add_argument("--record", action="store_true", help="print the reference entry of this run instead of comparing")
-    p.add_argument("--keep", type=Path, default=None, help="run in this (new) folder and keep it, instead of a temporary one")
+    p.add_argument(
+        "--keep", type=Path, default=None, help="run in this (new) folder and keep it, instead of a temporary one"
+    )
     return p.parse_args(argv)
 
 
@@ -142,8 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  logged losses first differ at record {first}: {losses[first]!r} vs {reference['losses'][first]!r}")
     env = environment()
     if any(env[k] != reference[k] for k in env):
-        print(f"  reference recorded with {({k: reference[k] for k in env})}, this is {env}: floating-point kernels "
-              "differ between those, so bit-exactness is not expected here")
+        print(
+            f"  reference recorded with { ({k: reference[k] for k in env}) }, this is {env}: floating-point kernels "
+            "differ between those, so bit-exactness is not expected here"
+        )
         return 3
     return 1
 

@@ -16,16 +16,6 @@ from __future__ import annotations
 from importlib import metadata as _metadata
 
 from . import errors
-from .errors import (
-    BackendUnavailableError,
-    ImageReadError,
-    ImageWriteError,
-    InvalidArgumentError,
-    MissingDependencyError,
-    ModelError,
-    OutputExistsError,
-    UpscaleError,
-)
 from .backends import (
     Backend,
     BackendOptions,
@@ -35,6 +25,16 @@ from .backends import (
     StageFactory,
     TensorRT,
     TorchCuda,
+)
+from .errors import (
+    BackendUnavailableError,
+    ImageReadError,
+    ImageWriteError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    ModelError,
+    OutputExistsError,
+    UpscaleError,
 )
 from .image_io import ChannelLayout, ImageInfo, read_image, write_image
 from .layout import ModelIO, Precision

@@ -13,9 +13,9 @@ import json
 import logging
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import __version__
 from .errors import MissingDependencyError, UpscaleError
@@ -70,19 +70,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (created if missing); with one input image, may be a file path "
         f"with an image extension ({', '.join(sorted(WRITE_FORMATS))})",
     )
-    up.add_argument("--model", type=Path,
-                    help="ONNX model, TensorRT engine (.plan, with its .json sidecar) or, for torch-cuda, a .safetensors "
-                    "checkpoint (default: the bundled compact x4 model)")
-    up.add_argument("--backend", default="auto",
-                    help="inference backend: auto, onnxruntime (CPU, or its CUDA provider), tensorrt, torch-cuda, "
-                    "onnxruntime-cuda; the GPU ones run the pipelined CUDA executor (default: auto, logs its choice)")
-    up.add_argument("--tile", type=_int_at_least(1), default=DEFAULT_TILE, help=f"tile edge in input pixels (default {DEFAULT_TILE})")
-    up.add_argument("--halo", type=_int_at_least(0), default=None,
-                    help=f"context around each tile, in input pixels (default: the model's recommended halo, else {DEFAULT_HALO})")
-    up.add_argument("--batch", type=_int_at_least(1), default=None,
-                    help=f"tiles per model call (default: {DEFAULT_BATCH} on the CPU, 8 on a GPU)")
-    up.add_argument("--slots", type=_int_at_least(1), default=None,
-                    help="GPU backends: batches in flight, each with its own CUDA stream and buffers (default 3)")
+    up.add_argument(
+        "--model",
+        type=Path,
+        help="ONNX model, TensorRT engine (.plan, with its .json sidecar) or, for torch-cuda, a .safetensors "
+        "checkpoint (default: the bundled compact x4 model)",
+    )
+    up.add_argument(
+        "--backend",
+        default="auto",
+        help="inference backend: auto, onnxruntime (CPU, or its CUDA provider), tensorrt, torch-cuda, "
+        "onnxruntime-cuda; the GPU ones run the pipelined CUDA executor (default: auto, logs its choice)",
+    )
+    up.add_argument(
+        "--tile",
+        type=_int_at_least(1),
+        default=DEFAULT_TILE,
+        help=f"tile edge in input pixels (default {DEFAULT_TILE})",
+    )
+    up.add_argument(
+        "--halo",
+        type=_int_at_least(0),
+        default=None,
+        help=f"context around each tile, in input pixels (default: the model's recommended halo, else {DEFAULT_HALO})",
+    )
+    up.add_argument(
+        "--batch",
+        type=_int_at_least(1),
+        default=None,
+        help=f"tiles per model call (default: {DEFAULT_BATCH} on the CPU, 8 on a GPU)",
+    )
+    up.add_argument(
+        "--slots",
+        type=_int_at_least(1),
+        default=None,
+        help="GPU backends: batches in flight, each with its own CUDA stream and buffers (default 3)",
+    )
     up.add_argument("--overwrite", action="store_true", help="replace existing output files")
     up.add_argument(
         "--format",
@@ -100,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         "upscale it with the model and with bicubic, and write the LR input, the result and a labelled "
         "side-by-side comparison PNG with PSNR/SSIM on Y.",
     )
-    demo.add_argument("-o", "--output", type=Path, default=Path("out/demo"), metavar="DIR", help="output folder (default out/demo)")
+    demo.add_argument(
+        "-o", "--output", type=Path, default=Path("out/demo"), metavar="DIR", help="output folder (default out/demo)"
+    )
     demo.add_argument("--photo", type=Path, help="HR photo to use instead of the bundled one")
     demo.add_argument("--model", type=Path, help="ONNX model (default: the bundled compact x4 model)")
     demo.add_argument("--backend", default="auto", help="inference backend (default: auto)")
@@ -151,9 +176,7 @@ def _expand_inputs(paths: Sequence[Path]) -> list[Path]:
 
 def _plan_outputs(args: argparse.Namespace, images: list[Path], scale: int) -> list[Path]:
     out: Path = args.output
-    single_file = (
-        len(args.images) == 1 and not args.images[0].is_dir() and out.suffix.lower() in WRITE_FORMATS
-    )
+    single_file = len(args.images) == 1 and not args.images[0].is_dir() and out.suffix.lower() in WRITE_FORMATS
     if single_file:
         return [out]
     if out.suffix.lower() in WRITE_FORMATS and not out.is_dir():
@@ -214,7 +237,7 @@ def _upscale(args: argparse.Namespace) -> int:
                 except UpscaleError as exc:
                     failed += 1
                     say(f"error: {exc}" if getattr(exc, "path", None) == str(src) else f"error: {src}: {exc}")
-                except Exception as exc:  # noqa: BLE001 - one bad image must not stop a batch
+                except Exception as exc:
                     failed += 1
                     log.debug("unexpected failure on %s", src, exc_info=True)
                     say(f"error: {src}: unexpected {type(exc).__name__}: {exc}")

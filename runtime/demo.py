@@ -47,7 +47,9 @@ def _label(img: Image.Image, text: str) -> Image.Image:
     return img
 
 
-def comparison_strip(panels: list[tuple[str, np.ndarray]], *, zoom_box: tuple[int, int, int, int] | None = None) -> Image.Image:
+def comparison_strip(
+    panels: list[tuple[str, np.ndarray]], *, zoom_box: tuple[int, int, int, int] | None = None
+) -> Image.Image:
     """Labelled panels side by side; with ``zoom_box`` (y0, x0, y1, x1) a 3× enlarged row below."""
     images = [Image.fromarray(np.asarray(a)).convert("RGB") for _, a in panels]
     w, h = images[0].size
@@ -56,12 +58,19 @@ def comparison_strip(panels: list[tuple[str, np.ndarray]], *, zoom_box: tuple[in
         y0, x0, y1, x1 = zoom_box
         zw, zh = x1 - x0, y1 - y0
         factor = max(1, w // zw)
-        rows.append([
-            _label(im.crop((x0, y0, x1, y1)).resize((zw * factor, zh * factor), Image.Resampling.NEAREST), f"{name} (zoom)")
-            for (name, _), im in zip(panels, images)
-        ])
+        rows.append(
+            [
+                _label(
+                    im.crop((x0, y0, x1, y1)).resize((zw * factor, zh * factor), Image.Resampling.NEAREST),
+                    f"{name} (zoom)",
+                )
+                for (name, _), im in zip(panels, images)
+            ]
+        )
     row_heights = [max(im.height for im in row) for row in rows]
-    canvas = Image.new("RGB", (w * len(images) + 4 * (len(images) - 1), sum(row_heights) + 4 * (len(rows) - 1)), (255, 255, 255))
+    canvas = Image.new(
+        "RGB", (w * len(images) + 4 * (len(images) - 1), sum(row_heights) + 4 * (len(rows) - 1)), (255, 255, 255)
+    )
     y = 0
     for row, rh in zip(rows, row_heights):
         for i, im in enumerate(row):
@@ -70,8 +79,14 @@ def comparison_strip(panels: list[tuple[str, np.ndarray]], *, zoom_box: tuple[in
     return canvas
 
 
-def run_demo(out_dir: str | Path = "out/demo", *, photo: str | Path | None = None, model: str | Path | None = None,
-             backend: str = "auto", overwrite: bool = True) -> DemoResult:
+def run_demo(
+    out_dir: str | Path = "out/demo",
+    *,
+    photo: str | Path | None = None,
+    model: str | Path | None = None,
+    backend: str = "auto",
+    overwrite: bool = True,
+) -> DemoResult:
     """Shrink, upscale, compare; returns the paths written and the scores."""
     from .upscaler import Upscaler
 
@@ -97,8 +112,10 @@ def run_demo(out_dir: str | Path = "out/demo", *, photo: str | Path | None = Non
     for path, arr in ((lr_path, lr), (sr_path, sr)):
         write_image(path, arr, overwrite=overwrite)
     scores = dict(
-        psnr_y_model=psnr_y(sr, hr, border=scale), psnr_y_bicubic=psnr_y(bicubic, hr, border=scale),
-        ssim_y_model=ssim_y(sr, hr, border=scale), ssim_y_bicubic=ssim_y(bicubic, hr, border=scale),
+        psnr_y_model=psnr_y(sr, hr, border=scale),
+        psnr_y_bicubic=psnr_y(bicubic, hr, border=scale),
+        ssim_y_model=ssim_y(sr, hr, border=scale),
+        ssim_y_bicubic=ssim_y(bicubic, hr, border=scale),
     )
     h, w = hr.shape[:2]
     zoom = (h // 3, w // 3, h // 3 + h // 5, w // 3 + w // 5)

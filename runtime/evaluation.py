@@ -268,8 +268,9 @@ class EvaluatedModel:
     description: Mapping[str, Any]
 
 
-def score_image(path: Path, run: Upscale, scale: int,
-                metrics: Sequence[Metric] = METRICS) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+def score_image(
+    path: Path, run: Upscale, scale: int, metrics: Sequence[Metric] = METRICS
+) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
     """Scores of one HR image, and the images for its strip; None if it is too small."""
     from .imresize import imresize
 
@@ -285,7 +286,8 @@ def score_image(path: Path, run: Upscale, scale: int,
     bicubic = imresize(lr, float(scale))
     if sr.shape != hr.shape or bicubic.shape != hr.shape:
         raise EvaluationError(
-            f"{path}: output shapes {sr.shape} (model), {bicubic.shape} (bicubic) differ from HR {hr.shape}")
+            f"{path}: output shapes {sr.shape} (model), {bicubic.shape} (bicubic) differ from HR {hr.shape}"
+        )
     row: dict[str, Any] = {
         "image": path.stem,
         "path": str(path),
@@ -325,27 +327,39 @@ def mean_row(rows: Sequence[dict[str, Any]], metrics: Sequence[Metric] = METRICS
                 known = [v for v in values if v is not None and not math.isnan(v)]
                 out[f"{m.key}_{kind}"] = float(np.mean(known)) if known else None
         if not m.reference:
-            out[f"{m.key}_images"] = sum(r[f"{m.key}_model"] is not None and not math.isnan(r[f"{m.key}_model"])
-                                         for r in rows)
+            out[f"{m.key}_images"] = sum(
+                r[f"{m.key}_model"] is not None and not math.isnan(r[f"{m.key}_model"]) for r in rows
+            )
     out["seconds"] = float(np.sum([r["seconds"] for r in rows]))
     return out
 
 
-def write_strip(images: Mapping[str, np.ndarray], row: Mapping[str, Any], path: Path, scale: int,
-                metrics: Sequence[Metric] = METRICS) -> Path:
+def write_strip(
+    images: Mapping[str, np.ndarray],
+    row: Mapping[str, Any],
+    path: Path,
+    scale: int,
+    metrics: Sequence[Metric] = METRICS,
+) -> Path:
     """bicubic | model | HR side by side, scores in the labels, a 3× zoomed crop below."""
     from .demo import comparison_strip
 
     def label(kind: str) -> str:
-        return "  ".join(f"{m.label} {fmt_float(row[f'{m.key}_{kind}'], m.digits)}" for m in metrics
-                         if kind != "hr" or not m.reference)
+        return "  ".join(
+            f"{m.label} {fmt_float(row[f'{m.key}_{kind}'], m.digits)}"
+            for m in metrics
+            if kind != "hr" or not m.reference
+        )
 
     hr = images["hr"]
     h, w = hr.shape[:2]
     zoom = (h // 3, w // 3, h // 3 + max(h // 5, 1), w // 3 + max(w // 5, 1))
     strip = comparison_strip(
-        [(f"bicubic  {label('bicubic')}", images["bicubic"]), (f"model x{scale}  {label('model')}", images["sr"]),
-         (f"HR  {label('hr')}".rstrip(), hr)],
+        [
+            (f"bicubic  {label('bicubic')}", images["bicubic"]),
+            (f"model x{scale}  {label('model')}", images["sr"]),
+            (f"HR  {label('hr')}".rstrip(), hr),
+        ],
         zoom_box=zoom,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -364,8 +378,10 @@ def table(datasets: Sequence[Mapping[str, Any]], metrics: Sequence[Metric] = MET
     headers.append("model s")
 
     def cells(r: Mapping[str, Any], m: Metric) -> list[str]:
-        return [_fmt_gain(r[f"{m.key}_{k}"], m.digits) if k == "gain" else fmt_float(r[f"{m.key}_{k}"], m.digits)
-                for k in kinds(m)]
+        return [
+            _fmt_gain(r[f"{m.key}_{k}"], m.digits) if k == "gain" else fmt_float(r[f"{m.key}_{k}"], m.digits)
+            for k in kinds(m)
+        ]
 
     rows = []
     for ds in datasets:
@@ -389,8 +405,10 @@ def partial_means(datasets: Sequence[Mapping[str, Any]], metrics: Sequence[Metri
         for m in metrics:
             n = ds["mean"].get(f"{m.key}_images")
             if n is not None and n < ds["mean"]["images"]:
-                notes.append(f"{ds['name']}: {m.label} mean over {n} of {ds['mean']['images']} images (no score for the "
-                             "others: NIQE needs a 96×96 block after the border crop).")
+                notes.append(
+                    f"{ds['name']}: {m.label} mean over {n} of {ds['mean']['images']} images (no score for the "
+                    "others: NIQE needs a 96×96 block after the border crop)."
+                )
     return notes
 
 
@@ -430,9 +448,17 @@ class EvaluationReport:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def _score_dataset(ds: Dataset, model: EvaluatedModel, metrics: Sequence[Metric], options: EvaluationOptions,
-                   echo: Callable[[str], None]) -> dict[str, Any]:
-    echo(f"{ds.name}: {len(ds.images)} HR images ({ds.layout})" + (f"; skipped {', '.join(ds.skipped)}" if ds.skipped else ""))
+def _score_dataset(
+    ds: Dataset,
+    model: EvaluatedModel,
+    metrics: Sequence[Metric],
+    options: EvaluationOptions,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    echo(
+        f"{ds.name}: {len(ds.images)} HR images ({ds.layout})"
+        + (f"; skipped {', '.join(ds.skipped)}" if ds.skipped else "")
+    )
     rows: list[dict[str, Any]] = []
     strips: list[str] = []
     too_small: list[str] = []
@@ -443,17 +469,32 @@ def _score_dataset(ds: Dataset, model: EvaluatedModel, metrics: Sequence[Metric]
             continue
         row, images = scored
         rows.append(row)
-        echo("  " + "  ".join([row["image"]] + [
-            f"{m.label} {fmt_float(row[f'{m.key}_bicubic'], m.digits)} -> {fmt_float(row[f'{m.key}_model'], m.digits)}"
-            + ("" if m.reference else f" (HR {fmt_float(row[f'{m.key}_hr'], m.digits)})")
-            for m in metrics]))
+        echo(
+            "  "
+            + "  ".join(
+                [row["image"]]
+                + [
+                    f"{m.label} {fmt_float(row[f'{m.key}_bicubic'], m.digits)} -> {fmt_float(row[f'{m.key}_model'], m.digits)}"
+                    + ("" if m.reference else f" (HR {fmt_float(row[f'{m.key}_hr'], m.digits)})")
+                    for m in metrics
+                ]
+            )
+        )
         if len(strips) < options.strips:
             strip = Path(options.out) / f"{options.name}_strips" / f"{ds.name}_{row['image']}.png"
             strips.append(str(write_strip(images, row, strip, model.scale, metrics)))
     if not rows:
         raise EvaluationError(f"{ds.root}: no image large enough (HR side >= {MIN_HR_SIDE})")
-    return {"name": ds.name, "root": str(ds.root), "layout": ds.layout, "skipped": list(ds.skipped),
-            "too_small": too_small, "images": rows, "mean": mean_row(rows, metrics), "strips": strips}
+    return {
+        "name": ds.name,
+        "root": str(ds.root),
+        "layout": ds.layout,
+        "skipped": list(ds.skipped),
+        "too_small": too_small,
+        "images": rows,
+        "mean": mean_row(rows, metrics),
+        "strips": strips,
+    }
 
 
 def _settings(scale: int, metrics: Sequence[Metric], ma_scorer: str | None) -> dict[str, Any]:
@@ -462,11 +503,13 @@ def _settings(scale: int, metrics: Sequence[Metric], ma_scorer: str | None) -> d
         "border": scale,
         "lr": "MATLAB-bicubic imresize(hr, 1/scale) of the mod-cropped uint8 HR, uint8",
         "bicubic": "MATLAB-bicubic imresize(lr, scale), uint8",
-        "metrics": [{"key": m.key, "label": m.label, "reference": m.reference, "higher_is_better": m.higher_is_better}
-                    for m in metrics],
+        "metrics": [
+            {"key": m.key, "label": m.label, "reference": m.reference, "higher_is_better": m.higher_is_better}
+            for m in metrics
+        ],
         "gain": "model - bicubic (bicubic - model for lower-is-better metrics)",
         "niqe": "runtime.niqe: MATLAB NIQE release algorithm and pristine model, BasicSR-compatible; Y channel, "
-                "border crop = scale; null where no 96x96 block remains; <key>_hr: of the HR image",
+        "border crop = scale; null where no 96x96 block remains; <key>_hr: of the HR image",
         "ma_scorer": ma_scorer,
     }
 
@@ -474,19 +517,27 @@ def _settings(scale: int, metrics: Sequence[Metric], ma_scorer: str | None) -> d
 def _markdown(data: Mapping[str, Any], md_table: str, notes: Sequence[str], out: Path) -> str:
     env, model, settings = data["environment"], data["model"], data["settings"]
     scale, ma_scorer = settings["scale"], settings["ma_scorer"]
-    return "\n\n".join([
-        f"# Quality x{scale}: {Path(model['path']).name}",
-        f"{env['date']}, commit {commit_label(env)}, {env['host']['cpu']}; runner {model['runner']}; "
-        f"LR = {settings['lr']}; Y channel, {scale}-pixel border; NIQE (lower is better) also of HR"
-        + (f"; Ma by {ma_scorer}, PI = ((10 - Ma) + NIQE) / 2" if ma_scorer else "") + ".",
-        md_table,
-        *(["\n".join(f"- {n}" for n in notes)] if notes else []),
-        *[f"![{Path(s).stem}]({Path(s).relative_to(out)})" for ds in data["datasets"] for s in ds["strips"]],
-    ])
+    return "\n\n".join(
+        [
+            f"# Quality x{scale}: {Path(model['path']).name}",
+            f"{env['date']}, commit {commit_label(env)}, {env['host']['cpu']}; runner {model['runner']}; "
+            f"LR = {settings['lr']}; Y channel, {scale}-pixel border; NIQE (lower is better) also of HR"
+            + (f"; Ma by {ma_scorer}, PI = ((10 - Ma) + NIQE) / 2" if ma_scorer else "")
+            + ".",
+            md_table,
+            *(["\n".join(f"- {n}" for n in notes)] if notes else []),
+            *[f"![{Path(s).stem}]({Path(s).relative_to(out)})" for ds in data["datasets"] for s in ds["strips"]],
+        ]
+    )
 
 
-def evaluate(options: EvaluationOptions, open_model: Callable[[], AbstractContextManager[EvaluatedModel]], *,
-             environment: Mapping[str, Any], echo: Callable[[str], None] | None = None) -> EvaluationReport:
+def evaluate(
+    options: EvaluationOptions,
+    open_model: Callable[[], AbstractContextManager[EvaluatedModel]],
+    *,
+    environment: Mapping[str, Any],
+    echo: Callable[[str], None] | None = None,
+) -> EvaluationReport:
     """Score ``open_model()``'s model and bicubic on every dataset of ``options`` and write
     ``<out>/<name>.json``, ``.md`` and the strips; progress, then the table, go to ``echo``.
 
@@ -512,8 +563,10 @@ def evaluate(options: EvaluationOptions, open_model: Callable[[], AbstractContex
     md_table = table(datasets, metrics)
     markdown = _markdown(data, md_table, partial_means(datasets, metrics), Path(options.out))
     paths = write_results(options.out, options.name, data, markdown)
-    say(f"wrote {paths['json']}, {paths['md']}"
-        + (f" and {sum(len(d['strips']) for d in datasets)} strips" if options.strips else ""))
+    say(
+        f"wrote {paths['json']}, {paths['md']}"
+        + (f" and {sum(len(d['strips']) for d in datasets)} strips" if options.strips else "")
+    )
     say("")
     say(md_table)
     return EvaluationReport(data=data, markdown=markdown, table=md_table, paths=paths)

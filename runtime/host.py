@@ -42,7 +42,9 @@ class HostBuffer:
         dtype = np.dtype(dtype)
         needed = math.prod(shape) * dtype.itemsize
         if needed > self.nbytes:
-            raise InvalidArgumentError(f"a {dtype} view of shape {shape} needs {needed} bytes, buffer has {self.nbytes}")
+            raise InvalidArgumentError(
+                f"a {dtype} view of shape {shape} needs {needed} bytes, buffer has {self.nbytes}"
+            )
         return memory[:needed].view(dtype).reshape(shape)
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -50,7 +50,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageSource = str | os.PathLike | Image.Image | np.ndarray
 """Anything :func:`read_image` (and so :meth:`runtime.Upscaler.upscale`) accepts."""
 
 READ_EXTENSIONS = frozenset(
@@ -139,7 +139,7 @@ def read_image(source: ImageSource) -> tuple[np.ndarray, ImageInfo]:
         name = getattr(source, "filename", "") or "<PIL image>"
         try:
             source.load()
-        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
+        except Exception as exc:
             raise ImageReadError(name, f"cannot decode the image data ({exc})") from exc
         return _from_pil(source, name=name)
     if isinstance(source, (str, os.PathLike)):
@@ -198,7 +198,7 @@ def _read_path(path: Path) -> tuple[np.ndarray, ImageInfo]:
             image.load()  # Pillow decodes lazily: force it so bad data fails here, named
         except Image.DecompressionBombError as exc:
             raise ImageReadError(path, f"{exc}; raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from exc
-        except Exception as exc:  # noqa: BLE001 - OSError, SyntaxError, ValueError, zlib.error...
+        except Exception as exc:
             raise ImageReadError(
                 path, f"image data is corrupt or truncated ({exc}); re-export or re-download the file"
             ) from exc
@@ -236,8 +236,7 @@ def _from_pil(image: Image.Image, *, name: str) -> tuple[np.ndarray, ImageInfo]:
         if low < 0 or high > 65535:
             raise ImageReadError(
                 name,
-                f"32-bit integer pixels in {low}..{high} are outside 0..65535; only 8- and "
-                "16-bit images are supported",
+                f"32-bit integer pixels in {low}..{high} are outside 0..65535; only 8- and 16-bit images are supported",
             )
         array = array.astype(np.uint16)
     elif mode == "F":
@@ -251,8 +250,7 @@ def _from_pil(image: Image.Image, *, name: str) -> tuple[np.ndarray, ImageInfo]:
         if target is None:
             raise ImageReadError(
                 name,
-                f"unsupported image mode {mode!r}; supported: 1, L, LA, P, RGB, RGBA, CMYK, "
-                "YCbCr and 16-bit gray",
+                f"unsupported image mode {mode!r}; supported: 1, L, LA, P, RGB, RGBA, CMYK, YCbCr and 16-bit gray",
             )
         if mode == "P":
             target = "RGBA" if "transparency" in image.info else "RGB"
@@ -387,9 +385,7 @@ def _compatible_icc(info: ImageInfo | None, channels: int) -> bytes | None:
 def _encoder(path: Path, fmt: str, array: np.ndarray, icc: bytes | None, quality: int) -> Callable[[BinaryIO], None]:
     channels = array.shape[2]
     if channels in (2, 4) and fmt not in _ALPHA_FORMATS:
-        raise ImageWriteError(
-            path, f"{fmt} cannot store an alpha channel; write .png, .webp or .tif to keep it"
-        )
+        raise ImageWriteError(path, f"{fmt} cannot store an alpha channel; write .png, .webp or .tif to keep it")
     if array.dtype == np.uint16:
         if channels == 1 and fmt in _UINT16_GRAY_FORMATS:
             image = Image.fromarray(np.ascontiguousarray(array[:, :, 0]))  # mode I;16

@@ -19,9 +19,7 @@ def cubic(x: np.ndarray) -> np.ndarray:
     """Keys' cubic kernel with a = -0.5 (MATLAB's ``cubic``)."""
     ax = np.abs(x)
     ax2, ax3 = ax**2, ax**3
-    return (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * (
-        (ax > 1) & (ax <= 2)
-    )
+    return (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2))
 
 
 def resize_weights(in_len: int, out_len: int, scale: float, antialias: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -125,6 +125,4 @@ class Precision(str, Enum):
         try:
             return cls(value)
         except ValueError:
-            raise InvalidArgumentError(
-                f"{what} must be one of {[p.value for p in cls]}, got {value!r}"
-            ) from None
+            raise InvalidArgumentError(f"{what} must be one of {[p.value for p in cls]}, got {value!r}") from None

@@ -69,8 +69,7 @@ def parse_metadata(text: str, *, model: str, scale: int | None = None) -> ModelI
         io = ModelIO(meta.get("io"))
     except ValueError:
         raise ModelError(
-            f"{model}: metadata io {meta.get('io')!r} is not one of "
-            f"{[m.value for m in ModelIO]}"
+            f"{model}: metadata io {meta.get('io')!r} is not one of {[m.value for m in ModelIO]}"
         ) from None
     meta_scale = _check_scale(meta.get("scale", 4), model)
     if scale is not None and scale != meta_scale:
@@ -109,7 +108,8 @@ def infer_model_info(
     """
     rank = len(input_shape)
     matches = [
-        m for m in ModelIO
+        m
+        for m in ModelIO
         if input_type == m.onnx_type and rank == 4 and (m.channel_axis == 1 or input_shape[m.channel_axis] == 3)
     ]
     if matches:
@@ -134,6 +134,4 @@ def infer_model_info(
             )
     scale = _check_scale(scale, model)
     log.info("%s: no %s metadata; inferred io=%s scale=%d", model, METADATA_KEY, io.value, scale)
-    return ModelInfo(
-        io=io, scale=scale, input_name=input_name, output_name=output_name, source="inferred"
-    )
+    return ModelInfo(io=io, scale=scale, input_name=input_name, output_name=output_name, source="inferred")

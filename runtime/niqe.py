@@ -139,7 +139,7 @@ def _scipy(submodule: str):
     return require(f"scipy.{submodule}", pip="scipy", purpose="NIQE (runtime.niqe)")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_pristine_params() -> PristineParams:
     """The bundled pristine model (read once; the arrays are read-only)."""
     sio = _scipy("io")
@@ -160,7 +160,7 @@ def load_pristine_params() -> PristineParams:
     return PristineParams(mu, cov)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _window() -> np.ndarray:
     """``fspecial('gaussian', 7, 7/6)``, normalised again as computequality.m does."""
     half = (_WINDOW_SIZE - 1) / 2
@@ -171,7 +171,7 @@ def _window() -> np.ndarray:
     return h / h.sum()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _r_gam() -> np.ndarray:
     gamma = _scipy("special").gamma
     return gamma(2 / _GAM) ** 2 / (gamma(1 / _GAM) * gamma(3 / _GAM))
@@ -194,9 +194,7 @@ def _luma(img: np.ndarray, convert_to: str) -> np.ndarray:
     if not isinstance(img, np.ndarray):
         raise InvalidArgumentError(f"niqe: img must be a numpy array, got {type(img).__name__}")
     if img.dtype != np.uint8 and not np.issubdtype(img.dtype, np.floating):
-        raise InvalidArgumentError(
-            f"niqe: img has dtype {img.dtype}; expected uint8, or float with values in [0, 255]"
-        )
+        raise InvalidArgumentError(f"niqe: img has dtype {img.dtype}; expected uint8, or float with values in [0, 255]")
     if convert_to not in CONVERSIONS:
         raise InvalidArgumentError(f"niqe: convert_to={convert_to!r}; expected one of {CONVERSIONS}")
     if img.ndim == 3 and img.shape[2] == 1:
@@ -334,6 +332,7 @@ def load_ma_scorer(spec: str) -> Callable[[np.ndarray], float]:
     ``"path/to/file.py:function"``; ``function`` may be dotted (``"m:Model.score"``).
     The returned callable maps an image to ``float(function(image))``.
     """
+
     def fail(reason: str) -> InvalidArgumentError:
         return InvalidArgumentError(
             f"Ma scorer {spec!r}: {reason}; expected 'module:function' or 'path/to/file.py:function' "

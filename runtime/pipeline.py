@@ -1,7 +1,7 @@
-"""The pipelined executor: tiles flow through N in-flight slots so copies, compute and CPU overlap.
+"""The one tile loop: tiles flow through N in-flight slots so copies, compute and CPU overlap.
 
-Each slot owns a stream, an event, a :class:`~runtime.backends.device_stage.DeviceStage`
-(the model on the GPU), pinned input/output host buffers and device input/output buffers,
+Every backend runs here. Each slot owns a stream, an event, a
+:class:`~runtime.backends.contract.Stage` (the model), pinned input/output host buffers and device input/output buffers,
 all sized once for ``batch`` windows of the largest window shape. For every batch of tiles
 the executor takes the next slot in turn and
 
@@ -18,8 +18,10 @@ is stitched. Nothing is allocated per batch beyond small numpy views and tile-si
 temporaries of the stitching.
 
 The executor is generic over a *device* (the interface below): :class:`~runtime.cuda.
-resources.CudaDevice` on a GPU, :class:`~runtime.cuda.emulated.EmulatedDevice` on the CPU,
-whose lazy or random scheduling makes a missing wait give wrong pixels in the tests.
+resources.CudaDevice` on a GPU; :class:`~runtime.host.HostDevice` for CPU backends (one slot,
+synchronous, host buffers bound directly, so nothing is copied); and in the tests
+:class:`~runtime.testing.EmulatedDevice`, whose lazy or random scheduling makes a missing
+wait give wrong pixels.
 
 Failures: an exception anywhere (gathering, a stage refusing to enqueue, a CUDA error
 reported at an event, stitching) first drains every slot's stream, then propagates; the
@@ -207,8 +209,13 @@ class PipelineExecutor(Closing):
             raise
         log.info(
             "pipeline: %d slot(s) on %s, batch %d of %dx%d windows, %s I/O, %.1f MB of buffers per slot%s",
-            self.slots, getattr(device, "name", device.kind), self.batch, *self.window, self.io.value,
-            (in_bytes + out_bytes) / 1e6, ", CUDA graphs" if self.cuda_graphs else "",
+            self.slots,
+            getattr(device, "name", device.kind),
+            self.batch,
+            *self.window,
+            self.io.value,
+            (in_bytes + out_bytes) / 1e6,
+            ", CUDA graphs" if self.cuda_graphs else "",
         )
 
     def _graphs_supported(self) -> bool:
@@ -244,9 +251,7 @@ class PipelineExecutor(Closing):
         return _Slot(index, *made)
 
     # -- running ---------------------------------------------------------------------
-    def run(
-        self, jobs: Iterable[ImageJob], *, on_batch: Callable[[int], None] | None = None
-    ) -> Iterator[np.ndarray]:
+    def run(self, jobs: Iterable[ImageJob], *, on_batch: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
         """Process ``jobs`` in order, yielding each job's ``result`` once it is complete.
 
         ``on_batch(n_tiles)`` is called after each batch is stitched (progress bars).
@@ -295,7 +300,9 @@ class PipelineExecutor(Closing):
             )
         in_shape = self.io.batch_shape(n, wh, ww)
         out_shape = self.io.batch_shape(n, wh * self.scale, ww * self.scale)
-        gather_windows(p.source, tiles, slot.host_in.view(self.dtype, in_shape), io=self.io, input_scale=job.input_scale)
+        gather_windows(
+            p.source, tiles, slot.host_in.view(self.dtype, in_shape), io=self.io, input_scale=job.input_scale
+        )
         if slot.bound != in_shape:
             slot.stage.bind(slot.dev_in.ptr, slot.dev_out.ptr, in_shape)
             slot.bound = in_shape
@@ -347,8 +354,13 @@ class PipelineExecutor(Closing):
         results = item.slot.host_out.view(self.dtype, item.out_shape)
         p = item.pass_
         scatter_cores(
-            results, item.tiles, p.target, scale=self.scale, io=self.io,
-            output_scale=item.job.output_scale, to_gray=p.to_gray,
+            results,
+            item.tiles,
+            p.target,
+            scale=self.scale,
+            io=self.io,
+            output_scale=item.job.output_scale,
+            to_gray=p.to_gray,
         )
         if on_batch is not None:
             on_batch(len(item.tiles))
@@ -376,8 +388,11 @@ class PipelineExecutor(Closing):
         for slot in self._slots:
             for graph in slot.graphs.values():
                 _close_quietly(graph)
-            buffers = (slot.host_out, slot.host_in) if self._unified else (
-                slot.dev_out, slot.dev_in, slot.host_out, slot.host_in)
+            buffers = (
+                (slot.host_out, slot.host_in)
+                if self._unified
+                else (slot.dev_out, slot.dev_in, slot.host_out, slot.host_in)
+            )
             for thing in (slot.stage, *buffers, slot.event, slot.stream):
                 _close_quietly(thing)
         self._slots = []

@@ -184,7 +184,7 @@ def environment(*, threads: int | None = None, git: GitState | None = None) -> d
 
 
 def commit_label(env: Mapping[str, Any]) -> str:
-    """"<commit>" or "<commit> (dirty)" from an environment record, for a result's Markdown."""
+    """ "<commit>" or "<commit> (dirty)" from an environment record, for a result's Markdown."""
     git = env.get("git") or {}
     return f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}"
 
@@ -260,7 +260,8 @@ class DirtyTreeError(UpscaleError):
 def add_allow_dirty(parser: argparse.ArgumentParser) -> None:
     """``--allow-dirty``: the one override of :func:`require_clean_tree`."""
     parser.add_argument(
-        "--allow-dirty", action="store_true",
+        "--allow-dirty",
+        action="store_true",
         help="write results even though the working tree has uncommitted changes (tracked files "
         "modified, or untracked files in a package); the results then record dirty: true",
     )

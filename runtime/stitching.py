@@ -89,9 +89,7 @@ def scatter_cores(
     """
     expected_c = 1 if to_gray else 3
     if output.ndim != 3 or output.shape[2] != expected_c:
-        raise InvalidArgumentError(
-            f"output must be H×W×{expected_c} (to_gray={to_gray}), got shape {output.shape}"
-        )
+        raise InvalidArgumentError(f"output must be H×W×{expected_c} (to_gray={to_gray}), got shape {output.shape}")
     integer = np.issubdtype(output.dtype, np.integer)
     low, high = (np.iinfo(output.dtype).min, np.iinfo(output.dtype).max) if integer else (0, 0)
     for i, tile in enumerate(tiles):

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .utils import check_int
 from .errors import InvalidArgumentError
+from .utils import check_int
 
 __all__ = ["Box", "Tile", "TilePlan", "plan_tiles", "required_size", "pad_image"]
 
@@ -219,8 +219,7 @@ def pad_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     h, w = image.shape[:2]
     if height < h or width < w:
         raise InvalidArgumentError(
-            f"pad_image target {height}x{width} is smaller than the image {h}x{w}; "
-            "padding can only grow an image"
+            f"pad_image target {height}x{width} is smaller than the image {h}x{w}; padding can only grow an image"
         )
     extra = [(0, 0)] * (image.ndim - 2)
     reflect = (min(height - h, h - 1), min(width - w, w - 1))

@@ -99,7 +99,10 @@ def _gpu_from_nvidia_smi(device: int) -> GpuInfo:
     try:
         out = subprocess.run(
             [exe, "--query-gpu=name,compute_cap", "--format=csv,noheader", "-i", selector],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
         raise GpuQueryError(f"nvidia-smi failed: {exc}") from None
@@ -177,7 +180,9 @@ def check_compatible(
     if gpu is None or not built_gpu:
         log.warning(
             "%s: cannot compare GPUs (built for %s, running on %s); TensorRT engines are GPU-specific",
-            engine, built_gpu.get("name", "an unrecorded GPU"), "an unknown GPU" if gpu is None else gpu.name,
+            engine,
+            built_gpu.get("name", "an unrecorded GPU"),
+            "an unknown GPU" if gpu is None else gpu.name,
         )
         return
     same_cc = built_gpu.get("compute_capability") == gpu.compute_capability
@@ -206,7 +211,9 @@ def model_info_from_sidecar(sidecar: Mapping[str, Any], *, engine: str, scale: i
     try:
         io = ModelIO(model.get("io"))
     except ValueError:
-        raise ModelError(f"{engine}: sidecar model io {model.get('io')!r} is not one of {[m.value for m in ModelIO]}") from None
+        raise ModelError(
+            f"{engine}: sidecar model io {model.get('io')!r} is not one of {[m.value for m in ModelIO]}"
+        ) from None
     meta_scale = model.get("scale")
     if isinstance(meta_scale, bool) or not isinstance(meta_scale, int) or meta_scale < 1:
         raise ModelError(f"{engine}: sidecar model scale must be a positive integer, got {meta_scale!r}")

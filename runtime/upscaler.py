@@ -1,6 +1,6 @@
 """``Upscaler``: any image in, the ×scale image back, same dtype and channel layout.
 
-How an image goes through (see DESIGN.md, "Data flow"):
+How an image goes through (see docs/design.md, "One image through the runtime"):
 
 1. :func:`~runtime.image_io.read_image` turns a path, PIL image or array into an H×W×C
    view plus :class:`~runtime.image_io.ImageInfo` (arrays are not copied).
@@ -171,10 +171,14 @@ class Upscaler(Closing):
             if backend_options:
                 warnings.warn(
                     "Upscaler(backend_options={...}) is deprecated; pass typed options, e.g. "
-                    f"backend={type(options).__name__}(...)", DeprecationWarning, stacklevel=2,
+                    f"backend={type(options).__name__}(...)",
+                    DeprecationWarning,
+                    stacklevel=2,
                 )
                 options = with_overrides(options, backend_options, what="backend_options")
-            self.options = options = self._merge_gpu_arguments(options, slots=slots, cuda_graphs=cuda_graphs, device=device)
+            self.options = options = self._merge_gpu_arguments(
+                options, slots=slots, cuda_graphs=cuda_graphs, device=device
+            )
             if options.pipelined and not _is_device(device):
                 self._device, self._owns_device = self._cuda_device(options), True
             try:
@@ -215,10 +219,15 @@ class Upscaler(Closing):
         """Apply Upscaler's ``slots``/``cuda_graphs``/``device`` (GPU index) to GPU options."""
         given = {k: v for k, v in given.items() if v is not None and not (k == "device" and _is_device(v))}
         if not isinstance(options, GpuOptions):
-            ignored = sorted(k for k, v in given.items() if not (k == "slots" and v == 1) and not (k == "cuda_graphs" and v is False))
+            ignored = sorted(
+                k for k, v in given.items() if not (k == "slots" and v == 1) and not (k == "cuda_graphs" and v is False)
+            )
             if ignored:
-                log.warning("%s ignored: the %s backend runs on the CPU, one batch at a time",
-                            ", ".join(f"{k}={given[k]!r}" for k in ignored), options.name)
+                log.warning(
+                    "%s ignored: the %s backend runs on the CPU, one batch at a time",
+                    ", ".join(f"{k}={given[k]!r}" for k in ignored),
+                    options.name,
+                )
             return options
         defaults = type(options)()
         for key, value in given.items():
@@ -235,8 +244,9 @@ class Upscaler(Closing):
 
         return CudaDevice(getattr(options, "device", 0))
 
-    def _setup(self, halo: int | None, batch: int | None, slots: int | None, cuda_graphs: bool | None,
-               device: Any) -> None:
+    def _setup(
+        self, halo: int | None, batch: int | None, slots: int | None, cuda_graphs: bool | None, device: Any
+    ) -> None:
         factory = self._factory
         recommended = factory.info.recommended_halo
         if halo is None:
@@ -255,7 +265,10 @@ class Upscaler(Closing):
             elif on_host:
                 self._device, self._owns_device = HostDevice(), True
             else:
-                self._device, self._owns_device = self._cuda_device(self.options or GpuOptions(device=device or 0)), True
+                self._device, self._owns_device = (
+                    self._cuda_device(self.options or GpuOptions(device=device or 0)),
+                    True,
+                )
         options = self.options
         if on_host:
             self.batch = DEFAULT_BATCH if batch is None else batch
@@ -368,9 +381,7 @@ class Upscaler(Closing):
 
     def __repr__(self) -> str:
         extra = f", slots={self.slots}" if self.pipelined else ""
-        return (
-            f"Upscaler(backend={self.backend!r}, tile={self.tile}, halo={self.halo}, batch={self.batch}{extra})"
-        )
+        return f"Upscaler(backend={self.backend!r}, tile={self.tile}, halo={self.halo}, batch={self.batch}{extra})"
 
     # -- the pipeline ----------------------------------------------------------------
     def _check_dtype(self, info: ImageInfo) -> tuple[float, float]:

@@ -51,9 +51,7 @@ def check_int(name: str, value: object, minimum: int, *, error: type[Exception] 
     try:
         number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise error(
-            f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})"
-        ) from None
+        raise error(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})") from None
     if number < minimum:
         raise error(f"{name} must be an integer >= {minimum}, got {number}")
     return number

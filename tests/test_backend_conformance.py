@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _runtime_models import reference
+
 from runtime.backends import Backend, StageFactory, create_backend
 from runtime.backends.onnxruntime_cuda import OrtCudaStageFactory
 from runtime.layout import ModelIO
@@ -66,12 +66,12 @@ def _io_of(model: Path) -> ModelIO:
 class _OnnxAsTorch:
     """A torch module running the ONNX model (so every backend runs the same function)."""
 
-    def __new__(cls, model: Path):  # noqa: ANN204
+    def __new__(cls, model: Path):
         torch = pytest.importorskip("torch")
         float_model = model.with_name(model.name.replace("_u8", ""))
 
         class Module(torch.nn.Module):
-            def forward(self, x):  # noqa: ANN001, ANN202
+            def forward(self, x):
                 out = reference(float_model, x.detach().cpu().numpy().astype(np.float32))
                 return torch.from_numpy(out)
 
@@ -90,8 +90,9 @@ BACKENDS: dict[str, tuple[Callable[[Path], StageFactory], bool]] = {
 
 @pytest.mark.parametrize("name", sorted(BACKENDS))
 @pytest.mark.parametrize("uint8", [False, True], ids=["float32-nchw", "uint8-nhwc"])
-def test_backend_conformance(name: str, uint8: bool, conv_model: Path, conv_uint8_model: Path,
-                             rng: np.random.Generator) -> None:
+def test_backend_conformance(
+    name: str, uint8: bool, conv_model: Path, conv_uint8_model: Path, rng: np.random.Generator
+) -> None:
     make, on_host = BACKENDS[name]
     model = conv_uint8_model if uint8 else conv_model
     io = _io_of(model)
@@ -100,7 +101,9 @@ def test_backend_conformance(name: str, uint8: bool, conv_model: Path, conv_uint
         factory = make(model)
         batch = rng.integers(0, 256, good).astype(io.dtype)
         got = run_on_host(factory, batch)
-        nchw = batch.astype(np.float32) if io is ModelIO.FLOAT32_NCHW else batch.transpose(0, 3, 1, 2).astype(np.float32)
+        nchw = (
+            batch.astype(np.float32) if io is ModelIO.FLOAT32_NCHW else batch.transpose(0, 3, 1, 2).astype(np.float32)
+        )
         want = reference(conv_model, nchw)
         if io is ModelIO.UINT8_NHWC:
             want = np.clip(np.rint(want), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)

@@ -67,8 +67,9 @@ def check_environment(env: dict) -> None:
 
 @pytest.mark.parametrize("script", ["seams.py", "quality.py", "memory.py"])
 def test_script_runs_from_the_repo_root_with_help(script: str) -> None:
-    res = subprocess.run([sys.executable, f"benchmarks/{script}", "--help"], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("usage:") and "--out" in res.stdout
 
@@ -78,8 +79,9 @@ def test_script_runs_from_the_repo_root_with_help(script: str) -> None:
 
 def test_memory_within_budget_writes_json_and_markdown(tiny_onnx: Path, tmp_path: Path, capsys) -> None:
     size = 96
-    rc = memory.main(["--size", str(size), "--model", str(tiny_onnx), "--out", str(tmp_path), "--threads", "1",
-                      "--allow-dirty"])
+    rc = memory.main(
+        ["--size", str(size), "--model", str(tiny_onnx), "--out", str(tmp_path), "--threads", "1", "--allow-dirty"]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     data = json.loads((tmp_path / "memory.json").read_text())
@@ -99,8 +101,21 @@ def test_memory_within_budget_writes_json_and_markdown(tiny_onnx: Path, tmp_path
 
 def test_memory_zero_budget_fails(tiny_onnx: Path, tmp_path: Path, capsys) -> None:
     """Negative control: nothing fits in the output array alone."""
-    rc = memory.main(["--size", "32", "--model", str(tiny_onnx), "--out", str(tmp_path), "--budget-mb", "0",
-                      "--threads", "1", "--allow-dirty"])
+    rc = memory.main(
+        [
+            "--size",
+            "32",
+            "--model",
+            str(tiny_onnx),
+            "--out",
+            str(tmp_path),
+            "--budget-mb",
+            "0",
+            "--threads",
+            "1",
+            "--allow-dirty",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 1, out
     v = json.loads((tmp_path / "memory.json").read_text())["verdict"]
@@ -131,8 +146,23 @@ def test_seams_curve_rises_with_the_halo(tiny_onnx: Path, tmp_path: Path, capsys
     image = tmp_path / "ihc48.png"
     write_image(image, crop("ihc.png", 48))
     halos = [0, 1, 2, 4, 8, 16]
-    rc = seams.main(["--model", str(tiny_onnx), "--data", str(image), "--tiles", "16", "--halos",
-                     ",".join(map(str, halos)), "--out", str(tmp_path), "--threads", "1", "--allow-dirty"])
+    rc = seams.main(
+        [
+            "--model",
+            str(tiny_onnx),
+            "--data",
+            str(image),
+            "--tiles",
+            "16",
+            "--halos",
+            ",".join(map(str, halos)),
+            "--out",
+            str(tmp_path),
+            "--threads",
+            "1",
+            "--allow-dirty",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     data = json.loads((tmp_path / "seams.json").read_text())
@@ -166,6 +196,7 @@ def test_seams_curve_rises_with_the_halo(tiny_onnx: Path, tmp_path: Path, capsys
 
 def independent_psnr_y(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
     """MATLAB-convention PSNR-Y written out again, without runtime.metrics."""
+
     def y(img: np.ndarray) -> np.ndarray:
         img = img.astype(np.float64)
         if img.ndim == 2:
@@ -185,8 +216,21 @@ def test_quality_table_json_and_bicubic_psnr(tiny_onnx: Path, tmp_path: Path, ca
         write_image(hr_dir / f"{name}.png", hr)
     write_image(hr_dir / "ihc_LR.png", imresize(hrs["ihc"][:48, :48], 0.25))  # must be skipped
     out_dir = tmp_path / "out"
-    rc = quality.main(["--model", str(tiny_onnx), "--data", str(dataset), "--out", str(out_dir), "--strips", "1",
-                       "--threads", "1", "--allow-dirty"])
+    rc = quality.main(
+        [
+            "--model",
+            str(tiny_onnx),
+            "--data",
+            str(dataset),
+            "--out",
+            str(out_dir),
+            "--strips",
+            "1",
+            "--threads",
+            "1",
+            "--allow-dirty",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     data = json.loads((out_dir / "quality.json").read_text())
@@ -242,8 +286,13 @@ def test_quality_recognises_dataset_layouts(tmp_path: Path) -> None:
 
 
 def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.fixture
@@ -302,8 +351,9 @@ def test_require_clean_tree_refuses_a_dirty_tree_unless_allowed(repo: Path, tmp_
 
 def _quality_json(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"datasets": [{"name": "t", "images": [
-        {"image": "a", "psnr_y_model": 30.0, "niqe_model": 6.0}]}]}))
+    path.write_text(
+        json.dumps({"datasets": [{"name": "t", "images": [{"image": "a", "psnr_y_model": 30.0, "niqe_model": 6.0}]}]})
+    )
     return path
 
 
@@ -331,10 +381,27 @@ def test_scripts_refuse_to_write_from_a_dirty_tree(repo: Path, tmp_path: Path, m
     assert json.loads((out / "compare_quality.json").read_text())["environment"]["git"]["dirty"] is False
 
 
-@pytest.mark.parametrize("script", ["seams", "quality", "memory", "parity", "throughput", "throughput_gpu", "fp16_onnx",
-                                    "compare_quality", "int8_gate"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "seams",
+        "quality",
+        "memory",
+        "parity",
+        "throughput",
+        "throughput_gpu",
+        "fp16_onnx",
+        "compare_quality",
+        "int8_gate",
+    ],
+)
 def test_every_script_that_writes_results_has_allow_dirty(script: str) -> None:
-    res = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", "--help"], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{script}", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert "--allow-dirty" in res.stdout

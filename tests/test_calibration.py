@@ -74,12 +74,45 @@ def test_calibrate_end_to_end_and_gate_floor(
     train = _photos(tmp_path / "train", photos_dir / "train", 128, n=2)
     test = _photos(tmp_path / "test", photos_dir / "test", 96, n=2)
     data, q = tmp_path / "calib.npz", tmp_path / "conv.int8.onnx"
-    assert main(["collect", "--images", str(train), "-o", str(data), "--samples", "4",
-                 "--tile", "16", "--halo", "4", "--model", str(conv_model)]) == 0
+    assert (
+        main(
+            [
+                "collect",
+                "--images",
+                str(train),
+                "-o",
+                str(data),
+                "--samples",
+                "4",
+                "--tile",
+                "16",
+                "--halo",
+                "4",
+                "--model",
+                str(conv_model),
+            ]
+        )
+        == 0
+    )
     arrays, meta = load_npz(data)
     assert arrays["lr"].shape == (4, 3, 24, 24) and meta["window"] == 24
-    rc = main(["quantize", str(conv_model), "--data", str(data), "-o", str(q),
-               "--test-images", str(test), "--min-psnr", "0", "--max-loss", "100", "--no-progress"])
+    rc = main(
+        [
+            "quantize",
+            str(conv_model),
+            "--data",
+            str(data),
+            "-o",
+            str(q),
+            "--test-images",
+            str(test),
+            "--min-psnr",
+            "0",
+            "--max-loss",
+            "100",
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr()
     import onnx
 
@@ -89,14 +122,33 @@ def test_calibrate_end_to_end_and_gate_floor(
     doc = json.loads({p.key: p.value for p in m.metadata_props}["fourpp_eusr"])
     cal = doc["calibration"]
     assert doc["precision"] == "int8" and cal["samples"] == 4 and cal["method"] == "entropy"
-    assert cal["auto_keep"]["target_psnr_db"] == 48.0 and cal["auto_keep"]["psnr_db"] >= cal["auto_keep"]["psnr_all_int8_db"]
+    assert (
+        cal["auto_keep"]["target_psnr_db"] == 48.0
+        and cal["auto_keep"]["psnr_db"] >= cal["auto_keep"]["psnr_all_int8_db"]
+    )
     report = json.loads(q.with_suffix(".gate.json").read_text())
     assert report["passed"] and report["nan_count"] == 0 and len(report["rows"]) == 2
     reached = report["min_psnr_vs_fp32"]
     # A floor above what is reached must fail with exit status 1.
     out = tmp_path / "g.json"
-    assert main(["gate", str(conv_model), str(q), "--test-images", str(test),
-                 "--min-psnr", str(reached + 1), "--max-loss", "100", "--json", str(out)]) == 1
+    assert (
+        main(
+            [
+                "gate",
+                str(conv_model),
+                str(q),
+                "--test-images",
+                str(test),
+                "--min-psnr",
+                str(reached + 1),
+                "--max-loss",
+                "100",
+                "--json",
+                str(out),
+            ]
+        )
+        == 1
+    )
     assert not json.loads(out.read_text())["passed"]
     assert "FAIL" in capsys.readouterr().out
     # The sensitivity command scores every quantized layer on the calibration windows.
@@ -112,8 +164,26 @@ def test_calibrate_end_to_end_and_gate_floor(
 def _all_int8(tmp_path: Path, photos_dir: Path, conv_model: Path) -> tuple[Path, Path]:
     train = _photos(tmp_path / "train", photos_dir / "train", 128, n=2)
     data, q = tmp_path / "calib.npz", tmp_path / "all.int8.onnx"
-    assert main(["collect", "--images", str(train), "-o", str(data), "--samples", "4",
-                 "--tile", "16", "--halo", "4", "--model", str(conv_model)]) == 0
+    assert (
+        main(
+            [
+                "collect",
+                "--images",
+                str(train),
+                "-o",
+                str(data),
+                "--samples",
+                "4",
+                "--tile",
+                "16",
+                "--halo",
+                "4",
+                "--model",
+                str(conv_model),
+            ]
+        )
+        == 0
+    )
     assert main(["quantize", str(conv_model), "--data", str(data), "-o", str(q), "--no-auto-keep", "--no-gate"]) == 0
     return data, q
 
@@ -131,8 +201,10 @@ def test_bypass_and_only_layer_are_exact(tmp_path: Path, photos_dir: Path, conv_
     assert len(groups) >= 3 and all(1 <= len(v) <= 2 for v in groups.values())
     x = load_npz(data)[0]["lr"]
 
-    def run(model) -> np.ndarray:  # noqa: ANN001
-        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"lr": x})[0]
+    def run(model) -> np.ndarray:
+        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"lr": x})[
+            0
+        ]
 
     ref = ort.InferenceSession(str(conv_model), providers=["CPUExecutionProvider"]).run(None, {"lr": x})[0]
     none = bypass(m, list(groups))
@@ -198,16 +270,36 @@ def test_auto_keep_cap_and_opt_out(tmp_path: Path, photos_dir: Path, conv_model:
     assert doc["calibration"]["auto_keep"] is None
 
 
-def test_quantize_rejects_bad_method_and_layout(
-    tmp_path: Path, photos_dir: Path, conv_model: Path
-) -> None:
+def test_quantize_rejects_bad_method_and_layout(tmp_path: Path, photos_dir: Path, conv_model: Path) -> None:
     train = _photos(tmp_path / "train", photos_dir / "train", 64, n=1)
     data = tmp_path / "u8.npz"
-    assert main(["collect", "--images", str(train), "-o", str(data), "--samples", "1",
-                 "--tile", "8", "--halo", "0", "--io", "uint8-nhwc"]) == 0
+    assert (
+        main(
+            [
+                "collect",
+                "--images",
+                str(train),
+                "-o",
+                str(data),
+                "--samples",
+                "1",
+                "--tile",
+                "8",
+                "--halo",
+                "0",
+                "--io",
+                "uint8-nhwc",
+            ]
+        )
+        == 0
+    )
     assert main(["quantize", str(conv_model), "--data", str(data), "-o", str(tmp_path / "x.onnx")]) == 2
-    assert main(["quantize", str(conv_model), "--data", str(data), "-o", str(tmp_path / "x.onnx"),
-                 "--method", "percentile"]) == 2
+    assert (
+        main(
+            ["quantize", str(conv_model), "--data", str(data), "-o", str(tmp_path / "x.onnx"), "--method", "percentile"]
+        )
+        == 2
+    )
 
 
 def test_float_residuals_rewires_only_adds_reading_a_qdq_pair() -> None:
@@ -222,7 +314,9 @@ def test_float_residuals_rewires_only_adds_reading_a_qdq_pair() -> None:
         helper.make_node("Add", ["xdq", "r"], ["y"], name="add"),
     ]
     g = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
         [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [0])],
     )
@@ -269,16 +363,27 @@ def test_float_residuals_can_spare_conv_outputs() -> None:
     from calibration.quantize import float_residuals
 
     def qdq(x: str) -> list:
-        return [helper.make_node("QuantizeLinear", [x, "s", "z"], [x + "q"], name="q_" + x),
-                helper.make_node("DequantizeLinear", [x + "q", "s", "z"], [x + "dq"], name="dq_" + x)]
+        return [
+            helper.make_node("QuantizeLinear", [x, "s", "z"], [x + "q"], name="q_" + x),
+            helper.make_node("DequantizeLinear", [x + "q", "s", "z"], [x + "dq"], name="dq_" + x),
+        ]
 
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), *qdq("c"), *qdq("x"),
-             helper.make_node("Add", ["xdq", "cdq"], ["y"], name="add")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        *qdq("c"),
+        *qdq("x"),
+        helper.make_node("Add", ["xdq", "cdq"], ["y"], name="add"),
+    ]
     g = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 1])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, 1])],
-        [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [0]),
-         helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 1, 1], [1.0])],
+        [
+            helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]),
+            helper.make_tensor("z", TensorProto.INT8, [], [0]),
+            helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 1, 1], [1.0]),
+        ],
     )
     m = helper.make_model(g)
     assert float_residuals(m, except_from=("Conv",)) == 1
@@ -294,7 +399,10 @@ def test_keep_fp_takes_node_or_module_names(conv_model: Path) -> None:
     src = onnx.load(str(conv_model))
     assert _resolve_keep(["/body/body.4/Conv$"], src, conv_model) == ["/body/body.4/Conv$"]
     assert _resolve_keep(["body.0", r"body\.[24]"], src, conv_model) == [
-        r"/body/body\.0/Conv$", r"/body/body\.2/Conv$", r"/body/body\.4/Conv$"]
+        r"/body/body\.0/Conv$",
+        r"/body/body\.2/Conv$",
+        r"/body/body\.4/Conv$",
+    ]
     with pytest.raises(CalibrationError, match=r"--keep-fp 'body\.9': matches no node or module"):
         _resolve_keep(["body.9"], src, conv_model)
     with pytest.raises(CalibrationError, match="not a regular expression"):
@@ -307,5 +415,8 @@ def test_gate_names_the_test_images_flag(tmp_path: Path, conv_model: Path, capsy
     assert f"--test-images {tmp_path / 'nowhere'}: not a folder" in capsys.readouterr().err
     assert main(["gate", str(conv_model), str(tmp_path / "q.onnx")]) == 2
     assert f"candidate model {tmp_path / 'q.onnx'}: file not found" in capsys.readouterr().err
-    assert main(["quantize", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "c.npz"), "-o", str(tmp_path / "o.onnx")]) == 2
+    assert (
+        main(["quantize", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "c.npz"), "-o", str(tmp_path / "o.onnx")])
+        == 2
+    )
     assert "c.npz: file not found" in capsys.readouterr().err

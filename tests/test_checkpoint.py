@@ -51,14 +51,25 @@ def tiny_ckpt(tmp_path):
     np_rng = np.random.default_rng(7)
     np_rng.integers(10, size=5)
     path = save_checkpoint(
-        tmp_path / "tiny.safetensors", model, config=model.config.to_dict(), config_name="tiny",
-        optimizer=opt, numpy_rng=np_rng, train_state={"step": 2, "phase": "pretrain"},
+        tmp_path / "tiny.safetensors",
+        model,
+        config=model.config.to_dict(),
+        config_name="tiny",
+        optimizer=opt,
+        numpy_rng=np_rng,
+        train_state={"step": 2, "phase": "pretrain"},
     )
     return path, model, opt, np_rng
 
 
-def _rewrite(src: Path, dst: Path, *, header_update: dict | None = None, drop: tuple[str, ...] = (),
-             tensors_update: dict | None = None) -> Path:
+def _rewrite(
+    src: Path,
+    dst: Path,
+    *,
+    header_update: dict | None = None,
+    drop: tuple[str, ...] = (),
+    tensors_update: dict | None = None,
+) -> Path:
     """Copy a checkpoint with an edited header/tensors (written with safetensors, not our code)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -144,8 +155,13 @@ def test_amp_loss_scale_survives_a_resume(tmp_path):
     assert restore_grad_scaler(fresh, load_checkpoint(path))
     assert fresh.state_dict() == scaler.state_dict()
     # Without AMP nothing is written, and nothing is restored into a disabled scaler.
-    off = save_checkpoint(tmp_path / "fp32.safetensors", model, config={}, optimizer=opt,
-                          grad_scaler=torch.amp.GradScaler("cpu", enabled=False))
+    off = save_checkpoint(
+        tmp_path / "fp32.safetensors",
+        model,
+        config={},
+        optimizer=opt,
+        grad_scaler=torch.amp.GradScaler("cpu", enabled=False),
+    )
     assert load_checkpoint(off).grad_scaler is None
     assert not restore_grad_scaler(torch.amp.GradScaler("cpu", enabled=False), load_checkpoint(path))
     assert not restore_grad_scaler(torch.amp.GradScaler("cpu"), load_checkpoint(off))
@@ -222,8 +238,9 @@ def test_foreign_safetensors_file(tmp_path):
 
 def test_config_does_not_match_weights(tiny_ckpt, tmp_path):
     path = tiny_ckpt[0]
-    bad = _rewrite(path, tmp_path / "mismatch.safetensors",
-                   header_update={"config": json.dumps(CONFIGS["compact"].to_dict())})
+    bad = _rewrite(
+        path, tmp_path / "mismatch.safetensors", header_update={"config": json.dumps(CONFIGS["compact"].to_dict())}
+    )
     msg = _assert_error(bad, "weights do not fit the model", loader=load_model)
     assert "missing" in msg and "other shapes" in msg  # compact: 8 shared blocks, 32 features
 
@@ -236,11 +253,17 @@ def test_weights_of_a_tiny_model_under_compact_header(tmp_path):
 
 def test_invalid_config_in_header(tiny_ckpt, tmp_path):
     path = tiny_ckpt[0]
-    bad = _rewrite(path, tmp_path / "badcfg.safetensors",
-                   header_update={"config": json.dumps({**CONFIGS["tiny"].to_dict(), "scale_kernel": 4})})
+    bad = _rewrite(
+        path,
+        tmp_path / "badcfg.safetensors",
+        header_update={"config": json.dumps({**CONFIGS["tiny"].to_dict(), "scale_kernel": 4})},
+    )
     _assert_error(bad, "invalid model config", "scale_kernel", loader=load_model)
-    bad2 = _rewrite(path, tmp_path / "unknown.safetensors",
-                    header_update={"config": json.dumps({**CONFIGS["tiny"].to_dict(), "depth": 3})})
+    bad2 = _rewrite(
+        path,
+        tmp_path / "unknown.safetensors",
+        header_update={"config": json.dumps({**CONFIGS["tiny"].to_dict(), "depth": 3})},
+    )
     _assert_error(bad2, "invalid model config", "depth", loader=load_model)
 
 
@@ -373,8 +396,15 @@ def test_slim_keeps_the_averaged_weights_only(tmp_path):
     model(torch.rand(1, 3, 8, 8) * 255).mean().backward()
     opt.step()
     ema = {k: v + 1 for k, v in model.state_dict().items()}
-    full = save_checkpoint(tmp_path / "full.safetensors", model, config=model.config.to_dict(), config_name="tiny",
-                           optimizer=opt, ema_state=ema, train_state={"step": 7})
+    full = save_checkpoint(
+        tmp_path / "full.safetensors",
+        model,
+        config=model.config.to_dict(),
+        config_name="tiny",
+        optimizer=opt,
+        ema_state=ema,
+        train_state={"step": 7},
+    )
     assert slim_main([str(full), str(tmp_path / "slim.safetensors")]) == 0
     slim = load_checkpoint(tmp_path / "slim.safetensors")
     assert not slim.optim_state and not slim.ema_state and slim.rng_torch is None

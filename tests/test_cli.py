@@ -70,7 +70,9 @@ def test_failures_are_reported_per_image_and_the_rest_still_run(
     assert os.listdir(out) == ["a_x4.png"]  # nothing half-written for the failures
 
 
-def test_existing_output_needs_overwrite(images: Path, tmp_path: Path, nearest_model: Path, capsys: pytest.CaptureFixture) -> None:
+def test_existing_output_needs_overwrite(
+    images: Path, tmp_path: Path, nearest_model: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "a_x4.png").write_bytes(b"old")
@@ -88,7 +90,9 @@ def test_cmyk_warning_is_one_line(tmp_path: Path, nearest_model: Path, capsys: p
     assert capsys.readouterr().err.startswith(f"warning: {tmp_path / 'c.jpg'}: CMYK image converted to RGB")
 
 
-def test_progress_and_success_lines(images: Path, tmp_path: Path, nearest_model: Path, capsys: pytest.CaptureFixture) -> None:
+def test_progress_and_success_lines(
+    images: Path, tmp_path: Path, nearest_model: Path, capsys: pytest.CaptureFixture
+) -> None:
     argv = ["upscale", str(images), "-o", str(tmp_path / "out"), "--model", str(nearest_model)]
     assert main(argv) == 0
     captured = capsys.readouterr()

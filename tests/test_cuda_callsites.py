@@ -28,8 +28,12 @@ from runtime.errors import BackendUnavailableError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN_SOURCES = sorted(
-    [*(ROOT / "runtime" / "cuda").glob("*.py"), ROOT / "runtime" / "pipeline.py",
-     ROOT / "runtime" / "backends" / "torch_cuda.py", ROOT / "runtime" / "backends" / "onnxruntime_cuda.py"]
+    [
+        *(ROOT / "runtime" / "cuda").glob("*.py"),
+        ROOT / "runtime" / "pipeline.py",
+        ROOT / "runtime" / "backends" / "torch_cuda.py",
+        ROOT / "runtime" / "backends" / "onnxruntime_cuda.py",
+    ]
 )
 """Files where the name ``rt`` always means the CUDA runtime module."""
 ALL_SOURCES = sorted((ROOT / "runtime").rglob("*.py"))
@@ -79,10 +83,22 @@ def test_sources_use_the_call_convention() -> None:
     names = {c[1] for c in calls}
     # the executor's whole CUDA surface, so a refactor that hides calls from this test fails here
     for expected in [
-        "cudaGetDeviceCount", "cudaSetDevice", "cudaStreamCreateWithFlags", "cudaStreamSynchronize",
-        "cudaEventCreateWithFlags", "cudaEventRecord", "cudaEventSynchronize", "cudaHostAlloc",
-        "cudaFreeHost", "cudaMalloc", "cudaFree", "cudaMemcpyAsync", "cudaStreamBeginCapture",
-        "cudaStreamEndCapture", "cudaGraphInstantiate", "cudaGraphLaunch",
+        "cudaGetDeviceCount",
+        "cudaSetDevice",
+        "cudaStreamCreateWithFlags",
+        "cudaStreamSynchronize",
+        "cudaEventCreateWithFlags",
+        "cudaEventRecord",
+        "cudaEventSynchronize",
+        "cudaHostAlloc",
+        "cudaFreeHost",
+        "cudaMalloc",
+        "cudaFree",
+        "cudaMemcpyAsync",
+        "cudaStreamBeginCapture",
+        "cudaStreamEndCapture",
+        "cudaGraphInstantiate",
+        "cudaGraphLaunch",
     ]:
         assert expected in names, f"no call site of {expected} found"
     assert len(refs) >= len(calls)
@@ -120,10 +136,10 @@ def test_negative_control_bad_call_sites_are_caught(tmp_path: Path, monkeypatch:
     bad = tmp_path / "bad.py"
     bad.write_text(
         "rt = cudart()\n"
-        "call(rt.cudaStreamSynchronise, s)\n"          # misspelt
-        "call(rt.cudaMemcpyAsync, d, s, n, stream)\n"   # kind missing
+        "call(rt.cudaStreamSynchronise, s)\n"  # misspelt
+        "call(rt.cudaMemcpyAsync, d, s, n, stream)\n"  # kind missing
         "x = rt.cudaMemcpyKind.cudaMemcpyHostToHost2\n"  # no such member
-        "cudart().cudaEventRecord(e)\n"                 # stream missing
+        "cudart().cudaEventRecord(e)\n"  # stream missing
     )
     monkeypatch.setattr(sys.modules[__name__], "ALL_SOURCES", [bad])
     monkeypatch.setattr(sys.modules[__name__], "OWN_SOURCES", [bad])
@@ -136,7 +152,10 @@ def test_negative_control_bad_call_sites_are_caught(tmp_path: Path, monkeypatch:
 
 
 def test_checker_raises_with_the_cuda_error_name() -> None:
-    with pytest.raises(api.CudaError, match=r"cudaEventSynchronize failed with cudaErrorIllegalAddress \[700\] \(an illegal memory access"):
+    with pytest.raises(
+        api.CudaError,
+        match=r"cudaEventSynchronize failed with cudaErrorIllegalAddress \[700\] \(an illegal memory access",
+    ):
         check((rt.cudaError_t.cudaErrorIllegalAddress,), "cudaEventSynchronize")
     assert check((rt.cudaError_t.cudaSuccess, 7), "f") == 7
     assert check((rt.cudaError_t.cudaSuccess, 1, 2), "f") == (1, 2)
@@ -182,5 +201,12 @@ def test_device_array_interface() -> None:
 
     a = DeviceArray(0x1000, np.float32, (2, 3, 4, 5))
     cai = a.__cuda_array_interface__
-    assert cai == {"shape": (2, 3, 4, 5), "typestr": "<f4", "data": (0x1000, False), "strides": None, "version": 3, "stream": None}
+    assert cai == {
+        "shape": (2, 3, 4, 5),
+        "typestr": "<f4",
+        "data": (0x1000, False),
+        "strides": None,
+        "version": 3,
+        "stream": None,
+    }
     assert a.nbytes == 2 * 3 * 4 * 5 * 4

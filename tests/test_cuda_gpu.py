@@ -32,7 +32,7 @@ def device() -> CudaDevice:
 
 
 @pytest.fixture(scope="module")
-def eusr():  # noqa: ANN201
+def eusr():
     from train.checkpoint import load_model
 
     if not CHECKPOINT.is_file():
@@ -41,7 +41,7 @@ def eusr():  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def reference(eusr):  # noqa: ANN001, ANN201
+def reference(eusr):
     """PyTorch float32 whole image on the GPU with TF32 off: the ground truth."""
     net = eusr.path(4).to("cuda").float().eval()
 
@@ -59,7 +59,7 @@ def reference(eusr):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def no_tf32():  # noqa: ANN201
+def no_tf32():
     before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield
@@ -77,7 +77,13 @@ def test_device_facts_and_memory_round_trip(device: CudaDevice) -> None:
     info = device.describe()
     assert info["name"] and info["memory_total_bytes"] > 0
     data = np.arange(1 << 16, dtype=np.float32)
-    with Stream() as stream, Event() as event, PinnedBuffer(data.nbytes) as host, DeviceBuffer(data.nbytes) as dev, PinnedBuffer(data.nbytes) as back:
+    with (
+        Stream() as stream,
+        Event() as event,
+        PinnedBuffer(data.nbytes) as host,
+        DeviceBuffer(data.nbytes) as dev,
+        PinnedBuffer(data.nbytes) as back,
+    ):
         host.view(np.float32, data.shape)[...] = data
         device.copy_h2d(dev, host, data.nbytes, stream)
         tensor = torch.as_tensor(dev.view(np.float32, data.shape), device="cuda")
@@ -92,23 +98,23 @@ def test_device_facts_and_memory_round_trip(device: CudaDevice) -> None:
 
 @pytest.mark.parametrize("fp16,min_psnr", [(False, 80.0), (True, 50.0)])
 @pytest.mark.parametrize("slots", [1, 3])
-def test_pipeline_matches_pytorch_fp32(no_tf32, eusr, reference, fp16: bool, min_psnr: float, slots: int, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_pipeline_matches_pytorch_fp32(
+    no_tf32, eusr, reference, fp16: bool, min_psnr: float, slots: int, rng: np.random.Generator
+) -> None:
     image = photo(rng, 203, 311)  # odd sizes, several tiles
     expected = reference(image)
-    with Upscaler(CHECKPOINT, tile=64, halo=16, batch=4, slots=slots,
-                  backend=TorchCuda(fp16=fp16)) as up:
+    with Upscaler(CHECKPOINT, tile=64, halo=16, batch=4, slots=slots, backend=TorchCuda(fp16=fp16)) as up:
         assert up.pipelined and isinstance(up.device, CudaDevice)
         got = up.upscale(image)
     assert got.shape == expected.shape and np.isfinite(got).all()
     assert psnr(got, expected) >= min_psnr
 
 
-def test_uint8_io_and_a_stream_of_images(eusr, reference, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_uint8_io_and_a_stream_of_images(eusr, reference, rng: np.random.Generator) -> None:
     images = [photo(rng, h, w).astype(np.uint8) for h, w in [(64, 64), (97, 130), (31, 17), (128, 200)]]
     expected = [np.clip(np.round(reference(im.astype(np.float32))), 0, 255) for im in images]
     for io in ("uint8-nhwc", "float32-nchw"):
-        with Upscaler(CHECKPOINT, tile=48, halo=16, batch=6, slots=2,
-                      backend=TorchCuda(io=io, fp16=True)) as up:
+        with Upscaler(CHECKPOINT, tile=48, halo=16, batch=6, slots=2, backend=TorchCuda(io=io, fp16=True)) as up:
             got = list(up.upscale_many(images))
         assert len(got) == len(images)
         for g, e in zip(got, expected):
@@ -116,12 +122,11 @@ def test_uint8_io_and_a_stream_of_images(eusr, reference, rng: np.random.Generat
             assert psnr(g.astype(np.float32), e) >= 40.0  # fp16, uint8 rounding on both sides
 
 
-def test_one_huge_image(eusr, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_one_huge_image(eusr, rng: np.random.Generator) -> None:
     """1440×2560 → 5760×10240 uint8: many batches of one image through 3 slots, against the
     sequential path of the same stage (the emulated device) on a crop."""
     image = photo(rng, 1440, 2560).astype(np.uint8)
-    with Upscaler(CHECKPOINT, tile=256, halo=16, batch=8, slots=3,
-                  backend=TorchCuda(io="uint8-nhwc", fp16=True)) as up:
+    with Upscaler(CHECKPOINT, tile=256, halo=16, batch=8, slots=3, backend=TorchCuda(io="uint8-nhwc", fp16=True)) as up:
         out = up.upscale(image)
         crop = up.upscale(image[:300, :300])
     assert out.shape == (5760, 10240, 3)
@@ -129,7 +134,7 @@ def test_one_huge_image(eusr, rng: np.random.Generator) -> None:  # noqa: ANN001
     assert psnr(out[:1000, :1000].astype(np.float32), crop[:1000, :1000].astype(np.float32)) >= 45.0
 
 
-def test_a_failing_stage_raises_on_gpu_and_recovers(eusr, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_a_failing_stage_raises_on_gpu_and_recovers(eusr, rng: np.random.Generator) -> None:
     factory = TorchCudaStageFactory(eusr, halo=16)
     image = photo(rng, 100, 100)
     with factory, Upscaler(backend=factory, tile=32, halo=16, batch=2, slots=2) as up:
@@ -137,7 +142,7 @@ def test_a_failing_stage_raises_on_gpu_and_recovers(eusr, rng: np.random.Generat
         calls = {"n": 0}
         net = factory.net
 
-        def flaky(x):  # noqa: ANN001, ANN202
+        def flaky(x):
             calls["n"] += 1
             if calls["n"] == 3:
                 raise RuntimeError("simulated CUDA failure")

@@ -24,12 +24,12 @@ rt = pytest.importorskip("cuda.bindings.runtime", reason="cuda-bindings is not i
 from _numpy_backend import BlurUp  # noqa: E402
 
 from runtime import Upscaler  # noqa: E402
+from runtime.backends import GpuOptions, Stage, StageFactory, host_array  # noqa: E402
 from runtime.cuda import api  # noqa: E402
 from runtime.cuda.api import CudaError  # noqa: E402
 from runtime.cuda.resources import CudaDevice, DeviceBuffer, Event, PinnedBuffer, Stream  # noqa: E402
 from runtime.errors import InvalidArgumentError, UpscaleError  # noqa: E402
 from runtime.model_info import ModelIO  # noqa: E402
-from runtime.backends import GpuOptions, Stage, StageFactory, host_array  # noqa: E402
 
 OK = rt.cudaError_t.cudaSuccess
 
@@ -55,9 +55,17 @@ class FakeCudart:
     def _build(self) -> types.ModuleType:
         fake = self
         m = types.ModuleType("fake_cudart")
-        for name in ("cudaError_t", "cudaMemcpyKind", "cudaStreamCaptureMode", "cudaStreamNonBlocking",
-                     "cudaEventDisableTiming", "cudaEventDefault", "cudaHostAllocDefault",
-                     "cudaGetErrorName", "cudaGetErrorString"):
+        for name in (
+            "cudaError_t",
+            "cudaMemcpyKind",
+            "cudaStreamCaptureMode",
+            "cudaStreamNonBlocking",
+            "cudaEventDisableTiming",
+            "cudaEventDefault",
+            "cudaHostAllocDefault",
+            "cudaGetErrorName",
+            "cudaGetErrorString",
+        ):
             setattr(m, name, getattr(rt, name))
 
         def ret(name: str, *values: object) -> tuple:
@@ -254,8 +262,13 @@ class HostStageFactory(StageFactory):
 class _FakeCudaStage(Stage):
     factory: HostStageFactory
 
-    def _bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
-              output_shape: tuple[int, int, int, int]) -> None:
+    def _bind(
+        self,
+        input_ptr: int,
+        output_ptr: int,
+        input_shape: tuple[int, int, int, int],
+        output_shape: tuple[int, int, int, int],
+    ) -> None:
         dtype = self.factory.io.dtype
         self._x, self._y = host_array(input_ptr, dtype, input_shape), host_array(output_ptr, dtype, output_shape)
 

@@ -24,7 +24,9 @@ def test_anywhere():
 """
 
 
-def run_inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, device: str | None, gpu: bool) -> pytest.RunResult:
+def run_inner(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, device: str | None, gpu: bool
+) -> pytest.RunResult:
     """Run one gpu test and one plain test under ``device`` with a probe that says ``gpu``."""
     probe = "None" if gpu else repr("stand-in probe: no GPU here")
     pytester.makeconftest(CONFTEST.read_text() + f"\n\ndef gpu_unusable_reason():\n    return {probe}\n")
@@ -38,14 +40,18 @@ def run_inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, device
 
 
 @pytest.mark.parametrize("device", [None, "cpu", " CPU "])
-def test_gpu_tests_skip_with_the_reason_on_cpu(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, device: str | None) -> None:
+def test_gpu_tests_skip_with_the_reason_on_cpu(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, device: str | None
+) -> None:
     result = run_inner(pytester, monkeypatch, device, gpu=False)
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["SKIPPED*stand-in probe: no GPU here (set FOURPP_TEST_DEVICE=cuda to require a GPU)"])
 
 
 @pytest.mark.parametrize("device", ["cuda", "CUDA"])
-def test_gpu_tests_fail_without_a_gpu_on_cuda(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, device: str) -> None:
+def test_gpu_tests_fail_without_a_gpu_on_cuda(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, device: str
+) -> None:
     result = run_inner(pytester, monkeypatch, device, gpu=False)
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["FOURPP_TEST_DEVICE=cuda requires a GPU, but stand-in probe: no GPU here"])
@@ -53,7 +59,9 @@ def test_gpu_tests_fail_without_a_gpu_on_cuda(pytester: pytest.Pytester, monkeyp
 
 
 @pytest.mark.parametrize("device", [None, "cuda"])
-def test_gpu_tests_run_where_a_gpu_answers(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, device: str | None) -> None:
+def test_gpu_tests_run_where_a_gpu_answers(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, device: str | None
+) -> None:
     run_inner(pytester, monkeypatch, device, gpu=True).assert_outcomes(passed=2)
 
 
@@ -61,4 +69,3 @@ def test_an_unknown_device_stops_the_run(pytester: pytest.Pytester, monkeypatch:
     result = run_inner(pytester, monkeypatch, "gpu0", gpu=False)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*FOURPP_TEST_DEVICE='gpu0': expected one of cpu, cuda*"])
-

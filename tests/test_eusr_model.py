@@ -12,14 +12,13 @@ from train.models.eusr import (
     CONFIGS,
     DIV2K_RGB_MEAN,
     EUSR,
-    EUSRConfig,
     EnhancedUpscalingModule,
+    EUSRConfig,
     LocalResidualBlock,
     ResidualModule,
     build_eusr,
     config_by_name,
 )
-
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 

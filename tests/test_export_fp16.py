@@ -156,8 +156,11 @@ def test_fp16_graph_computes_in_float16_with_float32_edges(exported, io):
     producer = {o: n for n in g.node for o in n.output}
     to = {n.name: next(a.i for a in n.attribute if a.name == "to") for n in g.node if n.op_type == "Cast"}
     to16 = [n for n in g.node if n.op_type == "Cast" and to[n.name] == TensorProto.FLOAT16]
-    back = [n for n in g.node if n.op_type == "Cast" and to[n.name] == TensorProto.FLOAT
-            and types[n.input[0]] == TensorProto.FLOAT16]
+    back = [
+        n
+        for n in g.node
+        if n.op_type == "Cast" and to[n.name] == TensorProto.FLOAT and types[n.input[0]] == TensorProto.FLOAT16
+    ]
     # One cast into fp16, after the mean subtraction done in float32 ...
     assert len(to16) == 1 and len(back) == 1
     sub = producer[to16[0].input[0]]
@@ -226,7 +229,7 @@ def test_fp16_vs_float32_on_photo_crops(exported, model):
 def test_emulated_twin_matches_pytorch_half(model):
     """The twin rounds like PyTorch's float16 CPU path: much closer to it than to float32."""
     proto = build_onnx(model, precision="fp16", exporter="torchscript")
-    x = (torch.rand(1, 3, 12, 14, generator=torch.Generator().manual_seed(3)) * 255)
+    x = torch.rand(1, 3, 12, 14, generator=torch.Generator().manual_seed(3)) * 255
     with torch.inference_mode():
         ref32 = model.path(4)(x).numpy()
         ref16 = HalfPrecisionPath(model, 4)(x).numpy()
@@ -267,8 +270,11 @@ def test_cross_check_catches_a_uint8_graph_off_by_more(exported):
     """Negative control: a uint8 graph whose output conv bias is shifted by 3 levels."""
     paths = exported[0]
     bad = onnx.load(str(paths[(FP16, UINT8)]))
-    init = next(t for t in bad.graph.initializer
-                if onnx.numpy_helper.to_array(t).shape == (3,) and t.data_type == TensorProto.FLOAT16)
+    init = next(
+        t
+        for t in bad.graph.initializer
+        if onnx.numpy_helper.to_array(t).shape == (3,) and t.data_type == TensorProto.FLOAT16
+    )
     init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) + np.float16(3), init.name))
     report = cross_check_io(paths[(FP16, FLOAT)], bad, cases=CASES[:2])
     assert not report.passed and "levels > 1" in report.failures[0].why
@@ -282,8 +288,7 @@ def test_cross_check_catches_a_uint8_graph_off_by_more(exported):
 def test_exporter_refuses_when_the_fp16_check_fails(ckpt, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(export_validate, "MIN_PSNR_FP16_DB", 500.0)  # read when the check runs
     out = tmp_path / "out" / "m.onnx"
-    rc = main([str(ckpt), "-o", str(out), "--precision", "fp16", "--exporter", "torchscript",
-               "--images", str(PHOTOS)])
+    rc = main([str(ckpt), "-o", str(out), "--precision", "fp16", "--exporter", "torchscript", "--images", str(PHOTOS)])
     err = capsys.readouterr().err
     assert rc == 1
     assert "float32-nchw fp16: validation failed" in err and "< 500 dB" in err and "nothing written" in err
@@ -336,15 +341,19 @@ def test_bundled_model_fp16_dynamo_on_a_photo_crop():
     report = validate_onnx(proto, model, images=PHOTOS, cases=(("photo", 1, 28, 36, "photo"),))
     assert report.passed and len(report.cases) == 2, report.table()
     assert all(c.psnr_db >= to_onnx.MIN_PSNR_FP16_DB for c in report.cases)
-    assert graph_precision(proto) == {"conv_weights": {"FLOAT16": 47}, "float_initializers": {"FLOAT": 1, "FLOAT16": 94},
-                                      "casts": 2}
+    assert graph_precision(proto) == {
+        "conv_weights": {"FLOAT16": 47},
+        "float_initializers": {"FLOAT": 1, "FLOAT16": 94},
+        "casts": 2,
+    }
 
 
 # --------------------------------------------------------------------------- activation range
 
 
 def test_activation_range_on_a_photo(tmp_path):
-    from export.activation_range import INPUT_LAYER, main as ar_main, measure, path_modules
+    from export.activation_range import INPUT_LAYER, measure, path_modules
+    from export.activation_range import main as ar_main
 
     model = _tiny()
     img = tmp_path / "img" / "a.png"
@@ -382,16 +391,17 @@ def test_activation_range_on_a_photo(tmp_path):
 @pytest.mark.slow
 @needs_photos
 def test_fp16_benchmark_script(exported, tmp_path):
-    from benchmarks import fp16_onnx
-
     from PIL import Image
+
+    from benchmarks import fp16_onnx
 
     crop = tmp_path / "coins_crop.png"
     with Image.open(PHOTOS / "coins.png") as im:
         im.crop((100, 80, 164, 128)).save(crop)
     out = tmp_path / "res"
-    rc = fp16_onnx.main([str(crop), "--models", str(exported[0][(FP32, FLOAT)]), "--out", str(out), "--threads", "1",
-                         "--allow-dirty"])
+    rc = fp16_onnx.main(
+        [str(crop), "--models", str(exported[0][(FP32, FLOAT)]), "--out", str(out), "--threads", "1", "--allow-dirty"]
+    )
     data = json.loads((out / "fp16_onnx.json").read_text())
     assert rc == 0 and data["passed"] and len(data["rows"]) == 1
     row = data["rows"][0]

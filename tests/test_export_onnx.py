@@ -58,7 +58,11 @@ def exported(ckpt, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
         [sys.executable, "export/to_onnx.py", str(ckpt), "-o", str(out), "--io", "both"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {FLOAT: out, UINT8: out.with_name("model.uint8.onnx")}, proc.stdout
@@ -91,8 +95,17 @@ def test_metadata(exported, ckpt, model, io):
     proto = onnx.load(str(path))
     meta = read_metadata(proto)
     assert set(meta) == {
-        "format", "scale", "io", "input", "output", "value_range", "config_name", "config",
-        "checkpoint_sha256", "recommended_halo", "exporter",
+        "format",
+        "scale",
+        "io",
+        "input",
+        "output",
+        "value_range",
+        "config_name",
+        "config",
+        "checkpoint_sha256",
+        "recommended_halo",
+        "exporter",
     }
     assert meta["format"] == 1 and meta["scale"] == 4 and meta["io"] == io.value
     assert (meta["input"], meta["output"], meta["value_range"]) == ("lr", "sr", [0, 255])
@@ -196,11 +209,23 @@ def test_static_graph_is_rejected(exported, model):
 def test_function_api_torchscript_scale2_opset17_uint8(model, tmp_path):
     lines: list[str] = []
     out = export_onnx(
-        model, tmp_path / "x2.onnx", scale=2, io="uint8-nhwc", exporter="torchscript", opset=17, halo=5, echo=lines.append
+        model,
+        tmp_path / "x2.onnx",
+        scale=2,
+        io="uint8-nhwc",
+        exporter="torchscript",
+        opset=17,
+        halo=5,
+        echo=lines.append,
     )
     assert out == tmp_path / "x2.onnx" and "validation passed" in "\n".join(lines)
     meta = read_metadata(out)
-    assert (meta["scale"], meta["io"], meta["recommended_halo"], meta["checkpoint_sha256"]) == (2, "uint8-nhwc", 5, None)
+    assert (meta["scale"], meta["io"], meta["recommended_halo"], meta["checkpoint_sha256"]) == (
+        2,
+        "uint8-nhwc",
+        5,
+        None,
+    )
     assert meta["config_name"] == "tiny" and meta["exporter"]["opset"] == 17
     assert _run(out, np.zeros((3, 5, 7, 3), np.uint8)).shape == (3, 10, 14, 3)
 

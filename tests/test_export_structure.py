@@ -120,8 +120,11 @@ def test_builder_and_tools_import_neither_torch_nor_benchmarks() -> None:
 
 @pytest.mark.parametrize(
     "script",  # to_onnx and activation_range import torch and onnx before parsing: > 2 s each
-    [pytest.param("export/to_onnx.py", marks=pytest.mark.slow), "export/to_trt.py",
-     pytest.param("export/activation_range.py", marks=pytest.mark.slow)],
+    [
+        pytest.param("export/to_onnx.py", marks=pytest.mark.slow),
+        "export/to_trt.py",
+        pytest.param("export/activation_range.py", marks=pytest.mark.slow),
+    ],
 )
 def test_scripts_show_help(script: str) -> None:
     proc = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)

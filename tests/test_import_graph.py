@@ -106,7 +106,10 @@ def wrong_way(graph: dict[str, dict[str, int]]) -> list[str]:
                 why = "the runtime never imports its test doubles"
             elif top in ("train", "export", "calibration") and target_top == "benchmarks":
                 why = "only benchmarks may import benchmarks"
-            elif any(part.startswith("_") and not part.startswith("__") for part in target.split(".")[1:]) and target_top == "benchmarks":
+            elif (
+                any(part.startswith("_") and not part.startswith("__") for part in target.split(".")[1:])
+                and target_top == "benchmarks"
+            ):
                 why = "private benchmarks module"
             if why:
                 bad.append(f"{source}:{line} -> {target} ({why})")
@@ -172,8 +175,14 @@ def test_no_import_cycles() -> None:
 
 
 def test_the_checks_have_teeth() -> None:
-    graph = {"runtime.a": {"train.b": 3}, "train.b": {"runtime.a": 1}, "export.c": {"benchmarks._common": 2},
-             "benchmarks._common": {}, "runtime.x": {"runtime.testing.emulated": 5}, "runtime.testing.emulated": {}}
+    graph = {
+        "runtime.a": {"train.b": 3},
+        "train.b": {"runtime.a": 1},
+        "export.c": {"benchmarks._common": 2},
+        "benchmarks._common": {},
+        "runtime.x": {"runtime.testing.emulated": 5},
+        "runtime.testing.emulated": {},
+    }
     assert wrong_way(graph) == [
         "export.c:2 -> benchmarks._common (only benchmarks may import benchmarks)",
         "runtime.a:3 -> train.b (runtime imports nothing above it)",

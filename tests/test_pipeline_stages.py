@@ -16,14 +16,14 @@ import pytest
 
 from runtime import Upscaler
 from runtime.backends.onnxruntime_cuda import OrtCudaStageFactory
-from runtime.testing.emulated import DeferredStageFactory, EmulatedDevice
 from runtime.errors import BackendUnavailableError, InvalidArgumentError, ModelError
 from runtime.model_info import ModelIO
+from runtime.testing.emulated import DeferredStageFactory, EmulatedDevice
 
 torch = pytest.importorskip("torch")
 
 
-def emulated(factory, schedule: str = "lazy", **kwargs) -> Upscaler:  # noqa: ANN001
+def emulated(factory, schedule: str = "lazy", **kwargs) -> Upscaler:
     device = EmulatedDevice(schedule, seed=7)
     return Upscaler(backend=DeferredStageFactory(factory, device), device=device, **kwargs)
 
@@ -32,7 +32,9 @@ def emulated(factory, schedule: str = "lazy", **kwargs) -> Upscaler:  # noqa: AN
 
 
 @pytest.mark.parametrize("schedule", ["lazy", "random"])
-def test_ort_iobinding_stage_matches_sequential(conv_model: Path, conv_uint8_model: Path, rng: np.random.Generator, schedule: str) -> None:
+def test_ort_iobinding_stage_matches_sequential(
+    conv_model: Path, conv_uint8_model: Path, rng: np.random.Generator, schedule: str
+) -> None:
     images = [rng.integers(0, 256, s, dtype=np.uint8) for s in [(29, 41, 3), (7, 5), (16, 33, 4)]]
     for model in (conv_model, conv_uint8_model):
         with Upscaler(model, backend="onnxruntime", tile=8, halo=3, batch=3) as seq:
@@ -60,7 +62,7 @@ def test_ort_cuda_stage_needs_the_cuda_provider(conv_model: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_eusr():  # noqa: ANN201
+def tiny_eusr():
     from train.models.eusr import build_eusr
 
     torch.manual_seed(0)
@@ -68,20 +70,22 @@ def tiny_eusr():  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_eusr) -> Path:  # noqa: ANN001
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_eusr) -> Path:
     from train.checkpoint import save_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     return save_checkpoint(path, tiny_eusr, config=tiny_eusr.config.to_dict(), config_name="tiny")
 
 
-def torch_whole(model, image: np.ndarray) -> np.ndarray:  # noqa: ANN001
+def torch_whole(model, image: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         x = torch.from_numpy(image.astype(np.float32).transpose(2, 0, 1)[None].copy())
         return model(x, 4)[0].numpy().transpose(1, 2, 0)
 
 
-def test_torch_stage_float32_matches_pytorch_whole_image(single_thread_torch, tiny_eusr, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_torch_stage_float32_matches_pytorch_whole_image(
+    single_thread_torch, tiny_eusr, rng: np.random.Generator
+) -> None:
     image = rng.uniform(0, 255, (37, 45, 3)).astype(np.float32)
     expected = torch_whole(tiny_eusr, image)
     from runtime.backends.torch_cuda import TorchCudaStageFactory
@@ -96,7 +100,9 @@ def test_torch_stage_float32_matches_pytorch_whole_image(single_thread_torch, ti
         assert np.abs(got - expected).max() < 1e-2  # float32 summation order; values span ±300
 
 
-def test_torch_stage_uint8_io_from_a_checkpoint(single_thread_torch, tiny_eusr, tiny_checkpoint: Path, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_torch_stage_uint8_io_from_a_checkpoint(
+    single_thread_torch, tiny_eusr, tiny_checkpoint: Path, rng: np.random.Generator
+) -> None:
     from runtime.backends.torch_cuda import TorchCudaStageFactory
 
     image = rng.integers(0, 256, (30, 26, 3), dtype=np.uint8)
@@ -109,7 +115,7 @@ def test_torch_stage_uint8_io_from_a_checkpoint(single_thread_torch, tiny_eusr, 
     assert np.abs(got.astype(int) - expected).max() <= 1 and (got == expected).mean() > 0.99
 
 
-def test_torch_stage_errors(tmp_path: Path, conv_model: Path, tiny_eusr) -> None:  # noqa: ANN001
+def test_torch_stage_errors(tmp_path: Path, conv_model: Path, tiny_eusr) -> None:
     from runtime.backends.torch_cuda import TorchCudaStageFactory
 
     with pytest.raises(ModelError, match="checkpoint not found"):

@@ -43,9 +43,33 @@ def folders(tmp_path_factory, photos_dir):
 def _args(folders, out: Path, steps: int, *extra: str) -> list[str]:
     train, val = folders
     return [
-        "--config", "tiny", "--train-dir", str(train), "--val-dir", str(val), "--patch", "16",
-        "--batch-size", "2", "--steps", str(steps), "--out", str(out), "--device", "cpu",
-        "--threads", "1", "--quiet", "--log-every", "1", "--val-every", "2", "--save-every", "2", "--seed", "5",
+        "--config",
+        "tiny",
+        "--train-dir",
+        str(train),
+        "--val-dir",
+        str(val),
+        "--patch",
+        "16",
+        "--batch-size",
+        "2",
+        "--steps",
+        str(steps),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--quiet",
+        "--log-every",
+        "1",
+        "--val-every",
+        "2",
+        "--save-every",
+        "2",
+        "--seed",
+        "5",
         *extra,
     ]
 
@@ -239,13 +263,18 @@ def test_sample_by_area_resumes_bit_exactly(folders, tmp_path):
     try:
         assert pretrain.main(_args(folders, straight, 4, "--sample-by", "area")) == 0
         assert pretrain.main(_args(folders, split, 2, "--sample-by", "area")) == 0
-        assert pretrain.main(_args(folders, split, 4, "--sample-by", "area", "--resume", str(split / "last.safetensors"))) == 0
+        assert (
+            pretrain.main(_args(folders, split, 4, "--sample-by", "area", "--resume", str(split / "last.safetensors")))
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     a, b = load_checkpoint(straight / "last.safetensors"), load_checkpoint(split / "last.safetensors")
     for k in a.model_state:
         assert torch.equal(a.model_state[k], b.model_state[k]), f"weight {k} differs after resume"
-    assert [r["loss"] for r in _read_jsonl(straight / "train_log.jsonl")] == [r["loss"] for r in _read_jsonl(split / "train_log.jsonl")]
+    assert [r["loss"] for r in _read_jsonl(straight / "train_log.jsonl")] == [
+        r["loss"] for r in _read_jsonl(split / "train_log.jsonl")
+    ]
 
 
 # --- the bundled v2 schedule reproduces its first steps (models/check_first_steps.py) --------
@@ -302,16 +331,33 @@ def test_help_mentions_key_options(capsys):
         pretrain.main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for opt in ("--train-dir", "--val-dir", "--config", "--scales", "--patch", "--batch-size", "--steps",
-                "--lr", "--resume", "--init", "--out", "--device", "--seed"):
+    for opt in (
+        "--train-dir",
+        "--val-dir",
+        "--config",
+        "--scales",
+        "--patch",
+        "--batch-size",
+        "--steps",
+        "--lr",
+        "--resume",
+        "--init",
+        "--out",
+        "--device",
+        "--seed",
+    ):
         assert opt in text, opt
     assert "last.safetensors" in text
 
 
 @pytest.mark.parametrize(
     "scales, needle",
-    [("3", "the model has paths [2, 4, 8]"), ("2,16", "the model has paths [2, 4, 8]"),
-     ("x,4", "comma-separated integers"), ("", "the model has paths")],
+    [
+        ("3", "the model has paths [2, 4, 8]"),
+        ("2,16", "the model has paths [2, 4, 8]"),
+        ("x,4", "comma-separated integers"),
+        ("", "the model has paths"),
+    ],
 )
 def test_bad_scales(folders, tmp_path, scales, needle):
     with pytest.raises(SystemExit) as exc:
@@ -517,7 +563,9 @@ def test_warm_start_also_restarts_the_moving_average_of_copied_modules(folders, 
     k2, k4 = "outputs.2.weight", "outputs.4.weight"
     # With decay 0.99 one step barely moves the average: it must sit near ×4's averaged
     # conv (the copy), not near ×2's never-trained initial weights.
-    assert (after.ema_state[k2] - before.ema_state[k4]).abs().max() < (after.ema_state[k2] - before.ema_state[k2]).abs().max()
+    assert (after.ema_state[k2] - before.ema_state[k4]).abs().max() < (
+        after.ema_state[k2] - before.ema_state[k2]
+    ).abs().max()
 
 
 # --- the loop the three phases share (train.loop) ------------------------------------------
@@ -562,10 +610,23 @@ def _run_loop(folder, start, **intervals):
 
 
 def test_loop_runs_step_log_validate_save_in_order_at_their_intervals(tmp_path):
-    last, calls, train, val, logs = _run_loop(tmp_path, 0, stop=5, log_every=2, val_every=3, save_every=4, validates=True)
+    last, calls, train, val, logs = _run_loop(
+        tmp_path, 0, stop=5, log_every=2, val_every=3, save_every=4, validates=True
+    )
     assert last == 5
-    assert calls == [("step", 1), ("step", 2), ("step", 3), ("validate", 3), ("report", 0.3), ("step", 4), ("save", 4),
-                     ("step", 5), ("validate", 5), ("report", 0.5), ("save", 5)]
+    assert calls == [
+        ("step", 1),
+        ("step", 2),
+        ("step", 3),
+        ("validate", 3),
+        ("report", 0.3),
+        ("step", 4),
+        ("save", 4),
+        ("step", 5),
+        ("validate", 5),
+        ("report", 0.5),
+        ("save", 5),
+    ]
     # records: step first, the phase's fields (means since the last record), elapsed last
     assert [list(r) for r in train] == [["step", "loss", "other", "elapsed_s"]] * 3
     assert [(r["step"], r["loss"], r["other"]) for r in train] == [(2, 1.5, 3.0), (4, 3.5, 7.0), (5, 5.0, 10.0)]
@@ -578,7 +639,9 @@ def test_loop_without_validator_resumed_at_the_end_and_on_error(tmp_path):
         (tmp_path / sub).mkdir()
     _, calls, _, val, _ = _run_loop(tmp_path / "a", 0, stop=2, log_every=1, val_every=1, save_every=1, validates=False)
     assert [c[0] for c in calls] == ["step", "save", "step", "save"] and val == []
-    last, calls, train, _, logs = _run_loop(tmp_path / "b", 7, stop=7, log_every=1, val_every=1, save_every=1, validates=True)
+    last, calls, train, _, logs = _run_loop(
+        tmp_path / "b", 7, stop=7, log_every=1, val_every=1, save_every=1, validates=True
+    )
     assert last == 7 and calls == [] and train == [] and all(f.closed for f in logs)
     from train.loop import run_phase
 

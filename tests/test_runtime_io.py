@@ -53,7 +53,9 @@ def decode_png16(path: Path) -> np.ndarray:
         ("RGBA", ChannelLayout.RGBA, (6, 5, 4)),
     ],
 )
-def test_8bit_png_round_trip(tmp_path: Path, rng: np.random.Generator, mode: str, layout: ChannelLayout, shape: tuple) -> None:
+def test_8bit_png_round_trip(
+    tmp_path: Path, rng: np.random.Generator, mode: str, layout: ChannelLayout, shape: tuple
+) -> None:
     pixels = rng.integers(0, 256, shape, dtype=np.uint8)
     path = write_image(tmp_path / "a.png", pixels)
     array, info = read_image(path)
@@ -72,7 +74,9 @@ def test_16bit_gray_png_and_tiff_stay_16bit(tmp_path: Path, rng: np.random.Gener
 
 
 @pytest.mark.parametrize("channels", [2, 3, 4])
-def test_16bit_colour_png_written_exactly(tmp_path: Path, rng: np.random.Generator, channels: int, srgb_icc: bytes) -> None:
+def test_16bit_colour_png_written_exactly(
+    tmp_path: Path, rng: np.random.Generator, channels: int, srgb_icc: bytes
+) -> None:
     pixels = rng.integers(0, 65536, (5, 8, channels), dtype=np.uint16)
     info = ImageInfo(layout=ChannelLayout.from_channels(channels), dtype=np.dtype(np.uint16), icc_profile=srgb_icc)
     path = write_image(tmp_path / "c.png", pixels, info)
@@ -189,7 +193,7 @@ def _truncated_png(path: Path) -> Path:
     ],
     ids=["missing", "folder", "zero-bytes", "text-as-png", "truncated", "float-tiff"],
 )
-def test_bad_files_raise_read_error_naming_the_file(tmp_path: Path, make, reason: str) -> None:  # noqa: ANN001
+def test_bad_files_raise_read_error_naming_the_file(tmp_path: Path, make, reason: str) -> None:
     path = make(tmp_path)
     with pytest.raises(ImageReadError) as info:
         read_image(path)
@@ -247,7 +251,7 @@ def test_failed_encode_leaves_old_file_and_no_temporary(tmp_path: Path, monkeypa
     path = tmp_path / "a.png"
     write_image(path, np.full((2, 2), 7, np.uint8))
 
-    def broken_save(self, fp, *args, **kwargs):  # noqa: ANN001, ANN202
+    def broken_save(self, fp, *args, **kwargs):
         fp.write(b"\x89PNG half")
         raise OSError("disk full")
 

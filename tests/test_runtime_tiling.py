@@ -25,7 +25,7 @@ SIZES = [
 ]
 
 
-def ownership(plan) -> np.ndarray:  # noqa: ANN001
+def ownership(plan) -> np.ndarray:
     count = np.zeros((plan.image_height, plan.image_width), dtype=np.int32)
     for t in plan:
         count[t.core.slices] += 1
@@ -45,7 +45,9 @@ def test_cores_partition_the_image(size: tuple[int, int], tile: int, halo: int) 
     plan = plan_tiles(*size, tile, halo)
     count = ownership(plan)
     assert count.min() == 1 and count.max() == 1, "every LR pixel must be owned by exactly one tile"
-    assert len(plan) == plan.rows * plan.cols == windows_needed(size[0], tile, halo) * windows_needed(size[1], tile, halo)
+    assert (
+        len(plan) == plan.rows * plan.cols == windows_needed(size[0], tile, halo) * windows_needed(size[1], tile, halo)
+    )
     assert len(plan) <= -(-size[0] // tile) * -(-size[1] // tile)  # never more than a plain grid
 
 
@@ -192,4 +194,6 @@ def test_gather_scales_uint16_and_scatter_rounds_and_clips() -> None:
 def test_gather_rejects_wrong_buffer() -> None:
     plan = plan_tiles(8, 8, 8, 0)
     with pytest.raises(InvalidArgumentError, match="uint8"):
-        gather_windows(np.zeros((8, 8, 3), np.uint8), plan.tiles, np.zeros((1, 3, 8, 8), np.float32), io=ModelIO.UINT8_NHWC)
+        gather_windows(
+            np.zeros((8, 8, 3), np.uint8), plan.tiles, np.zeros((1, 3, 8, 8), np.float32), io=ModelIO.UINT8_NHWC
+        )

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _runtime_models import RECEPTIVE_RADIUS, export_model, reference
 from PIL import Image
 
 import runtime.upscaler
-from _runtime_models import RECEPTIVE_RADIUS, export_model, reference
 from runtime import Upscaler
 from runtime.backends import Backend, OnnxRuntime, create_backend, get_backend
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -54,7 +54,9 @@ TILING_CASES = [
 
 
 @pytest.mark.parametrize("height,width,tile,halo,batch", TILING_CASES)
-def test_tiled_equals_whole_image(conv_model: Path, rng: np.random.Generator, height: int, width: int, tile: int, halo: int, batch: int) -> None:
+def test_tiled_equals_whole_image(
+    conv_model: Path, rng: np.random.Generator, height: int, width: int, tile: int, halo: int, batch: int
+) -> None:
     image = rng.uniform(0, 255, (height, width, 3)).astype(np.float32)
     with Upscaler(conv_model, backend="onnxruntime", tile=tile, halo=halo, batch=batch) as up:
         tiled = up.upscale(image)
@@ -105,7 +107,9 @@ def test_uint8_nhwc_model_tiled_equals_whole(conv_uint8_model: Path, rng: np.ran
     "shape",
     [(9, 11), (9, 11, 1), (9, 11, 2), (9, 11, 3), (9, 11, 4), (1, 1, 3), (1, 17), (17, 1, 4)],
 )
-def test_layout_and_dtype_preserved_uint8(request: pytest.FixtureRequest, rng: np.random.Generator, model_fixture: str, shape: tuple) -> None:
+def test_layout_and_dtype_preserved_uint8(
+    request: pytest.FixtureRequest, rng: np.random.Generator, model_fixture: str, shape: tuple
+) -> None:
     model = request.getfixturevalue(model_fixture)
     image = rng.integers(0, 256, shape, dtype=np.uint8)
     with Upscaler(model, backend="onnxruntime", tile=4, halo=2, batch=3) as up:
@@ -123,7 +127,9 @@ def test_uint16_is_exact_through_a_float_model(nearest_model: Path, rng: np.rand
     np.testing.assert_array_equal(out, nearest4(image))
 
 
-def test_constant_alpha_skips_the_model(nearest_model: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_constant_alpha_skips_the_model(
+    nearest_model: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     image = rng.integers(0, 256, (10, 12, 4), dtype=np.uint8)
     image[:, :, 3] = 255
     with Upscaler(nearest_model, backend="onnxruntime", tile=4, halo=1) as up:
@@ -217,7 +223,9 @@ def test_upscale_file_keeps_icc_and_refuses_to_overwrite(nearest_model: Path, tm
         ("cut.png", "truncated", ImageReadError, "corrupt or truncated"),
     ],
 )
-def test_bad_inputs_fail_clearly_and_write_nothing(nearest_model: Path, tmp_path: Path, name: str, content, error: type, reason: str) -> None:  # noqa: ANN001
+def test_bad_inputs_fail_clearly_and_write_nothing(
+    nearest_model: Path, tmp_path: Path, name: str, content, error: type, reason: str
+) -> None:
     src_dir, out_dir = tmp_path / "in", tmp_path / "out"
     src_dir.mkdir()
     out_dir.mkdir()

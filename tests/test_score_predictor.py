@@ -97,9 +97,11 @@ def ava_root(tmp_path):
     (root / "images").mkdir(parents=True)
     for image_id in (953619, 953958, 954184):
         Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(root / "images" / f"{image_id}.jpg")
-    lines = [_ava_line(1, 953619, [0, 1, 5, 17, 38, 36, 15, 6, 5, 1]),
-             _ava_line(2, 953958, [10, 7, 15, 26, 26, 21, 10, 8, 1, 2]),
-             _ava_line(3, 954184, [0, 0, 0, 0, 0, 0, 0, 0, 0, 4])]
+    lines = [
+        _ava_line(1, 953619, [0, 1, 5, 17, 38, 36, 15, 6, 5, 1]),
+        _ava_line(2, 953958, [10, 7, 15, 26, 26, 21, 10, 8, 1, 2]),
+        _ava_line(3, 954184, [0, 0, 0, 0, 0, 0, 0, 0, 0, 4]),
+    ]
     (root / "AVA.txt").write_text("\n".join(lines) + "\n\n")
     return root
 
@@ -114,13 +116,16 @@ def test_ava_reader_reads_vote_histograms(ava_root):
     assert all(e.target.sum() == pytest.approx(1.0) for e in entries)
 
 
-@pytest.mark.parametrize("line, needle", [
-    ("4 955000 1 2 3", "found 5 fields"),
-    (_ava_line(4, 955000, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).replace(" 7 ", " 7.5 "), "field 9 is '7.5'"),
-    (_ava_line(4, 955000, [0] * 10), "has no votes"),
-    (_ava_line(4, 955000, [1, -2, 3, 0, 0, 0, 0, 0, 0, 0]), "negative vote count"),
-    (_ava_line(4, 953619, [1] * 10), "listed again (first on line 1)"),
-])
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ("4 955000 1 2 3", "found 5 fields"),
+        (_ava_line(4, 955000, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).replace(" 7 ", " 7.5 "), "field 9 is '7.5'"),
+        (_ava_line(4, 955000, [0] * 10), "has no votes"),
+        (_ava_line(4, 955000, [1, -2, 3, 0, 0, 0, 0, 0, 0, 0]), "negative vote count"),
+        (_ava_line(4, 953619, [1] * 10), "listed again (first on line 1)"),
+    ],
+)
 def test_ava_reader_rejects_malformed_lines(ava_root, line, needle):
     path = ava_root / "AVA.txt"
     path.write_text(path.read_text().rstrip("\n") + "\n" + line + "\n")
@@ -180,7 +185,9 @@ def tid_root(tmp_path):
     for name in names:  # TID2013 ships some names in upper case
         disk = name.upper().replace(".BMP", ".bmp") if name.startswith("i04") else name
         Image.fromarray(np.full((6, 6, 3), 50, np.uint8)).save(root / "distorted_images" / disk)
-    (root / "mos_with_names.txt").write_text("5.51429 i01_01_1.bmp\r\n4.0 i02_05_3.bmp\r\n3.0 I04_01_1.BMP\r\n0.24 i25_24_5.bmp\r\n")
+    (root / "mos_with_names.txt").write_text(
+        "5.51429 i01_01_1.bmp\r\n4.0 i02_05_3.bmp\r\n3.0 I04_01_1.BMP\r\n0.24 i25_24_5.bmp\r\n"
+    )
     (root / "mos_std.txt").write_text("0.8\n1.0\n0.0\n0.5\n")
     return root
 
@@ -191,19 +198,34 @@ def test_tid_reader_reads_mos_and_std_case_insensitively(tid_root):
     assert [e.group for e in entries] == [1, 2, 4, 25]
     assert entries[2].path.name == "I04_01_1.bmp"  # found despite the different case
     np.testing.assert_allclose(entries[0].target, tid_target(5.51429, 0.8))
-    assert entries[2].target.argmax() == 3 and entries[2].target.max() == pytest.approx(1.0)  # MOS 3 + 1 = score 4, std 0
+    assert entries[2].target.argmax() == 3 and entries[2].target.max() == pytest.approx(
+        1.0
+    )  # MOS 3 + 1 = score 4, std 0
 
 
-@pytest.mark.parametrize("mos, std, needle, where", [
-    ("5.5 i01_01_1.bmp extra\n", "0.8\n", "found 3 fields", "mos_with_names.txt, line 1"),
-    ("five i01_01_1.bmp\n", "0.8\n", "MOS 'five' is not a number", "mos_with_names.txt, line 1"),
-    ("5.5 i01_01_1.bmp\n9.5 i02_05_3.bmp\n", "0.8\n0.8\n", "outside TID2013's range [0, 9]", "mos_with_names.txt, line 2"),
-    ("5.5 image_01.bmp\n", "0.8\n", "does not look like TID2013's", "mos_with_names.txt, line 1"),
-    ("5.5 i01_01_1.bmp\n", "0.8 0.1\n", "expected one number", "mos_std.txt, line 1"),
-    ("5.5 i01_01_1.bmp\n", "-0.3\n", "negative or not finite", "mos_std.txt, line 1"),
-    ("5.5 i01_01_1.bmp\n", "nan\n", "negative or not finite", "mos_std.txt, line 1"),
-    ("5.5 i01_01_1.bmp\n4 i01_01_1.bmp\n", "0.8\n0.8\n", "listed again (first on line 1)", "mos_with_names.txt, line 2"),
-])
+@pytest.mark.parametrize(
+    "mos, std, needle, where",
+    [
+        ("5.5 i01_01_1.bmp extra\n", "0.8\n", "found 3 fields", "mos_with_names.txt, line 1"),
+        ("five i01_01_1.bmp\n", "0.8\n", "MOS 'five' is not a number", "mos_with_names.txt, line 1"),
+        (
+            "5.5 i01_01_1.bmp\n9.5 i02_05_3.bmp\n",
+            "0.8\n0.8\n",
+            "outside TID2013's range [0, 9]",
+            "mos_with_names.txt, line 2",
+        ),
+        ("5.5 image_01.bmp\n", "0.8\n", "does not look like TID2013's", "mos_with_names.txt, line 1"),
+        ("5.5 i01_01_1.bmp\n", "0.8 0.1\n", "expected one number", "mos_std.txt, line 1"),
+        ("5.5 i01_01_1.bmp\n", "-0.3\n", "negative or not finite", "mos_std.txt, line 1"),
+        ("5.5 i01_01_1.bmp\n", "nan\n", "negative or not finite", "mos_std.txt, line 1"),
+        (
+            "5.5 i01_01_1.bmp\n4 i01_01_1.bmp\n",
+            "0.8\n0.8\n",
+            "listed again (first on line 1)",
+            "mos_with_names.txt, line 2",
+        ),
+    ],
+)
 def test_tid_reader_rejects_malformed_lines(tid_root, mos, std, needle, where):
     (tid_root / "mos_with_names.txt").write_text(mos)
     (tid_root / "mos_std.txt").write_text(std)
@@ -313,8 +335,25 @@ def test_dataset_resizes_shorter_side_and_upscales_small_images(ramp_entries):
 @pytest.fixture(scope="module")
 def synthetic_tid(tmp_path_factory, photos_dir):
     out = tmp_path_factory.mktemp("syn_tid")
-    assert synthetic_iqa.main(["--photos", str(photos_dir / "train"), "--out", str(out), "--format", "tid2013",
-                               "--references", "12", "--size", "80", "--seed", "1"]) == 0
+    assert (
+        synthetic_iqa.main(
+            [
+                "--photos",
+                str(photos_dir / "train"),
+                "--out",
+                str(out),
+                "--format",
+                "tid2013",
+                "--references",
+                "12",
+                "--size",
+                "80",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -358,9 +397,32 @@ def test_synthetic_sets_are_deterministic_and_ava_reads_back(photos_dir, tmp_pat
 
 
 def _train_args(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["--dataset", "tid2013", "--root", str(root), "--out", str(out), "--crop", "64", "--resize", "0",
-            "--batch-a", "16", "--batch-b", "8", "--lr-b", "1e-4", "--threads", "1", "--quiet", "--device", "cpu",
-            "--log-every", "10", *extra]
+    return [
+        "--dataset",
+        "tid2013",
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--crop",
+        "64",
+        "--resize",
+        "0",
+        "--batch-a",
+        "16",
+        "--batch-b",
+        "8",
+        "--lr-b",
+        "1e-4",
+        "--threads",
+        "1",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--log-every",
+        "10",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -368,8 +430,14 @@ def learned_run(synthetic_tid, tmp_path_factory):
     out = tmp_path_factory.mktemp("learned")
     threads = torch.get_num_threads()
     try:
-        assert score_predictor.main(_train_args(synthetic_tid, out, "--steps-a", "150", "--steps-b", "20",
-                                                "--val-every", "50", "--seed", "0")) == 0
+        assert (
+            score_predictor.main(
+                _train_args(
+                    synthetic_tid, out, "--steps-a", "150", "--steps-b", "20", "--val-every", "50", "--seed", "0"
+                )
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     return out
@@ -417,7 +485,9 @@ def test_checkpoints_load_as_score_predictors(learned_run, synthetic_tid):
 
 def test_training_stage_a_leaves_the_backbone_alone(synthetic_tid, tmp_path):
     out = tmp_path / "a_only"
-    assert score_predictor.main(_train_args(synthetic_tid, out, "--steps-a", "3", "--steps-b", "0", "--crop", "32")) == 0
+    assert (
+        score_predictor.main(_train_args(synthetic_tid, out, "--steps-a", "3", "--steps-b", "0", "--crop", "32")) == 0
+    )
     from train.models.mobilenet_v2 import MobileNetV2, bundled_imagenet_weights, load_imagenet_weights
 
     state = load_checkpoint(out / "last.safetensors", expect_kind=CHECKPOINT_KIND).model_state
@@ -446,8 +516,29 @@ def test_evaluate_baseline_is_the_prior_emd():
 @pytest.fixture(scope="module")
 def tiny_args(synthetic_tid):
     def make(out: Path, *extra: str) -> list[str]:
-        return _train_args(synthetic_tid, out, "--crop", "32", "--steps-a", "3", "--steps-b", "3", "--batch-a", "4",
-                           "--batch-b", "4", "--no-imagenet", "--seed", "7", "--log-every", "1", "--val-every", "2", *extra)
+        return _train_args(
+            synthetic_tid,
+            out,
+            "--crop",
+            "32",
+            "--steps-a",
+            "3",
+            "--steps-b",
+            "3",
+            "--batch-a",
+            "4",
+            "--batch-b",
+            "4",
+            "--no-imagenet",
+            "--seed",
+            "7",
+            "--log-every",
+            "1",
+            "--val-every",
+            "2",
+            *extra,
+        )
+
     return make
 
 
@@ -549,19 +640,75 @@ def test_help_lists_the_recipe_flags(capsys):
         score_predictor.main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for opt in ("--dataset", "--root", "--images", "--imagenet-weights", "--no-imagenet", "--epochs-a", "--steps-b",
-                "--batch-a", "--lr-b", "--crop", "--resize", "--val-count", "--resume", "--max-steps", "--amp", "--seed"):
+    for opt in (
+        "--dataset",
+        "--root",
+        "--images",
+        "--imagenet-weights",
+        "--no-imagenet",
+        "--epochs-a",
+        "--steps-b",
+        "--batch-a",
+        "--lr-b",
+        "--crop",
+        "--resize",
+        "--val-count",
+        "--resume",
+        "--max-steps",
+        "--amp",
+        "--seed",
+    ):
         assert opt in text, opt
 
 
 def test_ava_training_runs_from_the_cli(photos_dir, tmp_path):
     root = tmp_path / "ava"
-    assert synthetic_iqa.main(["--photos", str(photos_dir / "train"), "--out", str(root), "--format", "ava",
-                               "--count", "20", "--size", "40"]) == 0
+    assert (
+        synthetic_iqa.main(
+            [
+                "--photos",
+                str(photos_dir / "train"),
+                "--out",
+                str(root),
+                "--format",
+                "ava",
+                "--count",
+                "20",
+                "--size",
+                "40",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "run"
-    args = ["--dataset", "ava", "--root", str(root), "--out", str(out), "--crop", "32", "--resize", "0",
-            "--steps-a", "2", "--steps-b", "1", "--batch-a", "4", "--batch-b", "2", "--no-imagenet",
-            "--threads", "1", "--quiet", "--device", "cpu", "--val-fraction", "0.25"]
+    args = [
+        "--dataset",
+        "ava",
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--crop",
+        "32",
+        "--resize",
+        "0",
+        "--steps-a",
+        "2",
+        "--steps-b",
+        "1",
+        "--batch-a",
+        "4",
+        "--batch-b",
+        "2",
+        "--no-imagenet",
+        "--threads",
+        "1",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--val-fraction",
+        "0.25",
+    ]
     assert score_predictor.main(args) == 0
     val = _jsonl(out / "val_log.jsonl")
     assert val[-1]["step"] == 3 and val[-1]["n"] == 5  # 20 images, a quarter held out

@@ -24,9 +24,29 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
     pytest.importorskip("torch")
     out = tmp_path_factory.mktemp("throughput")
     res = subprocess.run(
-        [sys.executable, str(SCRIPT), "--configs", "tiny", "--sizes", "32x24", "--warmup", "0", "--repeats", "1",
-         "--threads", "1", "--out", str(out), "--name", "tp", "--allow-dirty"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--configs",
+            "tiny",
+            "--sizes",
+            "32x24",
+            "--warmup",
+            "0",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            "--name",
+            "tp",
+            "--allow-dirty",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
     )
     data = json.loads((out / "tp.json").read_text()) if res.returncode == 0 else {}
     return res, data, out
@@ -87,10 +107,40 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
     pytest.importorskip("torch")
     out = tmp_path_factory.mktemp("throughput_sweep")
     res = subprocess.run(
-        [sys.executable, str(SCRIPT), "--configs", "tiny", "--sizes", "40x30", "--warmup", "0", "--repeats", "1",
-         "--threads", "1", "--tiles", "16,32", "--halos", "0,4", "--batches", "1,2", "--io", "float32-nchw,uint8-nhwc",
-         "--precisions", "fp32,fp16", "--out", str(out), "--name", "sw", "--no-plot", "--allow-dirty"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=180,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--configs",
+            "tiny",
+            "--sizes",
+            "40x30",
+            "--warmup",
+            "0",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--tiles",
+            "16,32",
+            "--halos",
+            "0,4",
+            "--batches",
+            "1,2",
+            "--io",
+            "float32-nchw,uint8-nhwc",
+            "--precisions",
+            "fp32,fp16",
+            "--out",
+            str(out),
+            "--name",
+            "sw",
+            "--no-plot",
+            "--allow-dirty",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=180,
     )
     data = json.loads((out / "sw.json").read_text()) if res.returncode == 0 else {}
     return res, data, out
@@ -105,14 +155,18 @@ def test_tiling_sweep_rows_and_columns(tiny_sweep) -> None:
     # The default (tile 128, the tiny config's halo 16) first, the 2×2 grid, then one row per other axis value.
     assert combos == [
         ("default", 128, 16, 1, "float32-nchw", "fp32"),
-        ("tile/halo", 16, 0, 1, "float32-nchw", "fp32"), ("tile/halo", 16, 4, 1, "float32-nchw", "fp32"),
-        ("tile/halo", 32, 0, 1, "float32-nchw", "fp32"), ("tile/halo", 32, 4, 1, "float32-nchw", "fp32"),
+        ("tile/halo", 16, 0, 1, "float32-nchw", "fp32"),
+        ("tile/halo", 16, 4, 1, "float32-nchw", "fp32"),
+        ("tile/halo", 32, 0, 1, "float32-nchw", "fp32"),
+        ("tile/halo", 32, 4, 1, "float32-nchw", "fp32"),
         ("batch", 128, 16, 2, "float32-nchw", "fp32"),
         ("io", 128, 16, 1, "uint8-nhwc", "fp32"),
         ("precision", 128, 16, 1, "float32-nchw", "fp16"),
     ]
     assert {v["precision"] + " " + v["io"] for v in data["models"]["tiny"]["onnx_variants"]} == {
-        "fp16 float32-nchw", "fp32 uint8-nhwc"}
+        "fp16 float32-nchw",
+        "fp32 uint8-nhwc",
+    }
     md = (out / "sw.md").read_text()
     assert "## Tiling sweep (ort-tiled)" in md
     header = next(ln for ln in md.splitlines() if ln.startswith("| config") and "speed vs default" in ln)
@@ -150,11 +204,17 @@ def test_tiling_sweep_ratios_use_rows_of_the_same_run(tiny_sweep) -> None:
     assert t16["tiles"] == 6 and math.isclose(t16["actual_overlap"], 6 * 16 * 16 / 1200, rel_tol=1e-9)
 
 
-@pytest.mark.parametrize(("argv", "flag"), [
-    (["--tiles", "0,64"], "--tiles"), (["--halos", "-1"], "--halos"), (["--batches", "0"], "--batches"),
-    (["--io", "float16-nchw"], "--io"), (["--precisions", "int8"], "--precisions"),
-    (["--tiles", "64", "--modes", "ort-whole"], "--modes"),
-])
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--tiles", "0,64"], "--tiles"),
+        (["--halos", "-1"], "--halos"),
+        (["--batches", "0"], "--batches"),
+        (["--io", "float16-nchw"], "--io"),
+        (["--precisions", "int8"], "--precisions"),
+        (["--tiles", "64", "--modes", "ort-whole"], "--modes"),
+    ],
+)
 def test_invalid_sweep_flags_exit_2(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         throughput.main(["--configs", "tiny", *argv])

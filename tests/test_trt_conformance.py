@@ -30,9 +30,22 @@ pytestmark = [pytest.mark.trt, pytest.mark.slow]  # one subprocess per release: 
 ROOT = Path(__file__).resolve().parents[1]
 
 POSITIVE = [
-    "autospec_limits", "build_fp32", "build_uint8_fp16", "build_int8", "cache_reuse", "cli_int8", "precision_mismatch",
-    "parser_errors", "builder_nullptr", "build_returns_none", "timing_cache_mismatch", "runtime_stage",
-    "runtime_uint8", "runtime_contract", "runtime_errors", "runtime_nullptr",
+    "autospec_limits",
+    "build_fp32",
+    "build_uint8_fp16",
+    "build_int8",
+    "cache_reuse",
+    "cli_int8",
+    "precision_mismatch",
+    "parser_errors",
+    "builder_nullptr",
+    "build_returns_none",
+    "timing_cache_mismatch",
+    "runtime_stage",
+    "runtime_uint8",
+    "runtime_contract",
+    "runtime_errors",
+    "runtime_nullptr",
 ]
 
 # negative control → {major: None (must pass) or (exception type, text it must contain)}
@@ -45,7 +58,9 @@ NEGATIVE = {
     "misspelt_runtime_method": _BOTH("AttributeError", "set_tensor_adress"),
     "extra_argument": _BOTH("SignatureError", "execute_async_v3(): incompatible function arguments"),
     "removed_engine_property": {10: None, 11: ("AttributeError", "device_memory_size")},
-    "readonly_property": _BOTH("AttributeError", "'active_optimization_profile' of 'IExecutionContext' object has no setter"),
+    "readonly_property": _BOTH(
+        "AttributeError", "'active_optimization_profile' of 'IExecutionContext' object has no setter"
+    ),
 }
 
 
@@ -54,7 +69,7 @@ def report(request, tmp_path_factory) -> dict:
     version = request.param
     try:
         site = install.install(version)
-    except Exception as exc:  # offline, no gcc, ...: fail loudly, never skip
+    except Exception as exc:  # offline, no gcc, ...: fail loudly, never skip  # noqa: BLE001 - the library raises its own exception types
         pytest.fail(
             f"the real TensorRT {version} bindings could not be installed ({exc}); run "
             "`python tests/trt_kit/install.py` with access to PyPI (CI does, see README)"
@@ -63,7 +78,11 @@ def report(request, tmp_path_factory) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "TRT_STUB_QUIET": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "tests.trt_kit.conformance", "--expect-version", version, "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0 and out.exists(), f"harness failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
     data = json.loads(out.read_text())
@@ -86,7 +105,9 @@ def test_every_scenario_has_an_expectation(report: dict) -> None:
 @pytest.mark.parametrize("name", POSITIVE)
 def test_positive_scenario(report: dict, name: str) -> None:
     result = report["results"][name]
-    assert result["ok"], f"TensorRT {report['tensorrt_version']}: {name} failed:\n{result.get('traceback') or result['error']}"
+    assert result["ok"], (
+        f"TensorRT {report['tensorrt_version']}: {name} failed:\n{result.get('traceback') or result['error']}"
+    )
 
 
 def test_signature_checks_cover_every_argument_type(report: dict) -> None:
@@ -106,7 +127,9 @@ def test_negative_control(report: dict, name: str) -> None:
     expected = NEGATIVE[name][report["major"]]
     version = report["tensorrt_version"]
     if expected is None:
-        assert result["ok"], f"TensorRT {version}: {name} should pass on this release:\n{result.get('traceback') or result['error']}"
+        assert result["ok"], (
+            f"TensorRT {version}: {name} should pass on this release:\n{result.get('traceback') or result['error']}"
+        )
         return
     exc_type, text = expected
     assert not result["ok"], f"TensorRT {version}: the harness did NOT catch the mistake {name!r}"

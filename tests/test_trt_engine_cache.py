@@ -71,7 +71,10 @@ def test_every_option_is_in_the_serialised_options() -> None:
         (dict(tile=0), "--tile must be an integer >= 1, got 0"),
         (dict(halo=-1), "--halo must be an integer >= 0, got -1"),
         (dict(batch=2, min_batch=3), "--min-batch 3 must not exceed --batch 2"),
-        (dict(tile=16, halo=4, min_window=32), "--min-window 32 must not exceed the window tile + 2*halo = 16 + 2*4 = 24"),
+        (
+            dict(tile=16, halo=4, min_window=32),
+            "--min-window 32 must not exceed the window tile + 2*halo = 16 + 2*4 = 24",
+        ),
         (dict(opt_level=6), "--opt-level must be an integer 0..5"),
         (dict(profiles=0), "--profiles must be an integer >= 1"),
         (dict(workspace=0), "--workspace must be an integer >= 1"),

@@ -79,7 +79,10 @@ def test_other_tensorrt_version_names_both() -> None:
 
 def test_other_gpu_names_both(caplog) -> None:
     a100 = GpuInfo("NVIDIA A100-SXM4-80GB", "8.0")
-    with pytest.raises(EngineMismatchError, match=r"built for NVIDIA H100 80GB HBM3 \(compute capability 9.0\) but this GPU is NVIDIA A100-SXM4-80GB \(compute capability 8.0\)"):
+    with pytest.raises(
+        EngineMismatchError,
+        match=r"built for NVIDIA H100 80GB HBM3 \(compute capability 9.0\) but this GPU is NVIDIA A100-SXM4-80GB \(compute capability 8.0\)",
+    ):
         check_compatible(SIDECAR, engine="m.plan", trt_version="10.16.1.11", gpu=a100, strict_gpu=False)
     h100_pcie = GpuInfo("NVIDIA H100 PCIe", "9.0")
     with pytest.raises(EngineMismatchError):
@@ -93,13 +96,22 @@ def test_other_gpu_names_both(caplog) -> None:
 def test_model_info_from_sidecar() -> None:
     info = model_info_from_sidecar(SIDECAR, engine="m.plan")
     assert (info.io.value, info.scale, info.input_name, info.output_name, info.recommended_halo) == (
-        "uint8-nhwc", 4, "lr", "sr", 8)
+        "uint8-nhwc",
+        4,
+        "lr",
+        "sr",
+        8,
+    )
     with pytest.raises(ModelError, match="scale=2 was asked for but the engine's sidecar says scale 4"):
         model_info_from_sidecar(SIDECAR, engine="m.plan", scale=2)
     meta = {"format": 1, "scale": 4, "io": "float32-nchw", "input": "x", "output": "y", "recommended_halo": 16}
     info = model_info_from_sidecar({**SIDECAR, "onnx": {"metadata": meta}}, engine="m.plan")
     assert (info.io.value, info.input_name, info.source, info.metadata["recommended_halo"]) == (
-        "float32-nchw", "x", "metadata", 16)
+        "float32-nchw",
+        "x",
+        "metadata",
+        16,
+    )
 
 
 # --------------------------------------------------------------------------- GPU query
@@ -174,7 +186,12 @@ def test_inspect_onnx(tmp_path: Path, io: str, precision: str, evidence: str) ->
     path = write_onnx(tmp_path / "m.onnx", io=io, precision=precision)
     facts = to_trt.inspect_onnx(path)
     assert facts.precision is Precision(precision) and evidence in facts.precision_evidence
-    assert (facts.info.io.value, facts.info.scale, facts.info.input_name, facts.info.recommended_halo) == (io, 4, "lr", 12)
+    assert (facts.info.io.value, facts.info.scale, facts.info.input_name, facts.info.recommended_halo) == (
+        io,
+        4,
+        "lr",
+        12,
+    )
     assert facts.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert facts.metadata["config_name"] == "tiny" and facts.value_range == (0, 255)
 

@@ -189,7 +189,9 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
         if wrong:
             k = wrong[0]
-            parts.append(f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)})")
+            parts.append(
+                f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+            )
         raise CheckpointError(f"{path}: weights do not fit the model: " + "; ".join(parts))
     model.load_state_dict(state, strict=True, assign=assign)
 

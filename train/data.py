@@ -26,7 +26,16 @@ from runtime.imresize import imresize
 from runtime.utils import IMAGE_SUFFIXES, is_image_path
 from runtime.utils import list_images as _list_images
 
-__all__ = ["IMAGE_EXTENSIONS", "SAMPLE_BY", "list_images", "list_image_sources", "load_rgb", "mod_crop", "PatchDataset", "make_lr"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SAMPLE_BY",
+    "list_images",
+    "list_image_sources",
+    "load_rgb",
+    "mod_crop",
+    "PatchDataset",
+    "make_lr",
+]
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +126,9 @@ class PatchDataset:
                 else:
                     lrs[s] = make_lr(hr, s)
             self.items.append(_Item(path, hr, lrs))
-        self._eligible = {s: [i for i, it in enumerate(self.items) if min(it.lr[s].shape[:2]) >= lr_patch] for s in self.scales}
+        self._eligible = {
+            s: [i for i, it in enumerate(self.items) if min(it.lr[s].shape[:2]) >= lr_patch] for s in self.scales
+        }
         for s, idx in self._eligible.items():
             skipped = len(self.items) - len(idx)
             if not idx:
@@ -130,8 +141,13 @@ class PatchDataset:
         # Patch positions per eligible image: the image-drawing probabilities of sample_by="area".
         self._area_p = {}
         for s, idx in self._eligible.items():
-            counts = np.array([(self.items[i].lr[s].shape[0] - lr_patch + 1) * (self.items[i].lr[s].shape[1] - lr_patch + 1)
-                               for i in idx], np.float64)
+            counts = np.array(
+                [
+                    (self.items[i].lr[s].shape[0] - lr_patch + 1) * (self.items[i].lr[s].shape[1] - lr_patch + 1)
+                    for i in idx
+                ],
+                np.float64,
+            )
             self._area_p[s] = counts / counts.sum()
 
     def __len__(self) -> int:

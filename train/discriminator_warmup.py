@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,8 +47,14 @@ def warmup_rng(seed: int) -> np.random.Generator:
 
 @torch.no_grad()
 def build_pool(
-    generator: nn.Module, data: PatchDataset, rng: np.random.Generator, size: int, routes: Sequence[str],
-    downscale: str, device: torch.device, chunk: int = 8,
+    generator: nn.Module,
+    data: PatchDataset,
+    rng: np.random.Generator,
+    size: int,
+    routes: Sequence[str],
+    downscale: str,
+    device: torch.device,
+    chunk: int = 8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``size`` HR patches (size, 3, H, W) and their SR through every route (routes, size, 3, H, W),
     float32 in [0, 255] on ``device``. The generator is put in eval mode for the pass and
@@ -68,9 +75,21 @@ def build_pool(
 
 
 def warm_up_discriminator(
-    discriminator: nn.Module, generator: nn.Module, data: PatchDataset, *, steps: int, lr: float, batch: int,
-    pool: int, seed: int, routes: Sequence[str], downscale: str, device: torch.device, log_path: Path | None = None,
-    log_every: int = 25, progress: bool = True,
+    discriminator: nn.Module,
+    generator: nn.Module,
+    data: PatchDataset,
+    *,
+    steps: int,
+    lr: float,
+    batch: int,
+    pool: int,
+    seed: int,
+    routes: Sequence[str],
+    downscale: str,
+    device: torch.device,
+    log_path: Path | None = None,
+    log_every: int = 25,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``discriminator`` alone for ``steps`` Adam steps against the generator's outputs.
 
@@ -123,6 +142,12 @@ def warm_up_discriminator(
         if log_file is not None:
             log_file.close()
     return {
-        "steps": steps, "lr": lr, "batch": batch, "pool": pool, "routes": list(routes),
-        "pool_seconds": round(pool_s, 1), "seconds": round(time.time() - t0, 1), **{f"final_{k}": v for k, v in last.items()},
+        "steps": steps,
+        "lr": lr,
+        "batch": batch,
+        "pool": pool,
+        "routes": list(routes),
+        "pool_seconds": round(pool_s, 1),
+        "seconds": round(time.time() - t0, 1),
+        **{f"final_{k}": v for k, v in last.items()},
     }

@@ -45,14 +45,23 @@ class CheckpointRunner:
     ``weights``: the moving-average weights (ema), the raw ones, or auto (ema when the
     checkpoint has them). ``what`` names the checkpoint argument in errors."""
 
-    def __init__(self, checkpoint: Path, scale: int, *, threads: int | None = None, weights: str = "auto",
-                 what: str = "checkpoint") -> None:
+    def __init__(
+        self,
+        checkpoint: Path,
+        scale: int,
+        *,
+        threads: int | None = None,
+        weights: str = "auto",
+        what: str = "checkpoint",
+    ) -> None:
         try:
             import torch
 
             from train.checkpoint import load_model
         except ImportError as exc:
-            raise EvaluationError(f"running {what} {checkpoint} in PyTorch needs the train extra (torch): {exc}") from exc
+            raise EvaluationError(
+                f"running {what} {checkpoint} in PyTorch needs the train extra (torch): {exc}"
+            ) from exc
         if threads is not None:
             torch.set_num_threads(threads)
         self._torch = torch
@@ -65,8 +74,13 @@ class CheckpointRunner:
         self._path = model.path(scale).eval()
         self.scale = scale
         self.description: dict[str, Any] = {
-            "source": "checkpoint", "path": str(checkpoint), "sha256": file_sha256(checkpoint),
-            "runner": "torch", "whole_image": True, "weights": weights, "config": model.config.to_dict(),
+            "source": "checkpoint",
+            "path": str(checkpoint),
+            "sha256": file_sha256(checkpoint),
+            "runner": "torch",
+            "whole_image": True,
+            "weights": weights,
+            "config": model.config.to_dict(),
             "torch_threads": torch.get_num_threads(),
         }
 
@@ -82,8 +96,9 @@ class CheckpointRunner:
 
 
 @contextlib.contextmanager
-def checkpoint_model(checkpoint: Path, scale: int, *, threads: int | None = None, weights: str = "auto",
-                     what: str = "checkpoint") -> Iterator[EvaluatedModel]:
+def checkpoint_model(
+    checkpoint: Path, scale: int, *, threads: int | None = None, weights: str = "auto", what: str = "checkpoint"
+) -> Iterator[EvaluatedModel]:
     """The checkpoint as a :class:`runtime.evaluation.EvaluatedModel` (a context for
     :func:`runtime.evaluation.evaluate`; nothing to close)."""
     if not checkpoint.is_file():
@@ -99,16 +114,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(Set5/Set14/BSD100 layouts recognised); per-image and mean table, JSON, comparison strips.",
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("checkpoint", type=Path, help="EUSR checkpoint (.safetensors) from train.pretrain or train.perceptual")
+    p.add_argument(
+        "checkpoint", type=Path, help="EUSR checkpoint (.safetensors) from train.pretrain or train.perceptual"
+    )
     p.add_argument("--data", type=Path, nargs="+", required=True, help="dataset folders (or single HR images)")
     p.add_argument("--scale", type=int, default=4, help="scale evaluated (a path of the model)")
-    p.add_argument("--weights", choices=WEIGHTS, default="auto",
-                   help="the checkpoint's moving-average weights (ema, kept by --ema runs), its raw ones, or auto: ema when it has them")
+    p.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default="auto",
+        help="the checkpoint's moving-average weights (ema, kept by --ema runs), its raw ones, or auto: ema when it has them",
+    )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/evaluate/<checkpoint stem>)")
     p.add_argument("--name", default="evaluate", help="stem of the result files")
     p.add_argument("--strips", type=int, default=3, help="comparison strips for the first N images of each dataset")
-    p.add_argument("--ma-scorer", metavar="SPEC", default=None,
-                   help="user-supplied Ma et al. scorer, 'module:function' or 'file.py:function'; adds Ma and PI columns")
+    p.add_argument(
+        "--ma-scorer",
+        metavar="SPEC",
+        default=None,
+        help="user-supplied Ma et al. scorer, 'module:function' or 'file.py:function'; adds Ma and PI columns",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p.parse_args(argv)
 
@@ -119,16 +144,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: checkpoint {args.checkpoint}: no such file", file=sys.stderr)
         return 2
     if args.checkpoint.suffix.lower() != ".safetensors":
-        print(f"error: checkpoint {args.checkpoint}: expected a .safetensors checkpoint "
-              "(for an .onnx model use benchmarks/quality.py --model)", file=sys.stderr)
+        print(
+            f"error: checkpoint {args.checkpoint}: expected a .safetensors checkpoint "
+            "(for an .onnx model use benchmarks/quality.py --model)",
+            file=sys.stderr,
+        )
         return 2
     env = environment(threads=args.threads)
     try:
-        options = EvaluationOptions(data=args.data, out=args.out or Path("runs/evaluate") / args.checkpoint.stem,
-                                    name=args.name, scale=args.scale, strips=args.strips, ma_scorer=args.ma_scorer)
-        evaluate(options, lambda: checkpoint_model(args.checkpoint, args.scale, threads=args.threads,
-                                                   weights=args.weights),
-                 environment=env)
+        options = EvaluationOptions(
+            data=args.data,
+            out=args.out or Path("runs/evaluate") / args.checkpoint.stem,
+            name=args.name,
+            scale=args.scale,
+            strips=args.strips,
+            ma_scorer=args.ma_scorer,
+        )
+        evaluate(
+            options,
+            lambda: checkpoint_model(args.checkpoint, args.scale, threads=args.threads, weights=args.weights),
+            environment=env,
+        )
     except UpscaleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -35,9 +35,9 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -125,8 +125,14 @@ def _image_index(folder: Path) -> dict[str, Path]:
 def _drop_missing(entries: list[IQAEntry], missing: list[str], listing: Path, folder: Path) -> list[IQAEntry]:
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-        log.warning("%s: %d of %d listed images have no file in %s; skipped (%s)",
-                    listing, len(missing), len(missing) + len(entries), folder, shown)
+        log.warning(
+            "%s: %d of %d listed images have no file in %s; skipped (%s)",
+            listing,
+            len(missing),
+            len(missing) + len(entries),
+            folder,
+            shown,
+        )
     if not entries:
         raise FileNotFoundError(f"{listing}: none of the {len(missing)} listed images was found in {folder}")
     return entries
@@ -146,14 +152,18 @@ def read_ava(ava_txt: str | Path, images_dir: str | Path | None = None) -> list[
     entries: list[IQAEntry] = []
     missing: list[str] = []
     seen: dict[str, int] = {}
-    for lineno, where, fields in _records(lines, ava_txt, 15, "15 integers: index image_id c1..c10 tag1 tag2 challenge_id"):
+    for lineno, where, fields in _records(
+        lines, ava_txt, 15, "15 integers: index image_id c1..c10 tag1 tag2 challenge_id"
+    ):
         values = []
         for column, v in enumerate(fields, 1):
             try:
                 values.append(int(v))
             except ValueError:
-                raise ValueError(f"{where}: field {column} is {v!r}; expected 15 integers "
-                                 "(index image_id c1..c10 tag1 tag2 challenge_id)") from None
+                raise ValueError(
+                    f"{where}: field {column} is {v!r}; expected 15 integers "
+                    "(index image_id c1..c10 tag1 tag2 challenge_id)"
+                ) from None
         image_id, counts = fields[1], np.array(values[2:12], dtype=np.float64)
         if (counts < 0).any():
             raise ValueError(f"{where}: negative vote count in c1..c10 {values[2:12]}; expected counts >= 0")
@@ -172,8 +182,9 @@ def read_ava(ava_txt: str | Path, images_dir: str | Path | None = None) -> list[
     return _drop_missing(entries, missing, ava_txt, folder)
 
 
-def split_ava(entries: Sequence[IQAEntry], *, val_count: int = 5000, val_fraction: float = 0.2,
-              seed: int = 0) -> tuple[list[IQAEntry], list[IQAEntry]]:
+def split_ava(
+    entries: Sequence[IQAEntry], *, val_count: int = 5000, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[IQAEntry], list[IQAEntry]]:
     """(train, val): ``val_count`` images held out at random (seeded), or ``val_fraction``
     of them when the set has fewer than 2·``val_count`` images. Both keep file order."""
     n = len(entries)
@@ -221,8 +232,10 @@ def read_tid2013(root: str | Path, images_dir: str | Path | None = None) -> list
             raise ValueError(f"{where}: MOS {fields[0]} is outside TID2013's range [{lo:g}, {hi:g}]")
         m = TID_NAME.match(fields[1])
         if m is None:
-            raise ValueError(f"{where}: image name {fields[1]!r} does not look like TID2013's "
-                             "i<reference>_<type>_<level>.bmp (e.g. i01_01_1.bmp)")
+            raise ValueError(
+                f"{where}: image name {fields[1]!r} does not look like TID2013's "
+                "i<reference>_<type>_<level>.bmp (e.g. i01_01_1.bmp)"
+            )
         rows.append((lineno, mos, fields[1], int(m.group(1))))
     stds: list[float] = []
     for _, where, fields in _records(std_lines, std_path, 1, "one number"):
@@ -236,8 +249,10 @@ def read_tid2013(root: str | Path, images_dir: str | Path | None = None) -> list
     if not rows:
         raise ValueError(f"{mos_path}: holds no entries; expected lines 'MOS name'")
     if len(stds) != len(rows):
-        raise ValueError(f"{std_path} has {len(stds)} values but {mos_path} lists {len(rows)} images; "
-                         "expected one standard deviation per image, in the same order")
+        raise ValueError(
+            f"{std_path} has {len(stds)} values but {mos_path} lists {len(rows)} images; "
+            "expected one standard deviation per image, in the same order"
+        )
     seen: dict[str, int] = {}
     files = _image_index(folder)
     entries: list[IQAEntry] = []
@@ -255,7 +270,9 @@ def read_tid2013(root: str | Path, images_dir: str | Path | None = None) -> list
     return _drop_missing(entries, missing, mos_path, folder)
 
 
-def split_tid2013(entries: Sequence[IQAEntry], *, val_refs: Iterable[int] = (1, 2, 3)) -> tuple[list[IQAEntry], list[IQAEntry]]:
+def split_tid2013(
+    entries: Sequence[IQAEntry], *, val_refs: Iterable[int] = (1, 2, 3)
+) -> tuple[list[IQAEntry], list[IQAEntry]]:
     """(train, val): images of reference images ``val_refs`` (and all their distortions)
     are validation, the rest training."""
     refs = set(val_refs)
@@ -276,12 +293,15 @@ class IQADataset:
     for validation, after the shorter-side resize described in the module docstring.
     ``cache`` keeps the resized images in memory (fine for TID2013; AVA is ~250k images)."""
 
-    def __init__(self, entries: Sequence[IQAEntry], *, crop: int = 192, resize: int = 256, train: bool = True,
-                 cache: bool = True) -> None:
+    def __init__(
+        self, entries: Sequence[IQAEntry], *, crop: int = 192, resize: int = 256, train: bool = True, cache: bool = True
+    ) -> None:
         if crop < 1:
             raise ValueError(f"crop must be positive, got {crop}")
         if resize and resize < crop:
-            raise ValueError(f"resize {resize} is smaller than the crop {crop}; expected resize >= crop (or 0: native size)")
+            raise ValueError(
+                f"resize {resize} is smaller than the crop {crop}; expected resize >= crop (or 0: native size)"
+            )
         if not entries:
             raise ValueError("no images to build a dataset from")
         self.entries = list(entries)

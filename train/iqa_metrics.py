@@ -55,8 +55,16 @@ def _finite_or_none(v: float) -> float | None:
 
 
 @torch.no_grad()
-def evaluate(model: ScorePredictor, images: np.ndarray, targets: np.ndarray, *, device: torch.device,
-             batch_size: int = 32, prior: np.ndarray | None = None, amp: bool = False) -> dict[str, float | None]:
+def evaluate(
+    model: ScorePredictor,
+    images: np.ndarray,
+    targets: np.ndarray,
+    *,
+    device: torch.device,
+    batch_size: int = 32,
+    prior: np.ndarray | None = None,
+    amp: bool = False,
+) -> dict[str, float | None]:
     """EMD (r = 2), SROCC and PLCC of ``model`` on uint8 crops (N, H, W, 3) with target
     distributions (N, 10); with ``prior`` (10,), also the EMD of always predicting it."""
     was_training = model.training

@@ -71,7 +71,7 @@ class TrainingPhase(abc.ABC):
     def validate(self, step: int) -> dict[str, Any]:
         """The validation record's fields after ``step``."""
 
-    def report_validation(self, step: int, record: Mapping[str, Any]) -> None:
+    def report_validation(self, step: int, record: Mapping[str, Any]) -> None:  # noqa: B027 - an optional hook
         """After the validation record is written: log it, keep a best checkpoint, ..."""
 
     @abc.abstractmethod

@@ -17,8 +17,8 @@ TensorFlow code, since the weights of eq. 8 were tuned with them:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,12 @@ class LossWeights:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0 or value == float("inf"):
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not value >= 0
+                or value == float("inf")
+            ):
                 raise ValueError(f"LossWeights.{f.name} must be a finite number >= 0, got {value!r}")
 
     def effective(self) -> dict[str, float]:
@@ -123,7 +128,9 @@ def discriminator_loss(logits_hr: torch.Tensor, logits_sr: Sequence[torch.Tensor
         raise ValueError("discriminator_loss needs the logits of at least one SR route")
     logits_hr = logits_hr.float()
     real = F.binary_cross_entropy_with_logits(logits_hr, torch.ones_like(logits_hr))
-    fake = sum(F.binary_cross_entropy_with_logits(l.float(), torch.zeros_like(l, dtype=torch.float32)) for l in logits_sr)
+    fake = sum(
+        F.binary_cross_entropy_with_logits(x.float(), torch.zeros_like(x, dtype=torch.float32)) for x in logits_sr
+    )
     return real + fake / len(logits_sr)
 
 

@@ -21,9 +21,10 @@ import argparse
 import logging
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,26 +103,63 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=DefaultsHelpFormatter,
     )
     d = p.add_argument_group("data")
-    d.add_argument("--train-dir", type=Path, default=REPO / "data/photos/train", help="folder of HR training images (e.g. DIV2K_train_HR)")
-    d.add_argument("--val-dir", type=Path, default=REPO / "data/photos/val",
-                   help="folder of HR validation images, ×4 PSNR-Y and NIQE ('' to skip); keep it apart from the photos you report on")
+    d.add_argument(
+        "--train-dir",
+        type=Path,
+        default=REPO / "data/photos/train",
+        help="folder of HR training images (e.g. DIV2K_train_HR)",
+    )
+    d.add_argument(
+        "--val-dir",
+        type=Path,
+        default=REPO / "data/photos/val",
+        help="folder of HR validation images, ×4 PSNR-Y and NIQE ('' to skip); keep it apart from the photos you report on",
+    )
     d.add_argument("--patch", type=int, default=48, help="LR patch size (HR patch is 4×)")
     d.add_argument("--no-augment", action="store_true", help="disable rot90/flip augmentation")
     m = p.add_argument_group("models")
-    m.add_argument("--generator", type=Path, default=None, help="phase-1 EUSR checkpoint to start from (not with --resume)")
-    m.add_argument("--generator-weights", choices=("auto", "ema", "raw"), default="auto",
-                   help="which weights of --generator: auto = its moving average when it has one, else raw")
-    m.add_argument("--aesthetic-predictor", type=Path, default=None, help="phase-2 score predictor (AVA) checkpoint; needed unless its terms are off")
-    m.add_argument("--subjective-predictor", type=Path, default=None, help="phase-2 score predictor (TID2013) checkpoint; needed unless its terms are off")
-    m.add_argument("--discriminator-dense", choices=DENSE_MODES, default="per_position",
-                   help="dense layers per 6×6 position (authors' code) or over the flattened map (paper's figure; fixed input size)")
+    m.add_argument(
+        "--generator", type=Path, default=None, help="phase-1 EUSR checkpoint to start from (not with --resume)"
+    )
+    m.add_argument(
+        "--generator-weights",
+        choices=("auto", "ema", "raw"),
+        default="auto",
+        help="which weights of --generator: auto = its moving average when it has one, else raw",
+    )
+    m.add_argument(
+        "--aesthetic-predictor",
+        type=Path,
+        default=None,
+        help="phase-2 score predictor (AVA) checkpoint; needed unless its terms are off",
+    )
+    m.add_argument(
+        "--subjective-predictor",
+        type=Path,
+        default=None,
+        help="phase-2 score predictor (TID2013) checkpoint; needed unless its terms are off",
+    )
+    m.add_argument(
+        "--discriminator-dense",
+        choices=DENSE_MODES,
+        default="per_position",
+        help="dense layers per 6×6 position (authors' code) or over the flattened map (paper's figure; fixed input size)",
+    )
     r = p.add_argument_group("routes")
     r.add_argument("--no-multipass", action="store_true", help="train the ×4 route alone (Table 4 ablation)")
-    r.add_argument("--downscale", choices=DOWNSCALE_METHODS, default="decimate",
-                   help="×0.5 after the ×8 path: decimate = every second pixel (authors' code), bicubic = MATLAB imresize")
+    r.add_argument(
+        "--downscale",
+        choices=DOWNSCALE_METHODS,
+        default="decimate",
+        help="×0.5 after the ×8 path: decimate = every second pixel (authors' code), bicubic = MATLAB imresize",
+    )
     w = p.add_argument_group("loss (eq. 8: α_r·l_r + α_g·l_g + α_p·(α_as·l_as + α_ar·l_ar + α_ss·l_ss + α_sr·l_sr))")
-    w.add_argument("--alpha-r", type=float, default=0.05, help="α_r, reconstruction (L1) weight (Table 6: 0.5, 0.05, 0.005)")
-    w.add_argument("--alpha-p", type=float, default=1.0, help="α_p, multiplies every score-predictor term (Table 6: 0 or 1)")
+    w.add_argument(
+        "--alpha-r", type=float, default=0.05, help="α_r, reconstruction (L1) weight (Table 6: 0.5, 0.05, 0.005)"
+    )
+    w.add_argument(
+        "--alpha-p", type=float, default=1.0, help="α_p, multiplies every score-predictor term (Table 6: 0 or 1)"
+    )
     w.add_argument("--alpha-g", type=float, default=0.1, help="adversarial weight")
     w.add_argument("--alpha-as", type=float, default=0.01, help="aesthetic score weight")
     w.add_argument("--alpha-ar", type=float, default=0.1, help="aesthetic representation weight")
@@ -136,20 +174,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     o.add_argument("--batch-size", type=int, default=2)
     o.add_argument("--lr-g", type=float, default=1e-5, help="generator learning rate")
     o.add_argument("--lr-d", type=float, default=2e-5, help="discriminator learning rate")
-    o.add_argument("--lr-halve-every", type=int, default=1_000_000, help="halve both learning rates every N steps (authors' code)")
-    o.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
-                   help="keep a moving average of the generator's weights (e.g. 0.999; 0 = off); validation, export and load_model use it")
+    o.add_argument(
+        "--lr-halve-every", type=int, default=1_000_000, help="halve both learning rates every N steps (authors' code)"
+    )
+    o.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="keep a moving average of the generator's weights (e.g. 0.999; 0 = off); validation, export and load_model use it",
+    )
     o.add_argument("--seed", type=int, default=0)
-    o.add_argument("--d-warmup", type=int, default=0, metavar="STEPS",
-                   help="first train the discriminator alone for STEPS steps against the starting generator's outputs "
-                   "(train/discriminator_warmup.py; for short runs, 0 = the paper: from scratch inside the joint phase)")
-    o.add_argument("--d-warmup-lr", type=float, default=None, help="Adam learning rate of the warm-up (default: --lr-d)")
+    o.add_argument(
+        "--d-warmup",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="first train the discriminator alone for STEPS steps against the starting generator's outputs "
+        "(train/discriminator_warmup.py; for short runs, 0 = the paper: from scratch inside the joint phase)",
+    )
+    o.add_argument(
+        "--d-warmup-lr", type=float, default=None, help="Adam learning rate of the warm-up (default: --lr-d)"
+    )
     o.add_argument("--d-warmup-batch", type=int, default=8, help="HR and SR patches per warm-up step (each)")
-    o.add_argument("--d-warmup-pool", type=int, default=256, help="training patches upscaled once (every route) for the warm-up")
+    o.add_argument(
+        "--d-warmup-pool", type=int, default=256, help="training patches upscaled once (every route) for the warm-up"
+    )
     g = p.add_argument_group("run")
     g.add_argument("--out", type=Path, default=Path("runs/perceptual"), help="output folder")
-    g.add_argument("--resume", type=Path, default=None,
-                   help="OUT/last.safetensors of a phase-3 run to continue (its .discriminator.safetensors sibling is read too)")
+    g.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="OUT/last.safetensors of a phase-3 run to continue (its .discriminator.safetensors sibling is read too)",
+    )
     add_run_args(g)
     return p.parse_args(argv)
 
@@ -174,9 +232,15 @@ def _loss_weights(args: argparse.Namespace) -> LossWeights:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--patch", args.patch),
-                        ("--log-every", args.log_every), ("--val-every", args.val_every), ("--save-every", args.save_every),
-                        ("--lr-halve-every", args.lr_halve_every)):
+    for flag, value in (
+        ("--steps", args.steps),
+        ("--batch-size", args.batch_size),
+        ("--patch", args.patch),
+        ("--log-every", args.log_every),
+        ("--val-every", args.val_every),
+        ("--save-every", args.save_every),
+        ("--lr-halve-every", args.lr_halve_every),
+    ):
         if value < 1:
             raise SystemExit(f"error: {flag} must be >= 1, got {value}")
     for flag, value in (("--lr-g", args.lr_g), ("--lr-d", args.lr_d)):
@@ -196,7 +260,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.resume is not None and args.generator is not None:
         raise SystemExit("error: give --generator (start a run) or --resume (continue one), not both")
     if args.resume is None and args.generator is None:
-        raise SystemExit("error: --generator is required: a phase-1 EUSR checkpoint, e.g. models/eusr-compact.safetensors")
+        raise SystemExit(
+            "error: --generator is required: a phase-1 EUSR checkpoint, e.g. models/eusr-compact.safetensors"
+        )
     if not args.train_dir.is_dir():
         raise SystemExit(f"error: --train-dir {args.train_dir}: no such folder")
     if str(args.val_dir) not in ("", ".") and not args.val_dir.is_dir():
@@ -205,8 +271,10 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _check_predictor_flags(args: argparse.Namespace, active: Sequence[str]) -> None:
     """Before anything is loaded: each predictor whose terms are on must be given."""
-    for flag, path, terms, off in (("--aesthetic-predictor", args.aesthetic_predictor, ("l_as", "l_ar"), "--no-aesthetic"),
-                                   ("--subjective-predictor", args.subjective_predictor, ("l_ss", "l_sr"), "--no-subjective")):
+    for flag, path, terms, off in (
+        ("--aesthetic-predictor", args.aesthetic_predictor, ("l_as", "l_ar"), "--no-aesthetic"),
+        ("--subjective-predictor", args.subjective_predictor, ("l_ss", "l_sr"), "--no-subjective"),
+    ):
         if path is None and any(t in active for t in terms):
             raise SystemExit(f"error: {flag} is required while its loss terms are on (or pass {off}, or --alpha-p 0)")
 
@@ -245,7 +313,9 @@ def _load_start(args: argparse.Namespace, weights: LossWeights, routes: Sequence
         if args.resume is not None:
             return _load_resume(args, weights, routes)
         generator, src_ckpt = _load_generator(args.generator, args.generator_weights)
-        return _Start(generator, src_ckpt.config_name, {"path": str(args.generator), "sha256": file_sha256(args.generator)})
+        return _Start(
+            generator, src_ckpt.config_name, {"path": str(args.generator), "sha256": file_sha256(args.generator)}
+        )
     except CheckpointError as e:
         flag = "--resume" if args.resume is not None else "--generator"
         raise SystemExit(f"error: {flag}: {e}") from None
@@ -260,12 +330,17 @@ def _load_resume(args: argparse.Namespace, weights: LossWeights, routes: Sequenc
         )
     generator = EUSR(model_config(resume))
     load_state_into(generator, resume.model_state, resume.path)
-    source = {"path": resume.train_state.get("generator_source"), "sha256": resume.train_state.get("generator_source_sha256")}
+    source = {
+        "path": resume.train_state.get("generator_source"),
+        "sha256": resume.train_state.get("generator_source_sha256"),
+    }
     start = _Start(generator, resume.config_name, source, int(resume.train_state.get("step", 0)), resume)
     if "l_g" in weights.active():
         dpath = discriminator_path(args.resume)
         if not dpath.is_file():
-            raise SystemExit(f"error: --resume {args.resume}: the discriminator file {dpath} is missing (it is saved beside the generator)")
+            raise SystemExit(
+                f"error: --resume {args.resume}: the discriminator file {dpath} is missing (it is saved beside the generator)"
+            )
         start.d_ckpt = load_checkpoint(dpath, expect_kind=DISCRIMINATOR_KIND)
         d_step = int(start.d_ckpt.train_state.get("step", -1))
         if d_step != start.step:
@@ -293,8 +368,11 @@ def _load_discriminator(args: argparse.Namespace, d_ckpt: Checkpoint | None, dev
             discriminator = Discriminator.from_config(d_ckpt.config)
             load_state_into(discriminator, d_ckpt.model_state, d_ckpt.path)
             if discriminator.dense != args.discriminator_dense:
-                log.warning("--discriminator-dense %s ignored: the resumed discriminator is %s", args.discriminator_dense,
-                            discriminator.dense)
+                log.warning(
+                    "--discriminator-dense %s ignored: the resumed discriminator is %s",
+                    args.discriminator_dense,
+                    discriminator.dense,
+                )
         else:
             discriminator = Discriminator(args.discriminator_dense, input_size=4 * args.patch)
     except (TypeError, ValueError) as e:
@@ -308,20 +386,33 @@ def _load_discriminator(args: argparse.Namespace, d_ckpt: Checkpoint | None, dev
 
 
 def _make_trainer(
-    args: argparse.Namespace, weights: LossWeights, routes: Sequence[str], start: _Start, rng: np.random.Generator,
-    device: torch.device, use_amp: bool,
+    args: argparse.Namespace,
+    weights: LossWeights,
+    routes: Sequence[str],
+    start: _Start,
+    rng: np.random.Generator,
+    device: torch.device,
+    use_amp: bool,
 ) -> tuple[PerceptualTrainer, WeightAverage | None]:
     """Predictors, discriminator, optimizers (resumed with the random streams), the weight
     average and the step, in the order a resumed run must repeat."""
     active = weights.active()
-    aesthetic = _load_predictor("--aesthetic-predictor", args.aesthetic_predictor, any(t in active for t in ("l_as", "l_ar")), device)
-    subjective = _load_predictor("--subjective-predictor", args.subjective_predictor, any(t in active for t in ("l_ss", "l_sr")), device)
+    aesthetic = _load_predictor(
+        "--aesthetic-predictor", args.aesthetic_predictor, any(t in active for t in ("l_as", "l_ar")), device
+    )
+    subjective = _load_predictor(
+        "--subjective-predictor", args.subjective_predictor, any(t in active for t in ("l_ss", "l_sr")), device
+    )
     if args.d_warmup and "l_g" not in active:
         raise SystemExit("error: --d-warmup needs the adversarial term (it is off: --no-adversarial or --alpha-g 0)")
     discriminator = _load_discriminator(args, start.d_ckpt, device) if "l_g" in active else None
     betas = (0.9, 0.999)
     opt_g = torch.optim.Adam(start.generator.parameters(), lr=args.lr_g, betas=betas, eps=1e-8)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.lr_d, betas=betas, eps=1e-8) if discriminator is not None else None
+    opt_d = (
+        torch.optim.Adam(discriminator.parameters(), lr=args.lr_d, betas=betas, eps=1e-8)
+        if discriminator is not None
+        else None
+    )
     resume = start.resume
     if resume is not None:
         try:
@@ -338,19 +429,32 @@ def _make_trainer(
         log.warning("%s has moving-average weights but --ema is 0: they are not kept in this run", resume.path)
     scaler = grad_scaler(use_amp, resume, log)
     trainer = PerceptualTrainer(
-        start.generator, discriminator, aesthetic, subjective, weights, opt_g=opt_g, opt_d=opt_d,
-        routes=routes, downscale=args.downscale, amp=use_amp, scaler=scaler,
+        start.generator,
+        discriminator,
+        aesthetic,
+        subjective,
+        weights,
+        opt_g=opt_g,
+        opt_d=opt_d,
+        routes=routes,
+        downscale=args.downscale,
+        amp=use_amp,
+        scaler=scaler,
     )
     return trainer, ema
 
 
-def _predictor_files(args: argparse.Namespace, trainer: PerceptualTrainer, resume: Checkpoint | None) -> dict[str, dict[str, str]]:
+def _predictor_files(
+    args: argparse.Namespace, trainer: PerceptualTrainer, resume: Checkpoint | None
+) -> dict[str, dict[str, str]]:
     """Path and hash of each predictor in use, recorded in the checkpoint; a resumed run warns
     when one differs from what it was trained with."""
     predictors = {
         name: {"path": str(path), "sha256": file_sha256(path)}
-        for name, path, net in (("aesthetic", args.aesthetic_predictor, trainer.aesthetic),
-                                ("subjective", args.subjective_predictor, trainer.subjective))
+        for name, path, net in (
+            ("aesthetic", args.aesthetic_predictor, trainer.aesthetic),
+            ("subjective", args.subjective_predictor, trainer.subjective),
+        )
         if net is not None
     }
     if resume is not None:
@@ -361,8 +465,9 @@ def _predictor_files(args: argparse.Namespace, trainer: PerceptualTrainer, resum
     return predictors
 
 
-def _d_warmup(args: argparse.Namespace, start: _Start, trainer: PerceptualTrainer, data: PatchDataset,
-              device: torch.device) -> dict[str, Any] | None:
+def _d_warmup(
+    args: argparse.Namespace, start: _Start, trainer: PerceptualTrainer, data: PatchDataset, device: torch.device
+) -> dict[str, Any] | None:
     """Run ``--d-warmup`` on a new run; the warm-up record a resumed run was saved with otherwise."""
     if start.resume is not None:
         if args.d_warmup:
@@ -373,12 +478,28 @@ def _d_warmup(args: argparse.Namespace, start: _Start, trainer: PerceptualTraine
     from train.discriminator_warmup import warm_up_discriminator
 
     record = warm_up_discriminator(
-        trainer.discriminator, trainer.generator, data, steps=args.d_warmup, lr=args.d_warmup_lr, batch=args.d_warmup_batch,
-        pool=args.d_warmup_pool, seed=args.seed, routes=trainer.routes, downscale=args.downscale, device=device,
-        log_path=args.out / "d_warmup_log.jsonl", progress=not args.quiet,
+        trainer.discriminator,
+        trainer.generator,
+        data,
+        steps=args.d_warmup,
+        lr=args.d_warmup_lr,
+        batch=args.d_warmup_batch,
+        pool=args.d_warmup_pool,
+        seed=args.seed,
+        routes=trainer.routes,
+        downscale=args.downscale,
+        device=device,
+        log_path=args.out / "d_warmup_log.jsonl",
+        progress=not args.quiet,
     )
-    log.info("discriminator warm-up: %d steps in %.0f s, loss %.3f, D(HR) %.3f, D(SR) %.3f", args.d_warmup,
-             record["seconds"], record["final_loss_d"], record["final_d_hr"], record["final_d_sr"])
+    log.info(
+        "discriminator warm-up: %d steps in %.0f s, loss %.3f, D(HR) %.3f, D(SR) %.3f",
+        args.d_warmup,
+        record["seconds"],
+        record["final_loss_d"],
+        record["final_d_hr"],
+        record["final_d_sr"],
+    )
     return record
 
 
@@ -391,11 +512,26 @@ class _PerceptualPhase(TrainingPhase):
 
     desc = "perceptual"
 
-    def __init__(self, args: argparse.Namespace, trainer: PerceptualTrainer, data: PatchDataset, rng: np.random.Generator,
-                 device: torch.device, *, validator: Validator | None, ema: WeightAverage | None, config_name: str,
-                 run_state: dict[str, Any]) -> None:
-        super().__init__(stop=args.steps, log_every=args.log_every, val_every=args.val_every, save_every=args.save_every,
-                         validates=validator is not None)
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        trainer: PerceptualTrainer,
+        data: PatchDataset,
+        rng: np.random.Generator,
+        device: torch.device,
+        *,
+        validator: Validator | None,
+        ema: WeightAverage | None,
+        config_name: str,
+        run_state: dict[str, Any],
+    ) -> None:
+        super().__init__(
+            stop=args.steps,
+            log_every=args.log_every,
+            val_every=args.val_every,
+            save_every=args.save_every,
+            validates=validator is not None,
+        )
         self.args, self.trainer, self.data, self.rng, self.device = args, trainer, data, rng, device
         self.validator, self.ema, self.config_name, self.run_state = validator, ema, config_name, run_state
         self.gen_path = args.out / "last.safetensors"
@@ -415,7 +551,9 @@ class _PerceptualPhase(TrainingPhase):
         bad = [k for k in ("loss_g", "loss_d") if k in values and not math.isfinite(values[k])]
         if bad:
             self.save(step - 1)
-            raise SystemExit(f"error: {bad[0]} became {values[bad[0]]} at step {step}; last good state saved ({self.gen_path})")
+            raise SystemExit(
+                f"error: {bad[0]} became {values[bad[0]]} at step {step}; last good state saved ({self.gen_path})"
+            )
         trainer.update(g_loss, d_loss)
         del g_loss, d_loss, logs
         if self.ema is not None:
@@ -444,12 +582,26 @@ class _PerceptualPhase(TrainingPhase):
         # Discriminator first: if the generator write is interrupted the pair disagrees on
         # the step and --resume says so, instead of silently pairing mismatched states.
         if discriminator is not None:
-            save_checkpoint(discriminator_path(self.gen_path), discriminator, config=discriminator.config(),
-                            config_name=discriminator.dense, kind=DISCRIMINATOR_KIND, optimizer=self.trainer.opt_d,
-                            train_state={"step": step, "phase": "perceptual"})
-        save_checkpoint(self.gen_path, generator, config=generator.config.to_dict(), config_name=self.config_name,
-                        optimizer=self.trainer.opt_g, numpy_rng=self.rng, ema_state=self.ema.state if self.ema is not None else None,
-                        train_state={"step": step, **self.run_state}, grad_scaler=self.trainer.scaler)
+            save_checkpoint(
+                discriminator_path(self.gen_path),
+                discriminator,
+                config=discriminator.config(),
+                config_name=discriminator.dense,
+                kind=DISCRIMINATOR_KIND,
+                optimizer=self.trainer.opt_d,
+                train_state={"step": step, "phase": "perceptual"},
+            )
+        save_checkpoint(
+            self.gen_path,
+            generator,
+            config=generator.config.to_dict(),
+            config_name=self.config_name,
+            optimizer=self.trainer.opt_g,
+            numpy_rng=self.rng,
+            ema_state=self.ema.state if self.ema is not None else None,
+            train_state={"step": step, **self.run_state},
+            grad_scaler=self.trainer.scaler,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -472,13 +624,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     d_warmup = _d_warmup(args, start, trainer, data, device)
     discriminator = trainer.discriminator
     run_state = {
-        "phase": "perceptual", "seed": args.seed, "routes": list(routes), "downscale": args.downscale,
-        "loss_weights": weights.to_dict(), "lr_g": args.lr_g, "lr_d": args.lr_d, "predictors": predictors,
-        "generator_source": start.source["path"], "generator_source_sha256": start.source["sha256"],
-        "discriminator": discriminator.config() if discriminator is not None else None, "d_warmup": d_warmup,
+        "phase": "perceptual",
+        "seed": args.seed,
+        "routes": list(routes),
+        "downscale": args.downscale,
+        "loss_weights": weights.to_dict(),
+        "lr_g": args.lr_g,
+        "lr_d": args.lr_d,
+        "predictors": predictors,
+        "generator_source": start.source["path"],
+        "generator_source_sha256": start.source["sha256"],
+        "discriminator": discriminator.config() if discriminator is not None else None,
+        "d_warmup": d_warmup,
     }
-    phase = _PerceptualPhase(args, trainer, data, rng, device, validator=validator, ema=ema, config_name=start.config_name,
-                             run_state=run_state)
+    phase = _PerceptualPhase(
+        args,
+        trainer,
+        data,
+        rng,
+        device,
+        validator=validator,
+        ema=ema,
+        config_name=start.config_name,
+        run_state=run_state,
+    )
     step = run_phase(phase, start=start.step, train_log=train_log, val_log=val_log, quiet=args.quiet)
     if step == start.step:
         log.info("nothing to do: checkpoint is at step %d and --steps is %d", start.step, args.steps)
@@ -488,8 +657,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _warn_if_changed(resume: Checkpoint, weights: LossWeights, routes: Sequence[str], args: argparse.Namespace) -> None:
     ts = resume.train_state
-    for what, old, new in (("loss weights", ts.get("loss_weights"), weights.to_dict()), ("routes", ts.get("routes"), list(routes)),
-                           ("--downscale", ts.get("downscale"), args.downscale)):
+    for what, old, new in (
+        ("loss weights", ts.get("loss_weights"), weights.to_dict()),
+        ("routes", ts.get("routes"), list(routes)),
+        ("--downscale", ts.get("downscale"), args.downscale),
+    ):
         if old is not None and old != new:
             log.warning("resuming with other %s than the run was trained with: %s → %s", what, old, new)
 

@@ -8,7 +8,7 @@ instead of two and makes resuming exact without any ordering subtleties.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -27,7 +27,6 @@ from train.models.nima import ScorePredictor, mean_score
 from train.routes import DOWNSCALE_METHODS, ROUTE_SCALES, ROUTES, sr_routes
 
 __all__ = ["PerceptualTrainer", "logs_to_floats"]
-
 
 
 class PerceptualTrainer:
@@ -66,12 +65,17 @@ class PerceptualTrainer:
             raise ValueError(f"routes {list(routes)}: expected a non-empty subset of {list(ROUTES)}")
         missing = [s for r in routes for s in ROUTE_SCALES[r] if s not in generator.scales]
         if missing:
-            raise ValueError(f"routes {list(routes)} need ×{sorted(set(missing))} paths; the generator has {list(generator.scales)}")
+            raise ValueError(
+                f"routes {list(routes)} need ×{sorted(set(missing))} paths; the generator has {list(generator.scales)}"
+            )
         self.use_d = "l_g" in self.active
         self.use_a = any(t in self.active for t in ("l_as", "l_ar"))
         self.use_s = any(t in self.active for t in ("l_ss", "l_sr"))
-        for needed, net, what in ((self.use_d, discriminator, "discriminator"), (self.use_a, aesthetic, "aesthetic predictor"),
-                                  (self.use_s, subjective, "subjective predictor")):
+        for needed, net, what in (
+            (self.use_d, discriminator, "discriminator"),
+            (self.use_a, aesthetic, "aesthetic predictor"),
+            (self.use_s, subjective, "subjective predictor"),
+        ):
             if needed and net is None:
                 raise ValueError(f"the active loss terms {list(self.active)} need the {what}")
         if self.use_d and opt_d is None:
@@ -88,7 +92,9 @@ class PerceptualTrainer:
         self.scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)
         for p in self._predictors():
             if any(q.requires_grad for q in p.parameters()) or p.training:
-                raise ValueError("score predictors must be frozen (eval mode, requires_grad False): use load_score_predictor(frozen=True)")
+                raise ValueError(
+                    "score predictors must be frozen (eval mode, requires_grad False): use load_score_predictor(frozen=True)"
+                )
 
     def _predictors(self) -> list[ScorePredictor]:
         return [p for p in (self.aesthetic, self.subjective) if p is not None]
@@ -96,13 +102,17 @@ class PerceptualTrainer:
     def _autocast(self, device: torch.device):
         return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=self.amp)
 
-    def forward(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+    def forward(
+        self, lr: torch.Tensor, hr: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
         b = lr.shape[0]
         with self._autocast(lr.device):
             srs = sr_routes(self.generator, lr, self.routes, self.downscale)
         for name, sr in srs.items():
             if sr.shape != hr.shape:
-                raise ValueError(f"route {name} gives {tuple(sr.shape)}, HR is {tuple(hr.shape)}; HR must be 4× the LR patch")
+                raise ValueError(
+                    f"route {name} gives {tuple(sr.shape)}, HR is {tuple(hr.shape)}; HR must be 4× the LR patch"
+                )
         names = list(srs)
         per_route: dict[str, list[torch.Tensor]] = {t: [] for t in self.active}
         logs: dict[str, torch.Tensor] = {}
@@ -114,12 +124,12 @@ class PerceptualTrainer:
                 logits = self.discriminator(torch.cat([hr, *(srs[n] for n in names)])).float()
             chunks = logits.split(b)
             logits_hr, logits_sr = chunks[0], chunks[1:]
-            per_route["l_g"] = [adversarial_loss(l) for l in logits_sr]
+            per_route["l_g"] = [adversarial_loss(l) for l in logits_sr]  # noqa: E741
             # Not detached: update() backpropagates this loss into the discriminator only.
             d_loss = discriminator_loss(logits_hr, logits_sr)
             logs["loss_d"] = d_loss.detach()
             logs["d_hr"] = torch.sigmoid(logits_hr.detach()).mean()
-            probs = [torch.sigmoid(l.detach()).mean() for l in logits_sr]
+            probs = [torch.sigmoid(l.detach()).mean() for l in logits_sr]  # noqa: E741
             logs["d_sr"] = torch.stack(probs).mean()
             logs.update({f"d_sr/{n}": p for n, p in zip(names, probs)})
         for tag, net, t_score, t_rep in (("a", self.aesthetic, "l_as", "l_ar"), ("s", self.subjective, "l_ss", "l_sr")):

@@ -38,7 +38,12 @@ from train.run_setup import add_run_args, grad_scaler, open_run, restore_rng, se
 from train.validation import Validator, log_validation
 from train.weight_average import WeightAverage, swapped_in
 
-__all__ = ["parse_args", "main", "Validator", "WeightAverage"]  # the last two live in train.validation / train.weight_average
+__all__ = [
+    "parse_args",
+    "main",
+    "Validator",
+    "WeightAverage",
+]  # the last two live in train.validation / train.weight_average
 
 log = logging.getLogger("train.pretrain")
 
@@ -54,37 +59,68 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=DefaultsHelpFormatter,
     )
     d = p.add_argument_group("data")
-    d.add_argument("--train-dir", type=Path, nargs="+", default=[REPO / "data/photos/train"], metavar="DIR",
-                   help="folder(s) of HR training images (e.g. DIV2K_train_HR); several folders are used together, in the order given")
-    d.add_argument("--sample-by", choices=SAMPLE_BY, default="image",
-                   help="how a patch's image is drawn: 'image' uniformly per image (DIV2K's equal-size images), "
-                   "'area' in proportion to its patch positions, i.e. uniform over all patches (images of very different sizes)")
-    d.add_argument("--lr-dir", action="append", default=[], metavar="SCALE=DIR",
-                   help="use existing LR images for a scale (DIV2K layout: 0001x4.png), e.g. 4=DIV2K_train_LR_bicubic/X4; repeatable")
-    d.add_argument("--val-dir", type=Path, default=REPO / "data/photos/test", help="folder of HR validation images ('' to skip)")
+    d.add_argument(
+        "--train-dir",
+        type=Path,
+        nargs="+",
+        default=[REPO / "data/photos/train"],
+        metavar="DIR",
+        help="folder(s) of HR training images (e.g. DIV2K_train_HR); several folders are used together, in the order given",
+    )
+    d.add_argument(
+        "--sample-by",
+        choices=SAMPLE_BY,
+        default="image",
+        help="how a patch's image is drawn: 'image' uniformly per image (DIV2K's equal-size images), "
+        "'area' in proportion to its patch positions, i.e. uniform over all patches (images of very different sizes)",
+    )
+    d.add_argument(
+        "--lr-dir",
+        action="append",
+        default=[],
+        metavar="SCALE=DIR",
+        help="use existing LR images for a scale (DIV2K layout: 0001x4.png), e.g. 4=DIV2K_train_LR_bicubic/X4; repeatable",
+    )
+    d.add_argument(
+        "--val-dir", type=Path, default=REPO / "data/photos/test", help="folder of HR validation images ('' to skip)"
+    )
     d.add_argument("--val-scale", type=int, default=4, help="scale validated (PSNR-Y, 4 px border)")
     d.add_argument("--patch", type=int, default=48, help="LR patch size for every scale")
     d.add_argument("--no-augment", action="store_true", help="disable rot90/flip augmentation")
     m = p.add_argument_group("model")
     m.add_argument("--config", choices=sorted(CONFIGS), default="paper", help="named EUSR configuration")
     m.add_argument("--scales", default="2,4,8", help="scales trained, comma-separated (must be paths of the model)")
-    m.add_argument("--warm-start-from", type=int, default=None, metavar="SCALE",
-                   help="before training, copy this scale's own modules (feature blocks, EUMs, output conv) into the "
-                   "other --scales: a warm start when a run trained on one scale continues on all (use with --resume/--init)")
-    m.add_argument("--scale-weights", default=None, help="probabilities of drawing each scale (default uniform), e.g. 0.4,0.4,0.2")
+    m.add_argument(
+        "--warm-start-from",
+        type=int,
+        default=None,
+        metavar="SCALE",
+        help="before training, copy this scale's own modules (feature blocks, EUMs, output conv) into the "
+        "other --scales: a warm start when a run trained on one scale continues on all (use with --resume/--init)",
+    )
+    m.add_argument(
+        "--scale-weights", default=None, help="probabilities of drawing each scale (default uniform), e.g. 0.4,0.4,0.2"
+    )
     o = p.add_argument_group("optimisation")
     o.add_argument("--steps", type=int, default=1_000_000, help="total steps (a resumed run stops at this step too)")
     o.add_argument("--batch-size", type=int, default=16)
     o.add_argument("--lr", type=float, default=1e-4, help="initial learning rate")
     o.add_argument("--lr-halve-every", type=int, default=200_000, help="halve the learning rate every N steps")
-    o.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
-                   help="keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
-                   "validation, export and load_model use it. Smooths the step-to-step jitter of short runs")
+    o.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
+        "validation, export and load_model use it. Smooths the step-to-step jitter of short runs",
+    )
     o.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("run")
     r.add_argument("--out", type=Path, default=Path("runs/pretrain"), help="output folder")
     r.add_argument("--resume", type=Path, default=None, help="checkpoint to continue (weights, optimizer, step, RNG)")
-    r.add_argument("--init", type=Path, default=None, help="checkpoint to take weights from, starting a new run at step 0")
+    r.add_argument(
+        "--init", type=Path, default=None, help="checkpoint to take weights from, starting a new run at step 0"
+    )
     add_run_args(r)
     return p.parse_args(argv)
 
@@ -103,9 +139,13 @@ def _parse_scales(args: argparse.Namespace, model_scales: Sequence[int]) -> tupl
         try:
             weights = np.array([float(w) for w in args.scale_weights.split(",")])
         except ValueError:
-            raise SystemExit(f"error: --scale-weights expects comma-separated numbers, got {args.scale_weights!r}") from None
+            raise SystemExit(
+                f"error: --scale-weights expects comma-separated numbers, got {args.scale_weights!r}"
+            ) from None
         if len(weights) != len(scales) or np.any(weights < 0) or weights.sum() <= 0:
-            raise SystemExit(f"error: --scale-weights needs {len(scales)} non-negative numbers, got {args.scale_weights!r}")
+            raise SystemExit(
+                f"error: --scale-weights needs {len(scales)} non-negative numbers, got {args.scale_weights!r}"
+            )
         weights = weights / weights.sum()
     return scales, weights
 
@@ -146,13 +186,21 @@ def _warm_start(args: argparse.Namespace, model: EUSR, source: Checkpoint | None
     if source is None:
         raise SystemExit("error: --warm-start-from needs --resume or --init (a model trained on that scale)")
     if args.warm_start_from not in model.config.scales:
-        raise SystemExit(f"error: --warm-start-from {args.warm_start_from}: the model has paths {list(model.config.scales)}")
+        raise SystemExit(
+            f"error: --warm-start-from {args.warm_start_from}: the model has paths {list(model.config.scales)}"
+        )
     for s in scales:
         model.copy_path(args.warm_start_from, s)
-    log.info("warm start: scales %s initialised from ×%d", [s for s in scales if s != args.warm_start_from], args.warm_start_from)
+    log.info(
+        "warm start: scales %s initialised from ×%d",
+        [s for s in scales if s != args.warm_start_from],
+        args.warm_start_from,
+    )
 
 
-def _weight_average(args: argparse.Namespace, model: EUSR, scales: Sequence[int], resume: Checkpoint | None) -> WeightAverage | None:
+def _weight_average(
+    args: argparse.Namespace, model: EUSR, scales: Sequence[int], resume: Checkpoint | None
+) -> WeightAverage | None:
     """The ``--ema`` average, continued from ``resume`` (warm-started like the model)."""
     ema_state = resume.ema_state if resume is not None else None
     if ema_state and args.warm_start_from is not None:
@@ -174,13 +222,45 @@ class _PretrainPhase(TrainingPhase):
 
     desc = "pretrain"
 
-    def __init__(self, args: argparse.Namespace, model: EUSR, optimizer: torch.optim.Optimizer, data: PatchDataset,
-                 rng: np.random.Generator, device: torch.device, *, scales: list[int], weights: np.ndarray, config_name: str,
-                 scaler: torch.amp.GradScaler, use_amp: bool, ema: WeightAverage | None, validator: Validator | None) -> None:
-        super().__init__(stop=args.steps, log_every=args.log_every, val_every=args.val_every, save_every=args.save_every,
-                         validates=validator is not None)
-        self.args, self.model, self.optimizer, self.data, self.rng, self.device = args, model, optimizer, data, rng, device
-        self.scales, self.weights, self.config_name, self.scaler, self.use_amp = scales, weights, config_name, scaler, use_amp
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        model: EUSR,
+        optimizer: torch.optim.Optimizer,
+        data: PatchDataset,
+        rng: np.random.Generator,
+        device: torch.device,
+        *,
+        scales: list[int],
+        weights: np.ndarray,
+        config_name: str,
+        scaler: torch.amp.GradScaler,
+        use_amp: bool,
+        ema: WeightAverage | None,
+        validator: Validator | None,
+    ) -> None:
+        super().__init__(
+            stop=args.steps,
+            log_every=args.log_every,
+            val_every=args.val_every,
+            save_every=args.save_every,
+            validates=validator is not None,
+        )
+        self.args, self.model, self.optimizer, self.data, self.rng, self.device = (
+            args,
+            model,
+            optimizer,
+            data,
+            rng,
+            device,
+        )
+        self.scales, self.weights, self.config_name, self.scaler, self.use_amp = (
+            scales,
+            weights,
+            config_name,
+            scaler,
+            use_amp,
+        )
         self.ema, self.validator = ema, validator
         self.lr_now, self.scale = args.lr, scales[0]
 
@@ -221,8 +301,13 @@ class _PretrainPhase(TrainingPhase):
     def save(self, step: int) -> None:
         args = self.args
         save_checkpoint(
-            args.out / "last.safetensors", self.model, config=self.model.config.to_dict(), config_name=self.config_name,
-            optimizer=self.optimizer, numpy_rng=self.rng, ema_state=self.ema.state if self.ema is not None else None,
+            args.out / "last.safetensors",
+            self.model,
+            config=self.model.config.to_dict(),
+            config_name=self.config_name,
+            optimizer=self.optimizer,
+            numpy_rng=self.rng,
+            ema_state=self.ema.state if self.ema is not None else None,
             train_state={"step": step, "phase": "pretrain", "scales": self.scales, "seed": args.seed, "lr": args.lr},
             grad_scaler=self.scaler,
         )
@@ -252,13 +337,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         restore_rng(rng, resume)
         log.info("resumed %s at step %d", resume.path, start_step)
     ema = _weight_average(args, model, scales, resume)
-    data = PatchDataset(args.train_dir, scales, lr_patch=args.patch, augment=not args.no_augment, lr_dirs=_parse_lr_dirs(args.lr_dir),
-                        sample_by=args.sample_by)
+    data = PatchDataset(
+        args.train_dir,
+        scales,
+        lr_patch=args.patch,
+        augment=not args.no_augment,
+        lr_dirs=_parse_lr_dirs(args.lr_dir),
+        sample_by=args.sample_by,
+    )
     validator = Validator(args.val_dir, args.val_scale) if str(args.val_dir) not in ("", ".") else None
     train_log, val_log = open_run(args)
     scaler = grad_scaler(use_amp, resume, log)
-    phase = _PretrainPhase(args, model, optimizer, data, rng, device, scales=scales, weights=weights, config_name=config_name,
-                           scaler=scaler, use_amp=use_amp, ema=ema, validator=validator)
+    phase = _PretrainPhase(
+        args,
+        model,
+        optimizer,
+        data,
+        rng,
+        device,
+        scales=scales,
+        weights=weights,
+        config_name=config_name,
+        scaler=scaler,
+        use_amp=use_amp,
+        ema=ema,
+        validator=validator,
+    )
     step = run_phase(phase, start=start_step, train_log=train_log, val_log=val_log, quiet=args.quiet)
     if step == start_step:
         log.info("nothing to do: checkpoint is at step %d and --steps is %d", start_step, args.steps)

@@ -15,7 +15,7 @@ warm-up (train.discriminator_warmup) upscale through the routes.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

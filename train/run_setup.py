@@ -33,8 +33,14 @@ def setup_device(args: argparse.Namespace, log: logging.Logger) -> tuple[torch.d
     return device, use_amp
 
 
-def add_run_args(g: argparse._ArgumentGroup, *, log_every: int = 50, val_every: int = 1000, save_every: int = 1000,
-                 interval_help: tuple[str, str, str] = ("", "", "")) -> None:
+def add_run_args(
+    g: argparse._ArgumentGroup,
+    *,
+    log_every: int = 50,
+    val_every: int = 1000,
+    save_every: int = 1000,
+    interval_help: tuple[str, str, str] = ("", "", ""),
+) -> None:
     """--device, --amp, --threads, --log-every, --val-every, --save-every, --quiet: the same
     flags on every training command (``interval_help``: help of the three intervals)."""
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ...")

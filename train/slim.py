@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from train.checkpoint import CheckpointError, file_sha256, load_checkpoint, load_model, save_checkpoint
 
@@ -26,15 +26,21 @@ def slim(src: str | Path, dst: str | Path, *, weights: str = "auto") -> Path:
         **ckpt.train_state,
         "slimmed_from": {"file": Path(src).name, "sha256": file_sha256(src), "weights": used},
     }
-    return save_checkpoint(dst, model, config=ckpt.config, config_name=ckpt.config_name, kind=ckpt.kind, train_state=state)
+    return save_checkpoint(
+        dst, model, config=ckpt.config, config_name=ckpt.config_name, kind=ckpt.kind, train_state=state
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.slim", description=__doc__.splitlines()[0])
     p.add_argument("src", type=Path, help="training checkpoint")
     p.add_argument("dst", type=Path, help="weights-only checkpoint to write")
-    p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
-                   help="auto: the moving average when present, else the raw weights")
+    p.add_argument(
+        "--weights",
+        choices=("auto", "ema", "raw"),
+        default="auto",
+        help="auto: the moving average when present, else the raw weights",
+    )
     args = p.parse_args(argv)
     try:
         out = slim(args.src, args.dst, weights=args.weights)

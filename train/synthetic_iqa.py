@@ -41,8 +41,8 @@ import io
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -61,13 +61,21 @@ REPO = Path(__file__).resolve().parent.parent
 Q_PRISTINE, Q_WORST, Q_JITTER = 8.6, 2.0, 0.2
 # type → (name, parameter, severities of the anchors, parameter at the anchors, TID levels)
 DISTORTIONS: dict[int, tuple[str, str, tuple[float, ...], tuple[float, ...], tuple[float, ...]]] = {
-    1: ("gaussian_blur", "sigma", (0, 0.2, 0.4, 0.6, 0.8, 1.0), (0, 0.7, 1.2, 1.8, 2.6, 3.6), (0.2, 0.4, 0.6, 0.8, 1.0)),
+    1: (
+        "gaussian_blur",
+        "sigma",
+        (0, 0.2, 0.4, 0.6, 0.8, 1.0),
+        (0, 0.7, 1.2, 1.8, 2.6, 3.6),
+        (0.2, 0.4, 0.6, 0.8, 1.0),
+    ),
     2: ("bicubic_down_up", "factor", (0, 0.5, 0.75, 1.0), (1, 2, 3, 4), (0.5, 0.75, 1.0)),
     3: ("gaussian_noise", "sigma", (0, 0.2, 0.4, 0.6, 0.8, 1.0), (0, 3, 7, 12, 20, 30), (0.2, 0.4, 0.6, 0.8, 1.0)),
     4: ("jpeg", "quality", (0, 0.2, 0.4, 0.6, 0.8, 1.0), (100, 50, 30, 18, 10, 5), (0.2, 0.4, 0.6, 0.8, 1.0)),
 }
-SYNTHETIC_NOTE = ("SYNTHETIC stand-in written by train.synthetic_iqa ({fmt} file format): NOT {real}. "
-                  "Opinion scores are a formula of distortion strength (see synthetic.json and the module docstring).")
+SYNTHETIC_NOTE = (
+    "SYNTHETIC stand-in written by train.synthetic_iqa ({fmt} file format): NOT {real}. "
+    "Opinion scores are a formula of distortion strength (see synthetic.json and the module docstring)."
+)
 
 
 def quality(severity: float) -> float:
@@ -109,7 +117,9 @@ def _load_photos(photos: Path, size: int) -> list[tuple[str, np.ndarray]]:
     for path in list_images(photos):
         img = load_rgb(path)
         if min(img.shape[:2]) < size:
-            raise SystemExit(f"error: {path} is {img.shape[1]}×{img.shape[0]}; --size {size} needs photos at least that large")
+            raise SystemExit(
+                f"error: {path} is {img.shape[1]}×{img.shape[0]}; --size {size} needs photos at least that large"
+            )
         out.append((path.name, img))
     return out
 
@@ -147,12 +157,28 @@ def make_tid2013(photos: Path, out: Path, *, references: int = 24, size: int = 2
             Image.fromarray(img).save(folder / name)
             mos_lines.append(f"{q - 1.0:.5f} {name}")
             std_lines.append(f"{std:.5f}")
-            records.append({"name": name, "photo": src_name, "top": top, "left": left, "type": kind,
-                            "distortion": DISTORTIONS[kind][0] if kind else "none", "severity": u,
-                            "parameter": param, "quality": round(q, 5)})
+            records.append(
+                {
+                    "name": name,
+                    "photo": src_name,
+                    "top": top,
+                    "left": left,
+                    "type": kind,
+                    "distortion": DISTORTIONS[kind][0] if kind else "none",
+                    "severity": u,
+                    "parameter": param,
+                    "quality": round(q, 5),
+                }
+            )
     (out / "mos_with_names.txt").write_text("\n".join(mos_lines) + "\n")
     (out / "mos_std.txt").write_text("\n".join(std_lines) + "\n")
-    _write_notes(out, "TID2013", "TID2013", {"photos": str(photos), "references": references, "size": size, "seed": seed}, records)
+    _write_notes(
+        out,
+        "TID2013",
+        "TID2013",
+        {"photos": str(photos), "references": references, "size": size, "seed": seed},
+        records,
+    )
     return len(records)
 
 
@@ -178,11 +204,28 @@ def make_ava(photos: Path, out: Path, *, count: int = 600, size: int = 256, seed
         image_id = 700000 + i
         Image.fromarray(img).save(folder / f"{image_id}.jpg", quality=95, subsampling=0)
         lines.append(" ".join(str(v) for v in (i, image_id, *counts.tolist(), 0, 0, 1)))
-        records.append({"name": f"{image_id}.jpg", "photo": src_name, "top": top, "left": left, "type": kind,
-                        "distortion": DISTORTIONS[kind][0] if kind else "none", "severity": u,
-                        "parameter": param, "quality": round(q, 5), "votes": int(counts.sum())})
+        records.append(
+            {
+                "name": f"{image_id}.jpg",
+                "photo": src_name,
+                "top": top,
+                "left": left,
+                "type": kind,
+                "distortion": DISTORTIONS[kind][0] if kind else "none",
+                "severity": u,
+                "parameter": param,
+                "quality": round(q, 5),
+                "votes": int(counts.sum()),
+            }
+        )
     (out / "AVA.txt").write_text("\n".join(lines) + "\n")
-    _write_notes(out, "AVA", "the AVA aesthetics data set", {"photos": str(photos), "count": count, "size": size, "seed": seed}, records)
+    _write_notes(
+        out,
+        "AVA",
+        "the AVA aesthetics data set",
+        {"photos": str(photos), "count": count, "size": size, "seed": seed},
+        records,
+    )
     return len(records)
 
 

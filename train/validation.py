@@ -33,7 +33,9 @@ class Validator:
             lr = make_lr(hr, scale)
             self.pairs.append((path.name, lr, hr))
         self._psnr_y = psnr_y
-        self.bicubic = float(np.mean([psnr_y(*_as_scored(_bicubic_up(lr, scale), hr), border=scale) for _, lr, hr in self.pairs]))
+        self.bicubic = float(
+            np.mean([psnr_y(*_as_scored(_bicubic_up(lr, scale), hr), border=scale) for _, lr, hr in self.pairs])
+        )
 
     @torch.no_grad()
     def __call__(self, model: EUSR, device: torch.device) -> dict[str, float]:
@@ -51,17 +53,31 @@ class Validator:
                     per_niqe[name] = niqe(scored, crop_border=self.scale)
         model.train()
         mean = float(np.mean(list(per.values())))
-        out = {"psnr_y": mean, "bicubic_psnr_y": self.bicubic, "gain_db": mean - self.bicubic, **{f"psnr_y/{k}": v for k, v in per.items()}}
+        out = {
+            "psnr_y": mean,
+            "bicubic_psnr_y": self.bicubic,
+            "gain_db": mean - self.bicubic,
+            **{f"psnr_y/{k}": v for k, v in per.items()},
+        }
         if per_niqe:
-            out.update({"niqe": float(np.mean(list(per_niqe.values()))), **{f"niqe/{k}": v for k, v in per_niqe.items()}})
+            out.update(
+                {"niqe": float(np.mean(list(per_niqe.values()))), **{f"niqe/{k}": v for k, v in per_niqe.items()}}
+            )
         return out
 
 
 def log_validation(log: logging.Logger, step: int, scale: int, res: Mapping[str, Any]) -> None:
     """The one-line summary of a validation (NIQE when it was scored)."""
     niqe_note = f", NIQE {res['niqe']:.3f}" if "niqe" in res else ""
-    log.info("step %d: val PSNR-Y ×%d %.3f dB (bicubic %.3f, gain %+.3f)%s", step, scale, res["psnr_y"], res["bicubic_psnr_y"],
-             res["gain_db"], niqe_note)
+    log.info(
+        "step %d: val PSNR-Y ×%d %.3f dB (bicubic %.3f, gain %+.3f)%s",
+        step,
+        scale,
+        res["psnr_y"],
+        res["bicubic_psnr_y"],
+        res["gain_db"],
+        niqe_note,
+    )
 
 
 def _as_scored(sr: np.ndarray, hr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -131,8 +131,10 @@ def resolve_auto(model_path: str | os.PathLike[str] | None = None, *, pipelined:
     choice: BackendOptions
     if "CUDAExecutionProvider" in ort.get_available_providers():
         if pipelined and cuda_ok():
-            log.info("backend 'auto' resolved to onnxruntime-cuda (pipelined executor)%s",
-                     f"; skipped {'; '.join(reasons)}" if reasons else "")
+            log.info(
+                "backend 'auto' resolved to onnxruntime-cuda (pipelined executor)%s",
+                f"; skipped {'; '.join(reasons)}" if reasons else "",
+            )
             return OnnxRuntimeCuda()
         if pipelined:
             reasons.append(f"onnxruntime-cuda: {gpu[1] if gpu else '?'}")
@@ -141,7 +143,9 @@ def resolve_auto(model_path: str | os.PathLike[str] | None = None, *, pipelined:
         reasons.append("onnxruntime-cuda: ONNX Runtime has no CUDAExecutionProvider (install onnxruntime-gpu)")
         choice = OnnxRuntime()
     log.info(
-        "backend 'auto' resolved to %s with %s%s", choice.name, ", ".join(choice.providers),
+        "backend 'auto' resolved to %s with %s%s",
+        choice.name,
+        ", ".join(choice.providers),
         f" (skipped {'; '.join(reasons)})" if pipelined and reasons else "",
     )
     return choice

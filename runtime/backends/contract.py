@@ -106,7 +106,10 @@ class Stage(Closing, abc.ABC):
 
     @abc.abstractmethod
     def _bind(
-        self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
+        self,
+        input_ptr: int,
+        output_ptr: int,
+        input_shape: tuple[int, int, int, int],
         output_shape: tuple[int, int, int, int],
     ) -> None:
         """Remember (or apply) validated buffers and shapes."""
@@ -177,14 +180,10 @@ class StageFactory(Closing, abc.ABC):
         shape = tuple(int(d) for d in dims)
         n, h, w = self.io.check_batch(shape, what="input_shape")
         if n > self.max_batch:
-            raise InvalidArgumentError(
-                f"a batch of {n} windows is more than {self.name}'s max_batch {self.max_batch}"
-            )
+            raise InvalidArgumentError(f"a batch of {n} windows is more than {self.name}'s max_batch {self.max_batch}")
         limits = self.window_limits()
         if limits is not None and not (limits[0] <= h <= limits[1] and limits[0] <= w <= limits[1]):
-            raise InvalidArgumentError(
-                f"window {h}x{w} is outside {self.name}'s edge range {limits[0]}..{limits[1]}"
-            )
+            raise InvalidArgumentError(f"window {h}x{w} is outside {self.name}'s edge range {limits[0]}..{limits[1]}")
         return shape  # type: ignore[return-value]
 
     def output_shape(self, input_shape: Sequence[int]) -> tuple[int, int, int, int]:
@@ -291,8 +290,13 @@ class _HostStage(Stage):
 
     factory: Backend
 
-    def _bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
-              output_shape: tuple[int, int, int, int]) -> None:
+    def _bind(
+        self,
+        input_ptr: int,
+        output_ptr: int,
+        input_shape: tuple[int, int, int, int],
+        output_shape: tuple[int, int, int, int],
+    ) -> None:
         dtype = self.factory.io.dtype
         self._x = host_array(input_ptr, dtype, input_shape)
         self._y = host_array(output_ptr, dtype, output_shape)

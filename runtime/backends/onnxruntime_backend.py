@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
 
-def import_onnxruntime():  # noqa: ANN201 - the module type is not importable here
+def import_onnxruntime():
     """Import onnxruntime, or raise :class:`BackendUnavailableError` with an install hint."""
     return require(
         "onnxruntime",
@@ -75,7 +75,7 @@ class OnnxRuntimeBackend(Backend):
             options.intra_op_num_threads = check_int("intra_op_threads", intra_op_threads, 0)
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as exc:
             raise ModelError(f"{path}: ONNX Runtime cannot load the model ({exc})") from exc
         self.model_path = path
         self.providers = tuple(self._session.get_providers())

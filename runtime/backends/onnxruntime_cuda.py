@@ -87,8 +87,14 @@ class OrtCudaStageFactory(StageFactory):
             self._info = probe.info
         self._closed = False
         self.sessions_created = 0
-        log.info("onnxruntime-cuda: %s (%s, x%d) on %s:%d", self.model_path.name, self._info.io.value,
-                 self._info.scale, self.device_type, self.device_id)
+        log.info(
+            "onnxruntime-cuda: %s (%s, x%d) on %s:%d",
+            self.model_path.name,
+            self._info.io.value,
+            self._info.scale,
+            self.device_type,
+            self.device_id,
+        )
 
     def _new_stage(self, slot: int) -> _OrtStage:
         return _OrtStage(self, slot)
@@ -107,8 +113,10 @@ class OrtCudaStageFactory(StageFactory):
             providers = ["CPUExecutionProvider"]
         try:
             session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-            raise UpscaleError(f"{self.model_path}: ONNX Runtime cannot create a {self.provider} session ({exc})") from exc
+        except Exception as exc:
+            raise UpscaleError(
+                f"{self.model_path}: ONNX Runtime cannot create a {self.provider} session ({exc})"
+            ) from exc
         self.sessions_created += 1
         return session
 
@@ -132,8 +140,13 @@ class _OrtStage(Stage):
         # Return once the kernels are queued: the executor waits on its own event.
         self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
 
-    def _bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
-              output_shape: tuple[int, int, int, int]) -> None:
+    def _bind(
+        self,
+        input_ptr: int,
+        output_ptr: int,
+        input_shape: tuple[int, int, int, int],
+        output_shape: tuple[int, int, int, int],
+    ) -> None:
         self._buffers = (input_ptr, output_ptr, input_shape, output_shape)
         self._applied = False
 
@@ -163,7 +176,7 @@ class _OrtStage(Stage):
             self._apply_binding()
         try:
             self._session.run_with_iobinding(self._binding, self._run_options)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        except Exception as exc:
             raise UpscaleError(f"onnxruntime-cuda stage (slot {self.slot}): run failed ({exc})") from exc
 
     def _close(self) -> None:

@@ -241,9 +241,7 @@ def options_for(name: str) -> BackendOptions:
     try:
         return OPTIONS[name]()
     except KeyError:
-        raise BackendUnavailableError(
-            f"unknown backend {name!r}; use one of {['auto', *OPTIONS]}"
-        ) from None
+        raise BackendUnavailableError(f"unknown backend {name!r}; use one of {['auto', *OPTIONS]}") from None
 
 
 def with_overrides(options: BackendOptions, overrides: Mapping[str, Any], *, what: str) -> BackendOptions:
@@ -259,4 +257,3 @@ def with_overrides(options: BackendOptions, overrides: Mapping[str, Any], *, wha
             f"{what}: {type(options).__name__} has no option(s) {unknown}; its options are {sorted(fields)}"
         )
     return dataclasses.replace(options, **renamed)
-

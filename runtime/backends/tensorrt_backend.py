@@ -34,7 +34,6 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import BackendUnavailableError, InvalidArgumentError, MissingDependencyError, ModelError, UpscaleError
-from ..model_info import ModelInfo
 from ..trt_sidecar import (
     EngineMismatchError,
     GpuInfo,
@@ -190,8 +189,13 @@ class TensorRTStage(Stage):
         self._input_ptr: int | None = None
         self._output_ptr: int | None = None
 
-    def _bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
-              output_shape: tuple[int, int, int, int]) -> None:
+    def _bind(
+        self,
+        input_ptr: int,
+        output_ptr: int,
+        input_shape: tuple[int, int, int, int],
+        output_shape: tuple[int, int, int, int],
+    ) -> None:
         self._pending = (input_ptr, output_ptr, input_shape)
 
     def _enqueue(self, stream: int) -> None:

@@ -141,8 +141,13 @@ class TorchCudaStageFactory(StageFactory):
         )
         self._closed = False
         log.info(
-            "torch-cuda: %s x%d on %s (%s, %s%s)", config_name or "module", self.scale, self.device,
-            self.io.value, "fp16" if self.fp16 else "fp32", ", channels_last" if self.channels_last else "",
+            "torch-cuda: %s x%d on %s (%s, %s%s)",
+            config_name or "module",
+            self.scale,
+            self.device,
+            self.io.value,
+            "fp16" if self.fp16 else "fp32",
+            ", channels_last" if self.channels_last else "",
         )
 
     def _torch_device(self, device: str | int) -> Any:
@@ -160,7 +165,9 @@ class TorchCudaStageFactory(StageFactory):
                 )
             index = dev.index if dev.index is not None else torch.cuda.current_device()
             if index >= torch.cuda.device_count():
-                raise InvalidArgumentError(f"device must be below the {torch.cuda.device_count()} GPU(s) here, got {index}")
+                raise InvalidArgumentError(
+                    f"device must be below the {torch.cuda.device_count()} GPU(s) here, got {index}"
+                )
             dev = torch.device("cuda", index)
         elif dev.type != "cpu":
             raise InvalidArgumentError(f"device must be 'cuda', 'cuda:N', N or 'cpu', got {device!r}")
@@ -174,7 +181,9 @@ class TorchCudaStageFactory(StageFactory):
         else:
             path = Path(model)
             if not path.is_file():
-                raise ModelError(f"{path}: checkpoint not found (backend 'torch-cuda' takes an EUSR .safetensors checkpoint)")
+                raise ModelError(
+                    f"{path}: checkpoint not found (backend 'torch-cuda' takes an EUSR .safetensors checkpoint)"
+                )
             if path.suffix.lower() != ".safetensors":
                 raise ModelError(
                     f"{path}: backend 'torch-cuda' takes an EUSR .safetensors checkpoint, got a "
@@ -252,8 +261,13 @@ class _TorchStage(Stage):
             return torch.as_tensor(DeviceArray(ptr, dtype, shape), device=self.factory.device)
         return torch.from_numpy(host_array(ptr, dtype, shape))
 
-    def _bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
-              output_shape: tuple[int, int, int, int]) -> None:
+    def _bind(
+        self,
+        input_ptr: int,
+        output_ptr: int,
+        input_shape: tuple[int, int, int, int],
+        output_shape: tuple[int, int, int, int],
+    ) -> None:
         self._x = self._wrap(input_ptr, input_shape)
         self._y = self._wrap(output_ptr, output_shape)
 

@@ -39,4 +39,3 @@ __all__ = [
     "Stream",
     "cuda_available",
 ]
-

@@ -16,8 +16,9 @@ fall back to the CPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import BackendUnavailableError, MissingDependencyError, UpscaleError
 

@@ -3,7 +3,7 @@
 Each object owns one CUDA handle, frees it in ``close()`` (idempotent) and works as a
 context manager, so the executor allocates everything once per slot and nothing in its hot
 loop. :class:`CudaDevice` bundles them behind the small device interface that
-``runtime.pipeline`` schedules against (the CPU stand-in in ``runtime.cuda.emulated``
+``runtime.pipeline`` schedules against (the CPU stand-in ``runtime.testing.EmulatedDevice``
 implements the same interface).
 
 Pinned host memory (``cudaHostAlloc``) is what makes ``cudaMemcpyAsync`` truly
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from ..closing import Closing
-from ..utils import check_int
 from ..errors import InvalidArgumentError, UpscaleError
+from ..utils import check_int
 from .api import CudaUnavailableError, call, check, cudart
 
 __all__ = [
@@ -278,7 +278,7 @@ class CudaDevice:
         return {
             "name": self.name,
             "index": self.index,
-            "compute_capability": "%d.%d" % self.compute_capability,
+            "compute_capability": "%d.%d" % self.compute_capability,  # noqa: UP031
             "cuda_driver_version": f"{driver // 1000}.{driver % 1000 // 10}",
             "cuda_runtime_version": f"{runtime_version // 1000}.{runtime_version % 1000 // 10}",
             "memory_total_bytes": int(total),

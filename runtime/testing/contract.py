@@ -31,7 +31,7 @@ def _raises(kind: type[BaseException], words: tuple[str, ...], fn: Callable[[], 
         if missing:
             raise AssertionError(f"{kind.__name__} message {text!r} lacks {missing}") from exc
         return text
-    except Exception as exc:  # noqa: BLE001 - report what was raised instead
+    except Exception as exc:
         raise AssertionError(f"expected {kind.__name__} containing {words}, got {type(exc).__name__}: {exc}") from exc
     raise AssertionError(f"expected {kind.__name__} containing {words}, nothing was raised")
 
@@ -56,7 +56,8 @@ def check_contract(
     msgs["unbound"] = _raises(UpscaleError, ("bind() before enqueue()",), lambda: stage.enqueue(0))
     inp, out = pointers
     for name, bad in (("zero", 0), ("negative", -8), ("bool", True), ("text", "0x10")):
-        msgs[f"ptr_{name}"] = _raises(InvalidArgumentError, ("input_ptr", "pointer"), partial(stage.bind, bad, out, good_shape))  # type: ignore[arg-type]  # wrong on purpose
+        bind_bad = partial(stage.bind, bad, out, good_shape)  # type: ignore[arg-type]  # wrong on purpose
+        msgs[f"ptr_{name}"] = _raises(InvalidArgumentError, ("input_ptr", "pointer"), bind_bad)
     msgs["out_ptr"] = _raises(InvalidArgumentError, ("output_ptr",), lambda: stage.bind(inp, None, good_shape))  # type: ignore[arg-type]
     n, h, w = io.spatial(good_shape)
     channels = list(good_shape)
@@ -70,12 +71,18 @@ def check_contract(
         words = () if name == "empty" else ("input_shape",)  # an engine names its batch range instead
         msgs[f"shape_{name}"] = _raises(InvalidArgumentError, words, partial(stage.bind, inp, out, shape))  # type: ignore[arg-type]  # wrong on purpose
     if factory.max_batch < 1 << 20:
-        msgs["batch"] = _raises(InvalidArgumentError, (str(factory.max_batch + 1),),
-                                lambda: stage.bind(inp, out, io.batch_shape(factory.max_batch + 1, h, w)))
+        msgs["batch"] = _raises(
+            InvalidArgumentError,
+            (str(factory.max_batch + 1),),
+            lambda: stage.bind(inp, out, io.batch_shape(factory.max_batch + 1, h, w)),
+        )
     limits = factory.window_limits()
     if limits is not None and limits[1] < 1 << 20:
-        msgs["window"] = _raises(InvalidArgumentError, (str(limits[1] + 1),),
-                                 lambda: stage.bind(inp, out, io.batch_shape(n, limits[1] + 1, w)))
+        msgs["window"] = _raises(
+            InvalidArgumentError,
+            (str(limits[1] + 1),),
+            lambda: stage.bind(inp, out, io.batch_shape(n, limits[1] + 1, w)),
+        )
     stage.bind(inp, out, good_shape)
     if stage.bound_shape != tuple(good_shape):
         raise AssertionError(f"bound_shape {stage.bound_shape} != {good_shape}")

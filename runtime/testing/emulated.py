@@ -327,8 +327,13 @@ class EmulatedDevice:
 class _BackendStage(Stage):
     factory: BackendStageFactory
 
-    def _bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
-              output_shape: tuple[int, int, int, int]) -> None:
+    def _bind(
+        self,
+        input_ptr: int,
+        output_ptr: int,
+        input_shape: tuple[int, int, int, int],
+        output_shape: tuple[int, int, int, int],
+    ) -> None:
         self._shapes = (input_shape, output_shape)
 
     def _enqueue(self, stream: int) -> None:
@@ -381,8 +386,13 @@ class _DeferredStage(Stage):
         super().__init__(factory, slot)
         self._inner = inner
 
-    def _bind(self, input_ptr: int, output_ptr: int, input_shape: tuple[int, int, int, int],
-              output_shape: tuple[int, int, int, int]) -> None:
+    def _bind(
+        self,
+        input_ptr: int,
+        output_ptr: int,
+        input_shape: tuple[int, int, int, int],
+        output_shape: tuple[int, int, int, int],
+    ) -> None:
         self._inner.bind(input_ptr, output_ptr, input_shape)
 
     def _enqueue(self, stream: int) -> None:

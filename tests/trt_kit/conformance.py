@@ -68,8 +68,18 @@ def _shape_nchw(io: str, n: int, e: int) -> tuple[int, int, int, int]:
     return (n, 3, e, e) if io == "float32-nchw" else (n, e, e, 3)
 
 
-def make_world(fk: Fakes, *, io: str = "float32-nchw", profiles: int = 3, tile: int = 128, halo: int = 12,
-               batch: int = 8, min_window: int = 32, scale: int = 4, progress_phases: bool = True) -> World:
+def make_world(
+    fk: Fakes,
+    *,
+    io: str = "float32-nchw",
+    profiles: int = 3,
+    tile: int = 128,
+    halo: int = 12,
+    batch: int = 8,
+    min_window: int = 32,
+    scale: int = 4,
+    progress_phases: bool = True,
+) -> World:
     dtype = trt.DataType.FLOAT if io == "float32-nchw" else trt.DataType.UINT8
     dyn = (-1, 3, -1, -1) if io == "float32-nchw" else (-1, -1, -1, 3)
     inp = fk.make(trt.ITensor, name="lr", dtype=dtype, shape=trt.Dims(dyn))
@@ -94,12 +104,19 @@ def make_world(fk: Fakes, *, io: str = "float32-nchw", profiles: int = 3, tile: 
                 raise AssertionError(f"step_complete must return True to continue the build, got {steps}")
         return fk.host_memory(PLAN)
 
-    builder = fk.make(trt.Builder, create_network=network, create_builder_config=config,
-                      create_optimization_profile=lambda a: fk.make(trt.IOptimizationProfile),
-                      build_serialized_network=build)
+    builder = fk.make(
+        trt.Builder,
+        create_network=network,
+        create_builder_config=config,
+        create_optimization_profile=lambda a: fk.make(trt.IOptimizationProfile),
+        build_serialized_network=build,
+    )
     window = tile + 2 * halo
-    shapes = [trt.Dims(_shape_nchw(io, 1, min_window)), trt.Dims(_shape_nchw(io, batch, window)),
-              trt.Dims(_shape_nchw(io, batch, window))]
+    shapes = [
+        trt.Dims(_shape_nchw(io, 1, min_window)),
+        trt.Dims(_shape_nchw(io, batch, window)),
+        trt.Dims(_shape_nchw(io, batch, window)),
+    ]
     contexts: list[Any] = []
 
     def new_context(a: dict) -> Any:
@@ -113,11 +130,20 @@ def make_world(fk: Fakes, *, io: str = "float32-nchw", profiles: int = 3, tile: 
             s = state["shape"]
             if b["name"] == "lr":
                 return trt.Dims(s)
-            return trt.Dims((s[0], s[1], s[2] * scale, s[3] * scale) if io == "float32-nchw"
-                            else (s[0], s[1] * scale, s[2] * scale, s[3]))
+            return trt.Dims(
+                (s[0], s[1], s[2] * scale, s[3] * scale)
+                if io == "float32-nchw"
+                else (s[0], s[1] * scale, s[2] * scale, s[3])
+            )
 
-        ctx = fk.make(trt.IExecutionContext, set_input_shape=set_shape, get_tensor_shape=out_shape,
-                      set_tensor_address=True, execute_async_v3=True, set_optimization_profile_async=True)
+        ctx = fk.make(
+            trt.IExecutionContext,
+            set_input_shape=set_shape,
+            get_tensor_shape=out_shape,
+            set_tensor_address=True,
+            execute_async_v3=True,
+            set_optimization_profile_async=True,
+        )
         contexts.append(ctx)
         return ctx
 
@@ -135,7 +161,9 @@ def make_world(fk: Fakes, *, io: str = "float32-nchw", profiles: int = 3, tile: 
         get_tensor_profile_shape=lambda a: list(shapes),
         create_execution_context=new_context,
     )
-    runtime = fk.make(trt.Runtime, deserialize_cuda_engine=lambda a: engine if bytes(a["serialized_engine"]) == PLAN else None)
+    runtime = fk.make(
+        trt.Runtime, deserialize_cuda_engine=lambda a: engine if bytes(a["serialized_engine"]) == PLAN else None
+    )
     return World(fk, builder, network, parser, config, timing, runtime, engine, contexts, added)
 
 
@@ -153,8 +181,11 @@ def patched(world: World, mods: Mods, *, gpu: tuple[str, str] = H100, real: tupl
     fk = world.fk
     stack = contextlib.ExitStack()
     with stack:
-        for name, cls, instance in (("Builder", trt.Builder, world.builder), ("Runtime", trt.Runtime, world.runtime),
-                                    ("OnnxParser", trt.OnnxParser, world.parser)):
+        for name, cls, instance in (
+            ("Builder", trt.Builder, world.builder),
+            ("Runtime", trt.Runtime, world.runtime),
+            ("OnnxParser", trt.OnnxParser, world.parser),
+        ):
             if name not in real:
                 stack.enter_context(mock.patch.object(trt, name, fk.constructor(cls, instance)))
         info = GpuInfo(*gpu)
@@ -194,20 +225,24 @@ def _options(mods: Mods, **kw: Any) -> Any:
     return BuildOptions(**base)
 
 
-def _build(tmp: Path, mods: Mods, world: World, *, io: str = "float32-nchw", precision: str = "fp32",
-           **kw: Any) -> Any:
+def _build(tmp: Path, mods: Mods, world: World, *, io: str = "float32-nchw", precision: str = "fp32", **kw: Any) -> Any:
     onnx_path = tmp / f"model-{io}-{precision}.onnx"
     if not onnx_path.exists():
         write_onnx(onnx_path, io=io, precision=precision)
     with patched(world, mods):
         return mods.to_trt.build_engine(
-            onnx_path, tmp / "model.plan", _options(mods, precision=precision, **kw),
-            cache_dir=tmp / "cache", timing_cache=tmp / "timing.cache", progress=True,
+            onnx_path,
+            tmp / "model.plan",
+            _options(mods, precision=precision, **kw),
+            cache_dir=tmp / "cache",
+            timing_cache=tmp / "timing.cache",
+            progress=True,
         )
 
 
-def scenario_build_fp32(tmp: Path, mods: Mods, fk: Fakes, *, lenient: bool = False, io: str = "float32-nchw",
-                        precision: str = "fp32") -> dict:
+def scenario_build_fp32(
+    tmp: Path, mods: Mods, fk: Fakes, *, lenient: bool = False, io: str = "float32-nchw", precision: str = "fp32"
+) -> dict:
     world = make_world(fk, io=io)
     result = _build(tmp, mods, world, io=io, precision=precision)
     flags = fk.calls_to("Builder", "create_network")
@@ -222,11 +257,14 @@ def scenario_build_fp32(tmp: Path, mods: Mods, fk: Fakes, *, lenient: bool = Fal
     win = 128 + 2 * 12
     want = (_shape_nchw(io, 1, 32), _shape_nchw(io, 8, win), _shape_nchw(io, 8, win))
     shapes = fk.calls_to("IOptimizationProfile", "set_shape")
-    assert [(s["input"], tuple(s["min"]), tuple(s["opt"]), tuple(s["max"])) for s in shapes] == [("lr", *want)] * 3, shapes
+    assert [(s["input"], tuple(s["min"]), tuple(s["opt"]), tuple(s["max"])) for s in shapes] == [("lr", *want)] * 3, (
+        shapes
+    )
     assert len(world.profiles) == 3
     assert fk.value_of(world.config, "builder_optimization_level") == 4
     assert fk.calls_to("IBuilderConfig", "set_memory_pool_limit") == [
-        {"pool": trt.MemoryPoolType.WORKSPACE, "pool_size": 1 << 30}]
+        {"pool": trt.MemoryPoolType.WORKSPACE, "pool_size": 1 << 30}
+    ]
     assert fk.calls_to("IBuilderConfig", "set_timing_cache") == [{"cache": world.timing, "ignore_mismatch": False}]
     monitor = fk.value_of(world.config, "progress_monitor")
     assert isinstance(monitor, trt.IProgressMonitor), monitor
@@ -239,7 +277,8 @@ def scenario_build_fp32(tmp: Path, mods: Mods, fk: Fakes, *, lenient: bool = Fal
     assert [p["max"] for p in side["profiles"]] == [list(want[2])] * 3
     assert [(t["name"], t["mode"], t["dtype"], t["format"]) for t in side["io_tensors"]] == [
         ("lr", "input", "FLOAT" if io == "float32-nchw" else "UINT8", "LINEAR"),
-        ("sr", "output", "FLOAT" if io == "float32-nchw" else "UINT8", "LINEAR")]
+        ("sr", "output", "FLOAT" if io == "float32-nchw" else "UINT8", "LINEAR"),
+    ]
     assert side["onnx"]["metadata"]["recommended_halo"] == 12
     assert side["calibration"] == (side["onnx"]["metadata"].get("calibration") if precision == "int8" else None)
     assert len(side["cache_key"]) == 64 and (tmp / "cache" / f"{side['cache_key']}.plan").read_bytes() == PLAN
@@ -251,8 +290,13 @@ def scenario_build_uint8_fp16(tmp: Path, mods: Mods, fk: Fakes) -> dict:
     return scenario_build_fp32(tmp, mods, fk, io="uint8-nhwc", precision="fp16")
 
 
-CALIBRATION = {"method": "entropy", "samples": 48, "data_sha256": "ab" * 32, "tool": "nvidia-modelopt 0.47.0",
-               "auto_keep": {"layers": ["node_conv2d_46"], "target_psnr_db": 48.0}}
+CALIBRATION = {
+    "method": "entropy",
+    "samples": 48,
+    "data_sha256": "ab" * 32,
+    "tool": "nvidia-modelopt 0.47.0",
+    "auto_keep": {"layers": ["node_conv2d_46"], "target_psnr_db": 48.0},
+}
 
 
 def scenario_build_int8(tmp: Path, mods: Mods, fk: Fakes) -> dict:
@@ -289,9 +333,26 @@ def scenario_cli_int8(tmp: Path, mods: Mods, fk: Fakes) -> dict:
     onnx_path = write_onnx(tmp / "q.onnx", precision="int8")
     out = _io.StringIO()
     with patched(world, mods), contextlib.redirect_stdout(out):
-        code = mods.to_trt.main([str(onnx_path), "-o", str(tmp / "q.plan"), "--precision", "int8", "--halo", "12",
-                                 "--cache-dir", str(tmp / "c"), "--timing-cache", str(tmp / "t.cache"), "--no-progress",
-                                 "--workspace", "1GiB", "--opt-level", "5"])
+        code = mods.to_trt.main(
+            [
+                str(onnx_path),
+                "-o",
+                str(tmp / "q.plan"),
+                "--precision",
+                "int8",
+                "--halo",
+                "12",
+                "--cache-dir",
+                str(tmp / "c"),
+                "--timing-cache",
+                str(tmp / "t.cache"),
+                "--no-progress",
+                "--workspace",
+                "1GiB",
+                "--opt-level",
+                "5",
+            ]
+        )
     assert code == 0, out.getvalue()
     side = json.loads((tmp / "q.plan.json").read_text())
     assert side["precision"] == "int8" and side["build_options"]["workspace"] == 1 << 30
@@ -315,10 +376,22 @@ def scenario_precision_mismatch(tmp: Path, mods: Mods, fk: Fakes) -> dict:
 def scenario_parser_errors(tmp: Path, mods: Mods, fk: Fakes) -> dict:
     world = make_world(fk)
     errors = [
-        fk.make(trt.ParserError, desc="Unsupported operator FancyOp", node=3, node_name="conv_3",
-                node_operator="FancyOp", code=trt.ErrorCode.UNSUPPORTED_NODE),
-        fk.make(trt.ParserError, desc="Invalid weights", node=-1, node_name="", node_operator="",
-                code=trt.ErrorCode.INVALID_GRAPH),
+        fk.make(
+            trt.ParserError,
+            desc="Unsupported operator FancyOp",
+            node=3,
+            node_name="conv_3",
+            node_operator="FancyOp",
+            code=trt.ErrorCode.UNSUPPORTED_NODE,
+        ),
+        fk.make(
+            trt.ParserError,
+            desc="Invalid weights",
+            node=-1,
+            node_name="",
+            node_operator="",
+            code=trt.ErrorCode.INVALID_GRAPH,
+        ),
     ]
     fk.wire(world.parser, parse_from_file=False, num_errors=2, get_error=lambda a: errors[a["index"]])
     try:
@@ -337,7 +410,11 @@ def scenario_builder_nullptr(tmp: Path, mods: Mods, fk: Fakes) -> dict:
     world = make_world(fk)
     onnx_path = write_onnx(tmp / "m.onnx")
     err = _io.StringIO()
-    with patched(world, mods, real=("Builder",)), contextlib.redirect_stderr(err), contextlib.redirect_stdout(_io.StringIO()):
+    with (
+        patched(world, mods, real=("Builder",)),
+        contextlib.redirect_stderr(err),
+        contextlib.redirect_stdout(_io.StringIO()),
+    ):
         code = mods.to_trt.main([str(onnx_path), "-o", str(tmp / "m.plan"), "--no-cache", "--no-timing-cache"])
     assert code == 3, (code, err.getvalue())
     assert "could not create its builder" in err.getvalue() and "CUDA GPU" in err.getvalue(), err.getvalue()
@@ -430,7 +507,8 @@ def scenario_runtime_uint8(tmp: Path, mods: Mods, fk: Fakes) -> dict:
     stage.enqueue(7)
     ctx = world.contexts[0]
     assert [c.args for c in fk.calls if c.target is ctx and c.member == "set_optimization_profile_async"] == [
-        {"profile_index": 2, "stream_handle": 7}]
+        {"profile_index": 2, "stream_handle": 7}
+    ]
     factory.close()
     return {}
 
@@ -466,7 +544,9 @@ def scenario_runtime_errors(tmp: Path, mods: Mods, fk: Fakes) -> dict:
     msgs = {}
     with patched(world, mods):
         f = B.TensorRTStageFactory(plan)
-        msgs["slot"] = _raises(InvalidArgumentError, ["slot 3", "3 optimisation profiles", "--profiles"], lambda: f.create_stage(3))
+        msgs["slot"] = _raises(
+            InvalidArgumentError, ["slot 3", "3 optimisation profiles", "--profiles"], lambda: f.create_stage(3)
+        )
         s = f.create_stage(0)
         msgs["dup"] = _raises(InvalidArgumentError, ["slot 0 already"], lambda: f.create_stage(0))
         msgs["batch"] = _raises(InvalidArgumentError, ["batch of 9", "1..8"], lambda: s.bind(1, 2, (9, 3, 64, 64)))
@@ -481,7 +561,9 @@ def scenario_runtime_errors(tmp: Path, mods: Mods, fk: Fakes) -> dict:
 
         fk.wire(ctx, execute_async_v3=refuse)
         s.bind(1, 2, (1, 3, 64, 64))
-        msgs["execute"] = _raises(UpscaleError, ["execute_async_v3 returned False", "illegal memory access"], lambda: s.enqueue(5))
+        msgs["execute"] = _raises(
+            UpscaleError, ["execute_async_v3 returned False", "illegal memory access"], lambda: s.enqueue(5)
+        )
         fk.wire(ctx, set_input_shape=False)
         s.bind(1, 2, (2, 3, 64, 64))
         msgs["shape"] = _raises(InvalidArgumentError, ["rejected input shape (2, 3, 64, 64)"], lambda: s.enqueue(5))
@@ -490,11 +572,17 @@ def scenario_runtime_errors(tmp: Path, mods: Mods, fk: Fakes) -> dict:
         side_path = tmp / "model.plan.json"
         good = json.loads(side_path.read_text())
         side_path.write_text(json.dumps({**good, "tensorrt_version": "10.0.1.6"}))
-        msgs["trt"] = _raises(EngineMismatchError, ["TensorRT 10.0.1.6", f"TensorRT {trt.__version__}", "to_trt.py"],
-                              lambda: B.TensorRTStageFactory(plan))
-        side_path.write_text(json.dumps({**good, "gpu": {"name": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}}))
-        msgs["gpu"] = _raises(EngineMismatchError, ["NVIDIA A100-SXM4-80GB", "8.0", H100[0], "9.0"],
-                              lambda: B.TensorRTStageFactory(plan))
+        msgs["trt"] = _raises(
+            EngineMismatchError,
+            ["TensorRT 10.0.1.6", f"TensorRT {trt.__version__}", "to_trt.py"],
+            lambda: B.TensorRTStageFactory(plan),
+        )
+        side_path.write_text(
+            json.dumps({**good, "gpu": {"name": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}})
+        )
+        msgs["gpu"] = _raises(
+            EngineMismatchError, ["NVIDIA A100-SXM4-80GB", "8.0", H100[0], "9.0"], lambda: B.TensorRTStageFactory(plan)
+        )
         side_path.write_text(json.dumps({**good, "engine_sha256": "0" * 64}))
         msgs["sha"] = _raises(EngineMismatchError, ["does not match its sidecar"], lambda: B.TensorRTStageFactory(plan))
         side_path.write_text(json.dumps(good))
@@ -509,8 +597,11 @@ def scenario_runtime_nullptr(tmp: Path, mods: Mods, fk: Fakes) -> dict:
 
     world = _built_engine(tmp, mods, fk)
     with patched(world, mods, real=("Runtime",)):
-        msg = _raises(BackendUnavailableError, ["could not create its runtime", "CUDA GPU"],
-                      lambda: mods.backend.TensorRTStageFactory(tmp / "model.plan"))
+        msg = _raises(
+            BackendUnavailableError,
+            ["could not create its runtime", "CUDA GPU"],
+            lambda: mods.backend.TensorRTStageFactory(tmp / "model.plan"),
+        )
     return {"message": msg}
 
 
@@ -524,10 +615,16 @@ def scenario_autospec_limits(tmp: Path, mods: Mods, fk: Fakes) -> dict:
     lax = Fakes(trt, check_signatures=False).make(trt.IBuilderConfig)
     lax.set_timing_cache(object(), ignore_mismatches=False)
     checked = fk.make(trt.IBuilderConfig)
-    _raises(SignatureError, ["unexpected keyword argument 'ignore_mismatches'"],
-            lambda: checked.set_timing_cache(fk.make(trt.ITimingCache), ignore_mismatches=False))
-    _raises(SignatureError, ["is not tensorrt_bindings.tensorrt.ITimingCache"],
-            lambda: checked.set_timing_cache(object(), ignore_mismatch=False))
+    _raises(
+        SignatureError,
+        ["unexpected keyword argument 'ignore_mismatches'"],
+        lambda: checked.set_timing_cache(fk.make(trt.ITimingCache), ignore_mismatches=False),
+    )
+    _raises(
+        SignatureError,
+        ["is not tensorrt_bindings.tensorrt.ITimingCache"],
+        lambda: checked.set_timing_cache(object(), ignore_mismatch=False),
+    )
     _raises(AttributeError, ["set_memroy_pool_limit"], lambda: plain.set_memroy_pool_limit)
     return {}
 
@@ -562,41 +659,70 @@ class Negative:
 
 NEGATIVE: dict[str, Negative] = {
     # a misspelt method name in the builder
-    "misspelt_builder_method": Negative("export.to_trt", [("config.set_memory_pool_limit(", "config.set_memroy_pool_limit(")],
-                                        scenario_build_fp32),
+    "misspelt_builder_method": Negative(
+        "export.to_trt", [("config.set_memory_pool_limit(", "config.set_memroy_pool_limit(")], scenario_build_fp32
+    ),
     # a BuilderFlag that TensorRT 11 removed (fine on 10.x)
     "removed_builder_flag_fp16": Negative(
         "export.to_trt",
-        [("    config = builder.create_builder_config()\n",
-          "    config = builder.create_builder_config()\n    config.set_flag(trt.BuilderFlag.FP16)\n")],
-        lambda tmp, mods, fk: scenario_build_fp32(tmp, mods, fk, lenient=True)),
+        [
+            (
+                "    config = builder.create_builder_config()\n",
+                "    config = builder.create_builder_config()\n    config.set_flag(trt.BuilderFlag.FP16)\n",
+            )
+        ],
+        lambda tmp, mods, fk: scenario_build_fp32(tmp, mods, fk, lenient=True),
+    ),
     # a keyword the real signature lacks: caught by the __doc__ signature check (not by
     # plain autospec: see scenario_autospec_limits)
-    "wrong_keyword": Negative("export.to_trt", [("ignore_mismatch=False", "ignore_mismatches=False")], scenario_build_fp32),
+    "wrong_keyword": Negative(
+        "export.to_trt", [("ignore_mismatch=False", "ignore_mismatches=False")], scenario_build_fp32
+    ),
     # arguments in the wrong order (types checked against the signature)
     "swapped_arguments": Negative(
         "export.to_trt",
-        [("config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace)",
-          "config.set_memory_pool_limit(options.workspace, trt.MemoryPoolType.WORKSPACE)")],
-        scenario_build_fp32),
+        [
+            (
+                "config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace)",
+                "config.set_memory_pool_limit(options.workspace, trt.MemoryPoolType.WORKSPACE)",
+            )
+        ],
+        scenario_build_fp32,
+    ),
     # a misspelt method in the runtime stage
-    "misspelt_runtime_method": Negative("runtime.backends.tensorrt_backend",
-                                        [("ctx.set_tensor_address(", "ctx.set_tensor_adress(")], scenario_runtime_stage),
+    "misspelt_runtime_method": Negative(
+        "runtime.backends.tensorrt_backend",
+        [("ctx.set_tensor_address(", "ctx.set_tensor_adress(")],
+        scenario_runtime_stage,
+    ),
     # one argument too many
-    "extra_argument": Negative("runtime.backends.tensorrt_backend",
-                               [("ctx.execute_async_v3(stream)", "ctx.execute_async_v3(stream, 0)")], scenario_runtime_stage),
+    "extra_argument": Negative(
+        "runtime.backends.tensorrt_backend",
+        [("ctx.execute_async_v3(stream)", "ctx.execute_async_v3(stream, 0)")],
+        scenario_runtime_stage,
+    ),
     # a property TensorRT 11 removed (device_memory_size; fine on 10.x)
     "removed_engine_property": Negative(
         "runtime.backends.tensorrt_backend",
-        [("        context = self._engine.create_execution_context()\n",
-          "        context = self._engine.create_execution_context()\n        _ = self._engine.device_memory_size\n")],
-        scenario_runtime_stage),
+        [
+            (
+                "        context = self._engine.create_execution_context()\n",
+                "        context = self._engine.create_execution_context()\n        _ = self._engine.device_memory_size\n",
+            )
+        ],
+        scenario_runtime_stage,
+    ),
     # assigning a read-only property (TensorRT 8 style profile selection)
     "readonly_property": Negative(
         "runtime.backends.tensorrt_backend",
-        [("        context = self._engine.create_execution_context()\n",
-          "        context = self._engine.create_execution_context()\n        context.active_optimization_profile = slot\n")],
-        scenario_runtime_stage),
+        [
+            (
+                "        context = self._engine.create_execution_context()\n",
+                "        context = self._engine.create_execution_context()\n        context.active_optimization_profile = slot\n",
+            )
+        ],
+        scenario_runtime_stage,
+    ),
 }
 
 
@@ -605,7 +731,7 @@ def _run(fn: Callable[..., dict], mods: Mods, *, check_signatures: bool = True) 
     with tempfile.TemporaryDirectory(prefix="trt-conformance-") as tmp:
         try:
             details = fn(Path(tmp), mods, fk)
-        except Exception as exc:  # reported, judged by the test
+        except Exception as exc:  # reported, judged by the test  # noqa: BLE001 - the library raises its own exception types
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     return {"ok": True, "details": details}
 
@@ -642,8 +768,10 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:
             report["results"][f"neg:{name}"] = {"ok": False, "error": f"HarnessError: {exc}"}
             continue
-        m = Mods(mutated if neg.module == "export.to_trt" else mods.to_trt,
-                 mutated if neg.module != "export.to_trt" else mods.backend)
+        m = Mods(
+            mutated if neg.module == "export.to_trt" else mods.to_trt,
+            mutated if neg.module != "export.to_trt" else mods.backend,
+        )
         report["results"][f"neg:{name}"] = _run(neg.scenario, m, check_signatures=neg.check_signatures)
     args.out.write_text(json.dumps(report, indent=1))
     return 0

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 from unittest import mock
 
 __all__ = ["SignatureError", "Signature", "Call", "Fakes", "parse_signatures"]
@@ -84,7 +85,7 @@ def _split_top(text: str) -> list[str]:
 
 
 def _parse_one(name: str, text: str) -> Signature:
-    m = re.match(r"^%s\((.*)\) -> (.*)$" % re.escape(name), text.strip())
+    m = re.match(r"^%s\((.*)\) -> (.*)$" % re.escape(name), text.strip())  # noqa: UP031
     if m is None:
         raise ValueError(f"cannot parse pybind11 signature {text!r}")
     params = []
@@ -103,7 +104,7 @@ def parse_signatures(name: str, doc: str | None) -> list[Signature]:
     if not lines:
         return []
     if len(lines) > 1 and lines[1].strip() == "Overloaded function.":
-        pat = re.compile(r"^\d+\.\s+(%s\(.*)$" % re.escape(name))
+        pat = re.compile(r"^\d+\.\s+(%s\(.*)$" % re.escape(name))  # noqa: UP031
         return [_parse_one(name, m.group(1)) for ln in lines[2:] if (m := pat.match(ln.strip()))]
     if lines[0].strip().startswith(name + "("):
         return [_parse_one(name, lines[0])]
@@ -174,7 +175,7 @@ class Fakes:
     def resolve(self, type_text: str) -> Any:
         name = _ALIASES.get(type_text, type_text)
         if name.startswith(_PREFIX):
-            name = name[len(_PREFIX):]
+            name = name[len(_PREFIX) :]
         obj: Any = self.trt
         for part in name.split("."):
             obj = getattr(obj, part, None)
@@ -354,7 +355,9 @@ class Fakes:
         def construct(*args: Any, **kwargs: Any) -> Any:
             bound = self.bind(cls.__name__, "__init__", sigs, args, kwargs) if self.check_signatures else {}
             self.calls.append(Call(cls.__name__, "__init__", bound))
-            return instance(bound) if callable(instance) and not isinstance(instance, mock.NonCallableMock) else instance
+            return (
+                instance(bound) if callable(instance) and not isinstance(instance, mock.NonCallableMock) else instance
+            )
 
         return construct
 

@@ -90,9 +90,19 @@ def _build_stubs(major: str, dest: Path) -> None:
     for lib_id, name in _LIBS:
         soname = f"lib{name}.so.{major}"
         subprocess.run(
-            [cc, "-O2", "-fPIC", "-shared", "-fvisibility=hidden", f"-DTRT_STUB_LIB={lib_id}",
-             f"-DTRT_STUB_VERSION={int(major) * 10000}", f"-Wl,-soname,{soname}",
-             "-o", str(dest / soname), str(HERE / "trt_stub.c")],
+            [
+                cc,
+                "-O2",
+                "-fPIC",
+                "-shared",
+                "-fvisibility=hidden",
+                f"-DTRT_STUB_LIB={lib_id}",
+                f"-DTRT_STUB_VERSION={int(major) * 10000}",
+                f"-Wl,-soname,{soname}",
+                "-o",
+                str(dest / soname),
+                str(HERE / "trt_stub.c"),
+            ],
             check=True,
         )
     shutil.copy(HERE / "tensorrt_libs_init.py", dest / "__init__.py")
@@ -108,8 +118,19 @@ def install(version: str, *, quiet: bool = True) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=CACHE))
     try:
-        pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--only-binary=:all:", "--root-user-action=ignore",
-               "--disable-pip-version-check", "--target", str(tmp), f"{RELEASES[version]}=={version}"]
+        pip = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--root-user-action=ignore",
+            "--disable-pip-version-check",
+            "--target",
+            str(tmp),
+            f"{RELEASES[version]}=={version}",
+        ]
         if quiet:
             pip.insert(4, "-q")
         subprocess.run(pip, check=True)
@@ -117,9 +138,15 @@ def install(version: str, *, quiet: bool = True) -> Path:
         (tmp / "tensorrt" / "__init__.py").write_text(_SHIM)
         _build_stubs(version.split(".")[0], tmp / "tensorrt_libs")
         got = subprocess.run(
-            [sys.executable, "-c", "import tensorrt, tensorrt_libs; assert tensorrt_libs.TRT_STUB; print(tensorrt.__version__)"],
+            [
+                sys.executable,
+                "-c",
+                "import tensorrt, tensorrt_libs; assert tensorrt_libs.TRT_STUB; print(tensorrt.__version__)",
+            ],
             env={**os.environ, "PYTHONPATH": str(tmp), "TRT_STUB_QUIET": "1"},
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         if got != version:
             raise RuntimeError(f"installed bindings report version {got!r}, expected {version!r}")

@@ -8,8 +8,15 @@ from pathlib import Path
 __all__ = ["write_onnx"]
 
 
-def write_onnx(path: Path, *, io: str = "float32-nchw", precision: str = "fp32", scale: int = 4,
-               metadata: bool = True, extra_metadata: dict | None = None) -> Path:
+def write_onnx(
+    path: Path,
+    *,
+    io: str = "float32-nchw",
+    precision: str = "fp32",
+    scale: int = 4,
+    metadata: bool = True,
+    extra_metadata: dict | None = None,
+) -> Path:
     """A tiny x``scale`` model (Conv + DepthToSpace) in one of the exporter's contracts;
     ``extra_metadata`` joins the ``fourpp_eusr`` metadata (e.g. ``calibration``)."""
     import numpy as np
@@ -33,9 +40,14 @@ def write_onnx(path: Path, *, io: str = "float32-nchw", precision: str = "fp32",
     nodes.append(helper.make_node("Cast", [src], ["x"], to=ftype, name="cast_in"))
     conv_in = "x"
     if precision == "int8":
-        inits += [numpy_helper.from_array(np.array(1.0, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z")]
-        nodes += [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
-                  helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xdq"], name="dq_in")]
+        inits += [
+            numpy_helper.from_array(np.array(1.0, np.float32), "s"),
+            numpy_helper.from_array(np.array(0, np.int8), "z"),
+        ]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
+            helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xdq"], name="dq_in"),
+        ]
         conv_in = "xdq"
     nodes += [
         helper.make_node("Conv", [conv_in, "w", "b"], ["f"], pads=[1, 1, 1, 1], name="conv_3"),
@@ -44,13 +56,25 @@ def write_onnx(path: Path, *, io: str = "float32-nchw", precision: str = "fp32",
     if io == "float32-nchw":
         nodes.append(helper.make_node("Cast", ["up"], ["sr"], to=TensorProto.FLOAT, name="cast_out"))
     else:
-        nodes += [helper.make_node("Cast", ["up"], ["up8"], to=TensorProto.UINT8, name="cast_out"),
-                  helper.make_node("Transpose", ["up8"], ["sr"], perm=[0, 2, 3, 1], name="to_nhwc")]
-    model = helper.make_model(helper.make_graph(nodes, "tiny", [x], [y], inits),
-                              opset_imports=[helper.make_opsetid("", 18)])
+        nodes += [
+            helper.make_node("Cast", ["up"], ["up8"], to=TensorProto.UINT8, name="cast_out"),
+            helper.make_node("Transpose", ["up8"], ["sr"], perm=[0, 2, 3, 1], name="to_nhwc"),
+        ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "tiny", [x], [y], inits), opset_imports=[helper.make_opsetid("", 18)]
+    )
     if metadata:
-        meta = {"format": 1, "scale": scale, "io": io, "input": "lr", "output": "sr", "value_range": [0, 255],
-                "config_name": "tiny", "recommended_halo": 12, **(extra_metadata or {})}
+        meta = {
+            "format": 1,
+            "scale": scale,
+            "io": io,
+            "input": "lr",
+            "output": "sr",
+            "value_range": [0, 255],
+            "config_name": "tiny",
+            "recommended_halo": 12,
+            **(extra_metadata or {}),
+        }
         helper.set_model_props(model, {"fourpp_eusr": json.dumps(meta)})
     onnx.save(model, str(path))
     return path

@@ -5,6 +5,7 @@ trt_stub.c (tests/trt_kit/, copied here by tests/trt_kit/install.py).  tensorrt_
 first; like the real package, this one then dlopen()s every *.so* next to it so that the
 bindings' DT_NEEDED entries are satisfied by SONAME.  Every TensorRT factory returns NULL.
 """
+
 import ctypes
 import glob
 import os

@@ -36,7 +36,16 @@ CHECKPOINT_KIND = "discriminator"
 DENSE_MODES = ("per_position", "flatten")
 # (output channels, stride) of the ten convs.
 CONV_CHANNELS: tuple[tuple[int, int], ...] = (
-    (32, 1), (32, 2), (64, 1), (64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 2),
+    (32, 1),
+    (32, 2),
+    (64, 1),
+    (64, 2),
+    (128, 1),
+    (128, 2),
+    (256, 1),
+    (256, 2),
+    (512, 1),
+    (512, 2),
 )
 
 
@@ -95,7 +104,7 @@ class Discriminator(nn.Module):
         return {"dense": self.dense, "input_size": self.input_size, "negative_slope": self.negative_slope}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Discriminator":
+    def from_config(cls, config: dict[str, Any]) -> Discriminator:
         return cls(**config)
 
     def extra_repr(self) -> str:

@@ -13,8 +13,9 @@ rounding and clipping belong to whoever writes an image.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -121,7 +122,7 @@ class EUSRConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EUSRConfig":
+    def from_dict(cls, data: dict[str, Any]) -> EUSRConfig:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:
@@ -166,9 +167,7 @@ class EUSR(nn.Module):
         self.first = nn.Conv2d(3, f, 3, padding=1)
         self.scale_features = nn.ModuleDict(
             {
-                str(s): nn.Sequential(
-                    *(LocalResidualBlock(f, config.scale_kernel) for _ in range(config.scale_blocks))
-                )
+                str(s): nn.Sequential(*(LocalResidualBlock(f, config.scale_kernel) for _ in range(config.scale_blocks)))
                 for s in config.scales
             }
         )
@@ -212,7 +211,7 @@ class EUSR(nn.Module):
         h = self.upscalers[key](h)
         return self.outputs[key](h) + mean
 
-    def path(self, scale: int = 4) -> "EUSRPath":
+    def path(self, scale: int = 4) -> EUSRPath:
         """A single-scale view (shares weights): what ONNX export and inference use."""
         return EUSRPath(self, scale)
 

@@ -115,7 +115,9 @@ def bundled_imagenet_weights() -> Path | None:
     return path if path.is_file() else None
 
 
-def load_imagenet_weights(model: MobileNetV2, path: str | os.PathLike, *, include_classifier: bool = True) -> MobileNetV2:
+def load_imagenet_weights(
+    model: MobileNetV2, path: str | os.PathLike, *, include_classifier: bool = True
+) -> MobileNetV2:
     """Load torchvision's ``mobilenet_v2-*.pth`` into ``model`` with strict key checking.
 
     ``include_classifier=False`` loads only ``features.*`` (the score predictors replace the
@@ -126,14 +128,14 @@ def load_imagenet_weights(model: MobileNetV2, path: str | os.PathLike, *, includ
         raise FileNotFoundError(f"{path}: ImageNet weights file not found (torchvision's mobilenet_v2-b0353104.pth)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for damaged or non-tensor pickles
+    except Exception as e:  # torch raises several types for damaged or non-tensor pickles  # noqa: BLE001 - the library raises its own exception types
         raise ValueError(f"{path}: not a readable torch state dict ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
     if include_classifier:
         model.load_state_dict(state, strict=True)
     else:
-        feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        feats = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
         model.features.load_state_dict(feats, strict=True)
     return model
 

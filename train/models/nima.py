@@ -43,7 +43,7 @@ class ScorePredictorConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ScorePredictorConfig":
+    def from_dict(cls, d: dict) -> ScorePredictorConfig:
         return cls(**d)
 
 
@@ -85,10 +85,19 @@ def save_score_predictor(path: str | os.PathLike, model: ScorePredictor, **kwarg
     """``save_checkpoint`` with this model's kind and config (kwargs: optimizer, train_state, ...)."""
     from train.checkpoint import save_checkpoint
 
-    return save_checkpoint(path, model, config=model.config.to_dict(), config_name=model.config.dataset or "custom", kind=CHECKPOINT_KIND, **kwargs)
+    return save_checkpoint(
+        path,
+        model,
+        config=model.config.to_dict(),
+        config_name=model.config.dataset or "custom",
+        kind=CHECKPOINT_KIND,
+        **kwargs,
+    )
 
 
-def load_score_predictor(path: str | os.PathLike, *, device: str | torch.device = "cpu", frozen: bool = True) -> ScorePredictor:
+def load_score_predictor(
+    path: str | os.PathLike, *, device: str | torch.device = "cpu", frozen: bool = True
+) -> ScorePredictor:
     """A phase-2 checkpoint as a ScorePredictor; ``frozen``: eval mode, no gradients (phase 3)."""
     from train.checkpoint import CheckpointError, load_checkpoint, load_state_into
 
