@@ -73,9 +73,9 @@ def read_model_info(model: Path, *, what: str = "--model") -> ModelInfo:
 
 def to_model_layout(windows: np.ndarray, io: ModelIO) -> np.ndarray:
     """N×H×W×3 uint8 windows → the model's input (float32 NCHW 0..255 or uint8 NHWC)."""
-    if io is ModelIO.UINT8_NHWC:
-        return np.ascontiguousarray(windows)
-    return np.ascontiguousarray(windows.transpose(0, 3, 1, 2).astype(np.float32))
+    if io.channel_axis == 3:
+        return np.ascontiguousarray(windows, dtype=io.dtype)
+    return np.ascontiguousarray(windows.transpose(0, 3, 1, 2), dtype=io.dtype)
 
 
 def collect(

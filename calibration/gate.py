@@ -64,9 +64,7 @@ def _session(path: Path):
 def _run(sess, name: str, lr: np.ndarray, io: ModelIO) -> np.ndarray:
     """H×W×3 float64 output of one LR image."""
     out = sess.run(None, {name: to_model_layout(lr[None], io)})[0][0]
-    if io is ModelIO.FLOAT32_NCHW:
-        out = out.transpose(1, 2, 0)
-    return out.astype(np.float64)
+    return io.hwc(out).astype(np.float64)
 
 
 def run_gate(

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.model_info import METADATA_KEY, ModelIO
+from runtime.model_info import METADATA_KEY
 
 from .collect import CalibrationError, load_npz, read_model_info
 
@@ -41,12 +41,11 @@ def _check_data(arrays: dict[str, np.ndarray], data: Path, model: Path) -> np.nd
             f"--data {data}: no array named {info.input_name!r} (the input of {model}); it holds {sorted(arrays)}"
         )
     arr = arrays[info.input_name]
-    want = (np.uint8, 3) if info.io is ModelIO.UINT8_NHWC else (np.float32, 1)
-    axis = 3 if info.io is ModelIO.UINT8_NHWC else 1
-    if arr.dtype != want[0] or arr.ndim != 4 or arr.shape[axis] != 3:
+    want, axis = info.io.dtype, info.io.channel_axis
+    if arr.dtype != want or arr.ndim != 4 or arr.shape[axis] != 3:
         raise CalibrationError(
             f"--data {data}: {arr.dtype} {list(arr.shape)} does not fit {model} "
-            f"({info.io.value}: expected {np.dtype(want[0]).name} with 3 channels on axis {axis}); "
+            f"({info.io.value}: expected {want.name} with 3 channels on axis {axis}); "
             f"collect again with --model {model}"
         )
     return arr
