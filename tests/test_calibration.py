@@ -14,6 +14,11 @@ from calibration.collect import CalibrationError, collect, load_npz
 from runtime.model_info import ModelIO
 
 
+def _collect(images: Path, out: Path, *flags: str) -> int:
+    """``python -m calibration collect --images IMAGES -o OUT FLAGS...``'s exit status."""
+    return main(["collect", "--images", str(images), "-o", str(out), *flags])
+
+
 def _photos(dst: Path, src: Path, size: int, n: int = 2) -> Path:
     """Small crops of real photos, so the test runs in seconds."""
     dst.mkdir(parents=True, exist_ok=True)
@@ -74,26 +79,7 @@ def test_calibrate_end_to_end_and_gate_floor(
     train = _photos(tmp_path / "train", photos_dir / "train", 128, n=2)
     test = _photos(tmp_path / "test", photos_dir / "test", 96, n=2)
     data, q = tmp_path / "calib.npz", tmp_path / "conv.int8.onnx"
-    assert (
-        main(
-            [
-                "collect",
-                "--images",
-                str(train),
-                "-o",
-                str(data),
-                "--samples",
-                "4",
-                "--tile",
-                "16",
-                "--halo",
-                "4",
-                "--model",
-                str(conv_model),
-            ]
-        )
-        == 0
-    )
+    assert _collect(train, data, "--samples", "4", "--tile", "16", "--halo", "4", "--model", str(conv_model)) == 0
     arrays, meta = load_npz(data)
     assert arrays["lr"].shape == (4, 3, 24, 24) and meta["window"] == 24
     rc = main(
@@ -164,26 +150,7 @@ def test_calibrate_end_to_end_and_gate_floor(
 def _all_int8(tmp_path: Path, photos_dir: Path, conv_model: Path) -> tuple[Path, Path]:
     train = _photos(tmp_path / "train", photos_dir / "train", 128, n=2)
     data, q = tmp_path / "calib.npz", tmp_path / "all.int8.onnx"
-    assert (
-        main(
-            [
-                "collect",
-                "--images",
-                str(train),
-                "-o",
-                str(data),
-                "--samples",
-                "4",
-                "--tile",
-                "16",
-                "--halo",
-                "4",
-                "--model",
-                str(conv_model),
-            ]
-        )
-        == 0
-    )
+    assert _collect(train, data, "--samples", "4", "--tile", "16", "--halo", "4", "--model", str(conv_model)) == 0
     assert main(["quantize", str(conv_model), "--data", str(data), "-o", str(q), "--no-auto-keep", "--no-gate"]) == 0
     return data, q
 
@@ -273,26 +240,7 @@ def test_auto_keep_cap_and_opt_out(tmp_path: Path, photos_dir: Path, conv_model:
 def test_quantize_rejects_bad_method_and_layout(tmp_path: Path, photos_dir: Path, conv_model: Path) -> None:
     train = _photos(tmp_path / "train", photos_dir / "train", 64, n=1)
     data = tmp_path / "u8.npz"
-    assert (
-        main(
-            [
-                "collect",
-                "--images",
-                str(train),
-                "-o",
-                str(data),
-                "--samples",
-                "1",
-                "--tile",
-                "8",
-                "--halo",
-                "0",
-                "--io",
-                "uint8-nhwc",
-            ]
-        )
-        == 0
-    )
+    assert _collect(train, data, "--samples", "1", "--tile", "8", "--halo", "0", "--io", "uint8-nhwc") == 0
     assert main(["quantize", str(conv_model), "--data", str(data), "-o", str(tmp_path / "x.onnx")]) == 2
     assert (
         main(
