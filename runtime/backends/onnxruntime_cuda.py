@@ -61,10 +61,12 @@ class OrtCudaStageFactory(StageFactory):
         device: int = 0,
         provider_options: Mapping[str, Any] | None = None,
         scale: int | None = None,
+        allow_tf32: bool = False,
         provider: str = "CUDAExecutionProvider",
     ) -> None:
         ort = import_onnxruntime()
         self.ort = ort
+        self.allow_tf32 = allow_tf32
         if provider not in _PROVIDERS:
             raise InvalidArgumentError(f"provider must be one of {list(_PROVIDERS)}, got {provider!r}")
         available = ort.get_available_providers()

@@ -43,6 +43,11 @@ DEFAULT_SLOTS = 3
 on the third. Each slot costs its buffers and a stage (an execution context, a session)."""
 
 
+def _check_bool(what: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{what} must be True or False, got {value!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class BackendOptions:
     """What every backend takes. ``scale`` is needed only for models without the exporter's
@@ -132,8 +137,7 @@ class GpuOptions(BackendOptions):
         kind = type(self).__name__
         check_int(f"{kind}(device=)", self.device, 0)
         check_int(f"{kind}(slots=)", self.slots, 1)
-        if not isinstance(self.cuda_graphs, bool):
-            raise InvalidArgumentError(f"{kind}(cuda_graphs=) must be True or False, got {self.cuda_graphs!r}")
+        _check_bool(f"{kind}(cuda_graphs=)", self.cuda_graphs)
 
     @property
     def pipelined(self) -> bool:
@@ -173,10 +177,13 @@ class OnnxRuntimeCuda(GpuOptions):
 
     max_batch: int = 64
     provider_options: tuple[tuple[str, str], ...] = ()
+    allow_tf32: bool = False
+    """TF32 convolutions/matmuls (10-bit mantissas): faster on Ampere+, but not fp32."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_int("OnnxRuntimeCuda(max_batch=)", self.max_batch, 1)
+        _check_bool("OnnxRuntimeCuda(allow_tf32=)", self.allow_tf32)
         pairs = self.provider_options
         if isinstance(pairs, Mapping):
             pairs = tuple(pairs.items())
@@ -209,6 +216,8 @@ class TorchCuda(GpuOptions):
     max_batch: int = 64
     halo: int | None = None
     weights: str = "auto"
+    allow_tf32: bool = False
+    """TF32 convolutions/matmuls (10-bit mantissas): faster on Ampere+, but not fp32."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -219,6 +228,8 @@ class TorchCuda(GpuOptions):
                 f"TorchCuda(io=) must be one of {[m.value for m in ModelIO]}, got {self.io!r}"
             ) from None
         check_int("TorchCuda(max_batch=)", self.max_batch, 1)
+        for flag in ("fp16", "channels_last", "cudnn_benchmark", "allow_tf32"):
+            _check_bool(f"TorchCuda({flag}=)", getattr(self, flag))
         if self.halo is not None:
             check_int("TorchCuda(halo=)", self.halo, 0)
         if self.weights not in ("auto", "ema", "raw"):

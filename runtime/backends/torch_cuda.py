@@ -103,8 +103,10 @@ class TorchCudaStageFactory(StageFactory):
         device: str | int = "cuda",
         cudnn_benchmark: bool = True,
         weights: str = "auto",
+        allow_tf32: bool = False,
     ) -> None:
         torch = _import_torch()
+        self.allow_tf32 = allow_tf32
         self.torch = torch
         try:
             layout = ModelIO(io)
