@@ -14,6 +14,22 @@ once per slot, and every slot pays the session start-up (graph optimisation, cuD
 algorithm search on first run per shape). A stage creates its session on its first
 ``enqueue``, when it learns the stream.
 
+Session settings (:func:`cuda_provider_options`, :func:`session_options`): ``use_tf32=0``
+unless ``allow_tf32`` (ONNX Runtime's CUDA provider uses TF32 by default, and float32 should
+mean float32); ``cudnn_conv_algo_search=HEURISTIC`` (the default EXHAUSTIVE benchmarks every
+convolution algorithm per shape, in every slot's session; ``provider_options`` may ask for
+it); ``intra_op_num_threads=1``, so three slots do not spin three CPU thread pools for
+the few ops that run on the CPU.
+
+ONNX Runtime falls back to the CPU without an error when the CUDA provider cannot load
+(cuDNN or cuBLAS missing, a CUDA version mismatch): ``get_available_providers()`` only says
+how the wheel was built. So every session's ``get_providers()`` is checked, and a session
+that does not run on the requested provider first raises
+:class:`~runtime.errors.BackendUnavailableError` with what ONNX Runtime said (its Python
+warnings and its native log, captured while the session is created). The factory creates
+one such probe session at construction, so the failure comes when the backend is chosen,
+not at the first image.
+
 ``provider="CPUExecutionProvider"`` runs the same IOBinding code on host memory (synchronous,
 no stream; ``memory == "host"``): with ``runtime.testing.DeferredStageFactory`` on the
 emulated device that is how CI tests it.
@@ -21,9 +37,13 @@ emulated device that is how CI tests it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +52,14 @@ from ..utils import check_int
 from .contract import Memory, Stage, StageFactory
 from .onnxruntime_backend import OnnxRuntimeBackend, import_onnxruntime
 
-__all__ = ["OrtCudaStageFactory", "DEFAULT_MAX_BATCH"]
+__all__ = [
+    "OrtCudaStageFactory",
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_CUDA_OPTIONS",
+    "SESSION_THREADS",
+    "cuda_provider_options",
+    "session_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +67,114 @@ DEFAULT_MAX_BATCH = 64
 
 _PROVIDERS = {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
 
+DEFAULT_CUDA_OPTIONS: Mapping[str, str] = {"cudnn_conv_algo_search": "HEURISTIC"}
+"""CUDA provider options the factory starts from; ``provider_options`` override them."""
+
+SESSION_THREADS = 1
+"""``intra_op_num_threads`` of every session: the GPU computes, one thread feeds it."""
+
+_OWN_OPTIONS = {
+    "device_id": "device=",
+    "use_tf32": "allow_tf32=",
+    "user_compute_stream": "the executor (each slot's stream)",
+    "has_user_compute_stream": "the executor (each slot's stream)",
+}
+"""CUDA provider options the factory sets from its own arguments, and which argument."""
+
+
+def cuda_provider_options(
+    device_id: int, stream: int, *, allow_tf32: bool, provider_options: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """The CUDA provider's options for a session on GPU ``device_id`` computing on ``stream``
+    (0: ONNX Runtime's own stream): :data:`DEFAULT_CUDA_OPTIONS`, then ``provider_options``,
+    then the device, TF32 and the stream."""
+    options = {**DEFAULT_CUDA_OPTIONS, **{str(k): str(v) for k, v in (provider_options or {}).items()}}
+    options["device_id"] = str(device_id)
+    options["use_tf32"] = "1" if allow_tf32 else "0"
+    if stream:
+        options["user_compute_stream"] = str(stream)
+    return options
+
+
+def session_options(ort: Any, provider: str) -> Any:
+    """``SessionOptions`` of every session: :data:`SESSION_THREADS` intra-op threads (and no
+    CPU memory arena on the CPU provider, whose buffers are the executor's)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = SESSION_THREADS
+    if provider == "CPUExecutionProvider":
+        options.enable_cpu_mem_arena = False
+    return options
+
+
+@contextlib.contextmanager
+def _native_stderr(lines: list[str]) -> Iterator[None]:
+    """Collect what native code writes to file descriptor 2 in the block into ``lines``.
+
+    ONNX Runtime's C++ logger writes there (why a provider library did not load). The
+    text is written to the real stderr afterwards as well, so nothing is hidden. Where
+    descriptor 2 cannot be redirected, nothing is collected.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            data = sink.read()
+            if data:
+                os.write(2, data)
+                lines.extend(line for line in data.decode(errors="replace").splitlines() if line.strip())
+
+
+class _OrtMessages:
+    """ONNX Runtime's Python warnings and native log while a session is created.
+
+    ``text``: all of it in one line for an error message. Unless the caller raises with it,
+    :meth:`replay` passes the warnings on as they came.
+    """
+
+    def __init__(self) -> None:
+        self.native: list[str] = []
+        self.warnings: list[warnings.WarningMessage] = []
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> _OrtMessages:
+        self.warnings = self._stack.enter_context(warnings.catch_warnings(record=True))
+        warnings.simplefilter("always")
+        self._stack.enter_context(_native_stderr(self.native))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    @property
+    def text(self) -> str:
+        said = [str(w.message) for w in self.warnings] + self.native
+        return " | ".join(" ".join(line.split()) for line in said)
+
+    def replay(self) -> None:
+        for w in self.warnings:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
 
 class OrtCudaStageFactory(StageFactory):
     """Stages running an ONNX model with ONNX Runtime's CUDA provider through IOBinding.
 
-    ``provider_options`` are added to the CUDA provider's options (e.g.
-    ``{"cudnn_conv_algo_search": "HEURISTIC"}``); ``scale`` is needed only for models
-    without the exporter's metadata; ``device`` is the GPU index.
+    ``provider_options`` are added to the CUDA provider's options, over
+    :data:`DEFAULT_CUDA_OPTIONS` (e.g. ``{"cudnn_conv_algo_search": "EXHAUSTIVE"}``);
+    ``scale`` is needed only for models without the exporter's metadata; ``device`` is the
+    GPU index; ``allow_tf32`` lets the CUDA provider use TF32 (``use_tf32``). Raises
+    :class:`BackendUnavailableError` when the provider is missing from this onnxruntime or
+    does not start (see the module docstring).
     """
 
     name = "onnxruntime-cuda"
@@ -66,6 +194,8 @@ class OrtCudaStageFactory(StageFactory):
     ) -> None:
         ort = import_onnxruntime()
         self.ort = ort
+        if not isinstance(allow_tf32, bool):
+            raise InvalidArgumentError(f"allow_tf32 must be True or False, got {allow_tf32!r}")
         self.allow_tf32 = allow_tf32
         if provider not in _PROVIDERS:
             raise InvalidArgumentError(f"provider must be one of {list(_PROVIDERS)}, got {provider!r}")
@@ -82,6 +212,12 @@ class OrtCudaStageFactory(StageFactory):
         self.device_id = check_int("device", device, 0)
         self._max_batch = check_int("max_batch", max_batch, 1)
         self.provider_options = dict(provider_options or {})
+        taken = sorted(set(map(str, self.provider_options)) & set(_OWN_OPTIONS))
+        if taken:
+            raise InvalidArgumentError(
+                f"provider_options must not set {taken}: "
+                + "; ".join(f"{key} comes from {_OWN_OPTIONS[key]}" for key in taken)
+            )
         self.model_path = Path(model_path)
         # Model facts (metadata, names, I/O) from a CPU session, with the same checks and
         # messages as the sequential backend.
@@ -89,6 +225,10 @@ class OrtCudaStageFactory(StageFactory):
             self._info = probe.info
         self._closed = False
         self.sessions_created = 0
+        if self.device_type == "cuda":
+            # a probe, so a CUDA provider that does not start fails here, where backend
+            # choice happens, not at the first image (the slots' sessions need their streams)
+            self.new_session(0)
         log.info(
             "onnxruntime-cuda: %s (%s, x%d) on %s:%d",
             self.model_path.name,
@@ -101,24 +241,47 @@ class OrtCudaStageFactory(StageFactory):
     def _new_stage(self, slot: int) -> _OrtStage:
         return _OrtStage(self, slot)
 
-    def new_session(self, stream: int) -> Any:
-        """A session computing on CUDA stream handle ``stream`` (0 / CPU: ONNX Runtime's own)."""
-        ort = self.ort
-        options = ort.SessionOptions()
+    def session_settings(self, stream: int) -> tuple[Any, list[Any]]:
+        """``(SessionOptions, providers)`` for a session computing on ``stream``."""
         if self.provider == "CUDAExecutionProvider":
-            cuda = {"device_id": str(self.device_id), **{k: str(v) for k, v in self.provider_options.items()}}
-            if stream:
-                cuda["user_compute_stream"] = str(stream)
+            cuda = cuda_provider_options(
+                self.device_id, stream, allow_tf32=self.allow_tf32, provider_options=self.provider_options
+            )
             providers: list[Any] = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
         else:
-            options.enable_cpu_mem_arena = False
             providers = ["CPUExecutionProvider"]
-        try:
-            session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=providers)
-        except Exception as exc:
-            raise UpscaleError(
-                f"{self.model_path}: ONNX Runtime cannot create a {self.provider} session ({exc})"
-            ) from exc
+        return session_options(self.ort, self.provider), providers
+
+    def new_session(self, stream: int) -> Any:
+        """A session computing on CUDA stream handle ``stream`` (0 / CPU: ONNX Runtime's own).
+
+        Raises :class:`BackendUnavailableError` with ONNX Runtime's words when the session
+        does not run on the requested provider first (ONNX Runtime fell back to the CPU).
+        """
+        options, providers = self.session_settings(stream)
+        with _OrtMessages() as said:
+            try:
+                # enable_fallback=0: a provider that fails to start raises instead of ONNX
+                # Runtime retrying on the CPU (older versions ignore it; the check below stays)
+                session = self.ort.InferenceSession(
+                    str(self.model_path), sess_options=options, providers=providers, enable_fallback=0
+                )
+            except Exception as exc:
+                error = BackendUnavailableError if self.device_type == "cuda" else UpscaleError
+                raise error(
+                    f"{self.model_path}: ONNX Runtime cannot create a {self.provider} session ({exc})"
+                    + (f"; ONNX Runtime said: {said.text}" if said.text else "")
+                ) from exc
+        running = list(session.get_providers())
+        if not running or running[0] != self.provider:
+            raise BackendUnavailableError(
+                f"backend 'onnxruntime-cuda': ONNX Runtime {self.ort.__version__} did not start {self.provider} "
+                f"for {self.model_path.name} (the session runs on {running}); ONNX Runtime said: "
+                f"{said.text or 'nothing (raise its log level with onnxruntime.set_default_logger_severity(0))'}. "
+                "Check that the CUDA and cuDNN libraries onnxruntime-gpu needs are installed and found, "
+                "or use backend='onnxruntime'"
+            )
+        said.replay()
         self.sessions_created += 1
         return session
 

@@ -14,6 +14,16 @@ stream (``torch.cuda.ExternalStream``) and writes the result into the output buf
   ``export/onnx_io.Uint8NHWC``. An NHWC buffer viewed as NCHW is already channels-last.
 * ``fp16=True``: ``module.half()``, inputs cast to half at the start and the result cast
   back to the buffer's dtype at the end.
+* float32 means float32: TF32 (10-bit mantissas in cuDNN convolutions and cuBLAS matmuls,
+  on by default in PyTorch's cuDNN) is off unless ``allow_tf32=True``. TF32 and
+  ``cudnn.benchmark`` are process-wide torch settings, so the stage sets them only around
+  its own forward pass (:func:`tf32_scope`) and gives the caller's values back after each
+  enqueue.
+* Device ``cuda:N``: set-up and every enqueue run with GPU N current, the slot's stream is
+  ``ExternalStream(handle, device=N)``, and the buffers are wrapped in place: a buffer that
+  is not on GPU N is refused rather than silently copied. The module's set-up (weights to
+  the GPU, ``half()``, ``channels_last``) runs on torch's legacy stream, which the slots'
+  non-blocking streams do not wait for, so set-up ends with a device synchronise.
 
 torch is imported when a factory is created. ``device="cpu"`` runs the same code on the
 CPU (tensors over host pointers, no streams; ``memory == "host"``), for tests with the
@@ -33,7 +43,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -45,7 +55,7 @@ from ..model_info import ModelInfo
 from ..utils import check_int
 from .contract import Memory, Stage, StageFactory, host_array
 
-__all__ = ["TorchCudaStageFactory", "DEFAULT_MAX_BATCH", "LOADER_GROUP", "find_loader"]
+__all__ = ["TorchCudaStageFactory", "DEFAULT_MAX_BATCH", "LOADER_GROUP", "find_loader", "tf32_scope"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +85,53 @@ def _import_torch() -> Any:
     )
 
 
+@contextlib.contextmanager
+def tf32_scope(torch: Any, allow_tf32: bool, *, legacy: bool | None = None) -> Iterator[None]:
+    """TF32 in cuDNN convolutions and cuBLAS matmuls on (``allow_tf32``) or off (IEEE float32)
+    inside the block; the caller's settings come back afterwards, also on an error.
+
+    torch reads these settings when an op is dispatched on the host, so a block around a
+    forward pass decides every kernel it queues. They are process-wide, not per thread:
+    torch work on another thread during the block sees the block's setting. torch >= 2.9
+    has ``fp32_precision`` per backend and operation (the old ``allow_tf32`` flags are
+    being deprecated, and mixing the two APIs can leave the old getters raising), so that
+    API is used where it exists (``legacy=None``); ``legacy=True`` forces the old flags.
+    """
+    backends = torch.backends
+    if legacy is None:
+        legacy = not hasattr(getattr(backends.cudnn, "conv", None), "fp32_precision")
+    if legacy:
+        saved_flags = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
+        backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = bool(allow_tf32)
+        try:
+            yield
+        finally:
+            backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = saved_flags
+        return
+    # conv and rnn together: the old cudnn.allow_tf32 getter raises while they differ
+    targets = (backends.cudnn.conv, backends.cudnn.rnn, backends.cuda.matmul)
+    saved = [t.fp32_precision for t in targets]
+    want = "tf32" if allow_tf32 else "ieee"
+    for target in targets:
+        target.fp32_precision = want
+    try:
+        yield
+    finally:
+        for target, value in zip(targets, saved):
+            target.fp32_precision = value
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(torch: Any, enabled: bool) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark`` for the block (process-wide, like TF32)."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 class TorchCudaStageFactory(StageFactory):
     """Stages running an EUSR checkpoint (or any ×scale module) with PyTorch on a GPU.
 
@@ -83,7 +140,11 @@ class TorchCudaStageFactory(StageFactory):
     used, or a module mapping ``[N,3,H,W]`` 0..255 float to ×``scale``; copied, the
     caller's module is left as it is). ``halo`` becomes
     the model's ``recommended_halo`` (checkpoints carry none). ``channels_last`` and
-    ``cudnn_benchmark`` (process-wide) are the fast settings for convolutions on NVIDIA GPUs.
+    ``cudnn_benchmark`` are the fast settings for convolutions on NVIDIA GPUs;
+    ``allow_tf32`` trades float32 accuracy for TF32 speed. ``cudnn_benchmark`` and
+    ``allow_tf32`` hold while the stage runs (torch's process-wide settings are restored
+    after each enqueue). ``device``: ``"cuda"`` (the current GPU), ``"cuda:N"``, ``N`` or
+    ``"cpu"`` (tests on the emulated device).
     """
 
     name = "torch-cuda"
@@ -106,7 +167,12 @@ class TorchCudaStageFactory(StageFactory):
         allow_tf32: bool = False,
     ) -> None:
         torch = _import_torch()
+        if not isinstance(allow_tf32, bool):
+            raise InvalidArgumentError(f"allow_tf32 must be True or False, got {allow_tf32!r}")
+        if not isinstance(cudnn_benchmark, bool):
+            raise InvalidArgumentError(f"cudnn_benchmark must be True or False, got {cudnn_benchmark!r}")
         self.allow_tf32 = allow_tf32
+        self.cudnn_benchmark = cudnn_benchmark
         self.torch = torch
         try:
             layout = ModelIO(io)
@@ -121,25 +187,32 @@ class TorchCudaStageFactory(StageFactory):
         self.channels_last = bool(channels_last)
         self.device = self._torch_device(device)
         self.memory: Memory = "device" if self.device.type == "cuda" else "host"
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
-        elif self.fp16:
+        if self.device.type != "cuda" and self.fp16:
             raise InvalidArgumentError("fp16=True needs a CUDA device; on the CPU use fp16=False")
 
-        net, config_name, source = self._load(model, weights)
-        net = net.to(self.device).eval()
-        net.requires_grad_(False)
-        if self.fp16:
-            net = net.half()
-        if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        self.net = net
+        with self.on_device():
+            net, config_name, source = self._load(model, weights)
+            net = net.to(self.device).eval()
+            net.requires_grad_(False)
+            if self.fp16:
+                net = net.half()
+            if self.channels_last:
+                net = net.to(memory_format=torch.channels_last)
+            self.net = net
+            # the copies above ran on torch's legacy stream; the slots' non-blocking streams
+            # do not wait for it, so the weights must be in place before the first enqueue
+            self.synchronize()
         self._info = dataclasses.replace(
             self._info,
             recommended_halo=halo,
             config_name=config_name,
             source=source,
-            metadata={"fp16": self.fp16, "channels_last": self.channels_last, "torch": torch.__version__},
+            metadata={
+                "fp16": self.fp16,
+                "channels_last": self.channels_last,
+                "allow_tf32": self.allow_tf32,
+                "torch": torch.__version__,
+            },
         )
         self._closed = False
         log.info(
@@ -148,9 +221,28 @@ class TorchCudaStageFactory(StageFactory):
             self.scale,
             self.device,
             self.io.value,
-            "fp16" if self.fp16 else "fp32",
+            "fp16" if self.fp16 else ("fp32 with TF32" if self.allow_tf32 else "fp32"),
             ", channels_last" if self.channels_last else "",
         )
+
+    def on_device(self) -> Any:
+        """A context in which the stage's GPU is torch's current device (nothing on the CPU)."""
+        if self.device.type == "cuda":
+            return self.torch.cuda.device(self.device)
+        return contextlib.nullcontext()
+
+    def synchronize(self) -> None:
+        """Wait for all work queued on the stage's device (``torch.<device>.synchronize``)."""
+        getattr(self.torch, self.device.type).synchronize(self.device)
+
+    def run_settings(self) -> contextlib.ExitStack:
+        """The torch settings the forward pass runs under: GPU, TF32, cudnn.benchmark."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.on_device())
+        stack.enter_context(tf32_scope(self.torch, self.allow_tf32))
+        if self.device.type == "cuda":
+            stack.enter_context(_cudnn_benchmark(self.torch, self.cudnn_benchmark))
+        return stack
 
     def _torch_device(self, device: str | int) -> Any:
         torch = self.torch
@@ -255,13 +347,28 @@ class _TorchStage(Stage):
         self._streams: dict[int, Any] = {}
 
     def _wrap(self, ptr: int, shape: tuple[int, ...]) -> Any:
-        torch = self.factory.torch
-        dtype = self.factory.io.dtype
-        if self.factory.device.type == "cuda":
+        """A tensor over the buffer at ``ptr``, in place; refuses a buffer on another device.
+
+        No ``device=`` for ``torch.as_tensor``: torch places a ``__cuda_array_interface__``
+        tensor on the GPU that owns the pointer, and a ``device=`` naming another GPU would
+        make it a copy, so the stage would write its result where nobody reads it.
+        """
+        factory = self.factory
+        torch = factory.torch
+        dtype = factory.io.dtype
+        if factory.device.type == "cuda":
             from ..cuda.resources import DeviceArray
 
-            return torch.as_tensor(DeviceArray(ptr, dtype, shape), device=self.factory.device)
-        return torch.from_numpy(host_array(ptr, dtype, shape))
+            tensor = torch.as_tensor(DeviceArray(ptr, dtype, shape))
+        else:
+            tensor = torch.from_numpy(host_array(ptr, dtype, shape))
+        if tensor.device != factory.device or tensor.data_ptr() != ptr:
+            raise InvalidArgumentError(
+                f"torch-cuda stage (slot {self.slot}): the buffer at 0x{ptr:x} is on {tensor.device}, but the "
+                f"stage runs on {factory.device}; give the executor's device and the stage the same GPU "
+                "(Upscaler(device=N) with TorchCuda(device=N), or neither)"
+            )
+        return tensor
 
     def _bind(
         self,
@@ -270,8 +377,9 @@ class _TorchStage(Stage):
         input_shape: tuple[int, int, int, int],
         output_shape: tuple[int, int, int, int],
     ) -> None:
-        self._x = self._wrap(input_ptr, input_shape)
-        self._y = self._wrap(output_ptr, output_shape)
+        with self.factory.on_device():
+            self._x = self._wrap(input_ptr, input_shape)
+            self._y = self._wrap(output_ptr, output_shape)
 
     def _stream(self, handle: int) -> Any:
         factory = self.factory
@@ -289,7 +397,7 @@ class _TorchStage(Stage):
         if factory.net is None:
             raise UpscaleError("the torch-cuda stage factory is closed")
         try:
-            with self._stream(stream), torch.inference_mode():
+            with factory.run_settings(), self._stream(stream), torch.inference_mode():
                 x = self._x
                 if factory.io is ModelIO.UINT8_NHWC:
                     x = x.permute(0, 3, 1, 2)  # NHWC memory seen as NCHW: channels-last already
