@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from runtime import TorchCuda, Upscaler
-from runtime.backends.torch_cuda import TorchCudaStageFactory
+from runtime.backends.torch_cuda import TorchCudaStageFactory, tf32_scope
 from runtime.cuda.resources import CudaDevice, DeviceBuffer, Event, PinnedBuffer, Stream
 from runtime.errors import UpscaleError
 from runtime.metrics import psnr
@@ -46,24 +46,19 @@ def reference(eusr):
     net = eusr.path(4).to("cuda").float().eval()
 
     def run(image: np.ndarray) -> np.ndarray:
-        before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-        try:
-            with torch.inference_mode():
-                x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None].cuda()
-                return net(x)[0].float().cpu().numpy().transpose(1, 2, 0)
-        finally:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+        with tf32_scope(torch, False), torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None].cuda()
+            return net(x)[0].float().cpu().numpy().transpose(1, 2, 0)
 
     return run
 
 
 @pytest.fixture
-def no_tf32():
-    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+def tf32_on():
+    """TF32 allowed process-wide (PyTorch's own default for cuDNN convolutions): the stage
+    must still compute in float32 unless asked."""
+    with tf32_scope(torch, True):
+        yield
 
 
 def photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -99,7 +94,7 @@ def test_device_facts_and_memory_round_trip(device: CudaDevice) -> None:
 @pytest.mark.parametrize("fp16,min_psnr", [(False, 80.0), (True, 50.0)])
 @pytest.mark.parametrize("slots", [1, 3])
 def test_pipeline_matches_pytorch_fp32(
-    no_tf32, eusr, reference, fp16: bool, min_psnr: float, slots: int, rng: np.random.Generator
+    tf32_on, eusr, reference, fp16: bool, min_psnr: float, slots: int, rng: np.random.Generator
 ) -> None:
     image = photo(rng, 203, 311)  # odd sizes, several tiles
     expected = reference(image)
@@ -108,6 +103,67 @@ def test_pipeline_matches_pytorch_fp32(
         got = up.upscale(image)
     assert got.shape == expected.shape and np.isfinite(got).all()
     assert psnr(got, expected) >= min_psnr
+
+
+def test_tf32_is_what_allow_tf32_says(eusr, reference, rng: np.random.Generator) -> None:
+    """With TF32 allowed the stage's fp32 differs from float32 more than without (on an
+    Ampere or newer GPU; older GPUs have no TF32 and give the same result)."""
+    image = photo(rng, 96, 96)
+    expected = reference(image)
+    got = {}
+    for allow in (False, True):
+        with Upscaler(CHECKPOINT, tile=96, halo=16, batch=1, slots=1, backend=TorchCuda(allow_tf32=allow)) as up:
+            got[allow] = psnr(up.upscale(image), expected)
+    assert got[False] >= 80.0
+    if torch.cuda.get_device_capability() >= (8, 0):
+        assert got[True] < got[False]
+
+
+class _Where(torch.nn.Module):
+    """Wraps a module; records the current device, the current stream's device and the
+    input's device in each forward pass."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.seen: list[tuple[int, int, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((torch.cuda.current_device(), torch.cuda.current_stream().device_index, x.device.index))
+        return self.net(x)
+
+
+def test_the_device_index_reaches_the_torch_stage(eusr, rng: np.random.Generator, monkeypatch) -> None:
+    index = torch.cuda.device_count() - 1  # the last GPU: not the current one where there are several
+    synced: list[object] = []
+    real_sync = torch.cuda.synchronize
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: (synced.append(device), real_sync(device)))
+    factory = TorchCudaStageFactory(_Where(eusr.path(4)), device=index, halo=16, channels_last=False)
+    assert synced == [torch.device("cuda", index)]  # set-up ended with a synchronise of that GPU
+    net = factory.net
+    with factory, Upscaler(backend=factory, device=index, tile=32, halo=16, batch=2, slots=2) as up:
+        assert up.device.index == index
+        up.upscale(photo(rng, 70, 70))
+        stage = factory.create_stage(9)
+        CudaDevice(index).activate()  # the buffers on the stage's GPU
+        with DeviceBuffer(2 * 3 * 64 * 64 * 4) as src, DeviceBuffer(2 * 3 * 256 * 256 * 4) as dst:
+            stage.bind(src.ptr, dst.ptr, (2, 3, 64, 64))
+            assert stage._x.data_ptr() == src.ptr and stage._y.data_ptr() == dst.ptr  # aliased, not copied
+            assert stage._x.device == torch.device("cuda", index)
+        stage.close()
+    assert net.seen and set(net.seen) == {(index, index, index)}
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_buffers_on_another_gpu_are_refused_not_copied(eusr) -> None:
+    factory = TorchCudaStageFactory(eusr, device=0, halo=16)
+    with factory:
+        CudaDevice(1).activate()
+        with DeviceBuffer(3 * 64 * 64 * 4) as src, DeviceBuffer(3 * 256 * 256 * 4) as dst:
+            stage = factory.create_stage(0)
+            with pytest.raises(UpscaleError, match="is on cuda:1, but the stage runs on cuda:0"):
+                stage.bind(src.ptr, dst.ptr, (1, 3, 64, 64))
+        CudaDevice(0).activate()
 
 
 def test_uint8_io_and_a_stream_of_images(eusr, reference, rng: np.random.Generator) -> None:
