@@ -21,7 +21,10 @@ values in the candidate. An image/mode passes when PSNR >= ``--min-psnr`` (defau
 (0). Exit status 1 when any image/mode fails, 2 when the benchmark cannot run.
 
 ``--precision`` only chooses the default threshold and is recorded: the candidate's
-precision is the model's/backend's own (e.g. an fp16 ONNX or a TensorRT engine).
+precision is the model's/backend's own (e.g. an fp16 ONNX or a TensorRT engine). The GPU
+backends torch-cuda and onnxruntime-cuda run float32 without TF32 unless ``--allow-tf32``
+(recorded as ``allow_tf32`` in the results; a TensorRT engine's TF32 is chosen when it is
+built).
 Tests and other tools can call :func:`run_parity` with any candidate function.
 """
 
@@ -35,6 +38,7 @@ if __package__ in (None, ""):  # run as a script: make the repository's packages
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -264,6 +268,25 @@ def _candidate_source(
             yield prepared.onnx_path, prepared.description
 
 
+def candidate_options(backend: str, *, threads: int | None = None, fp16: bool = False, allow_tf32: bool = False) -> Any:
+    """The candidate's typed backend options for ``--backend``, ``--threads``, ``--fp16`` and
+    ``--allow-tf32`` (refused for backends without a TF32 switch, so a result never claims it)."""
+    from runtime.backends import OPTIONS, TorchCuda
+
+    if fp16 and backend != "torch-cuda":
+        raise BenchmarkError("--fp16 applies to --backend torch-cuda; other backends run at their model's precision")
+    gpu = backend in OPTIONS and OPTIONS[backend]().pipelined
+    options = TorchCuda(fp16=True) if fp16 else backend_for(backend, None if gpu else threads)
+    if any(f.name == "allow_tf32" for f in dataclasses.fields(options)):
+        options = dataclasses.replace(options, allow_tf32=allow_tf32)
+    elif allow_tf32:
+        raise BenchmarkError(
+            f"--allow-tf32 applies to --backend torch-cuda and onnxruntime-cuda, not {options.name} "
+            "(a TensorRT engine's TF32 is chosen when it is built, by export/to_trt.py)"
+        )
+    return options
+
+
 @contextlib.contextmanager
 def upscaler_candidate(
     model: str | Path | None,
@@ -275,19 +298,17 @@ def upscaler_candidate(
     whole_tile: int,
     reference: Path | None = None,
     fp16: bool = False,
+    allow_tf32: bool = False,
 ) -> Iterator[tuple[CandidateFn, dict[str, Any]]]:
     """``candidate(image, mode)`` from ``runtime.Upscaler``: "whole" uses one tile of
     ``whole_tile`` (>= every image side), "tiled" uses ``tile``/``halo``; both share one
     backend instance (for the pipelined GPU backends: one stage factory and device, the
-    "whole" executor with one slot of batch 1). ``fp16`` asks torch-cuda for half precision."""
+    "whole" executor with one slot of batch 1). ``fp16`` asks torch-cuda for half precision,
+    ``allow_tf32`` lets the GPU backends use TF32 (:func:`candidate_options`)."""
     from runtime import Upscaler
-    from runtime.backends import OPTIONS, TorchCuda
     from runtime.model_info import ModelIO
 
-    if fp16 and backend != "torch-cuda":
-        raise BenchmarkError("--fp16 applies to --backend torch-cuda; other backends run at their model's precision")
-    gpu = backend in OPTIONS and OPTIONS[backend]().pipelined
-    options = TorchCuda(fp16=True) if fp16 else backend_for(backend, None if gpu else threads)
+    options = candidate_options(backend, threads=threads, fp16=fp16, allow_tf32=allow_tf32)
     with _candidate_source(model, backend, reference) as (path, description):
         with Upscaler(path, backend=options, tile=tile, halo=halo) as tiled:
             if tiled.info.io is not ModelIO.FLOAT32_NCHW:
@@ -320,6 +341,7 @@ def upscaler_candidate(
                         "recommended_halo": info.recommended_halo,
                         "pipelined": tiled.pipelined,
                         "fp16": fp16,
+                        "allow_tf32": getattr(options, "allow_tf32", None),
                         "gpu": device,
                         **({"slots": tiled.slots, "batch": tiled.batch} if tiled.pipelined else {}),
                     },
@@ -391,6 +413,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="--backend torch-cuda only: run the checkpoint in half precision (use with --precision fp16)",
     )
+    p.add_argument(
+        "--allow-tf32",
+        action="store_true",
+        help="--backend torch-cuda / onnxruntime-cuda: let float32 convolutions use TF32 (10-bit mantissas; "
+        "faster, not float32; recorded in the results)",
+    )
     add_common_args(p, name="parity")
     p.set_defaults(backend="auto")
     return p
@@ -423,6 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             whole_tile=whole_tile,
             reference=args.reference,
             fp16=args.fp16,
+            allow_tf32=args.allow_tf32,
         ) as (candidate, model):
             reference = TorchReference(args.reference, model["scale"], args.threads)
             print(
@@ -443,10 +472,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "parity",
         "environment": env,
         "passed": report["passed"],
+        "allow_tf32": args.allow_tf32,
         "model": model,
         "reference": reference.info,
         "settings": {
             "precision": args.precision,
+            "allow_tf32": args.allow_tf32,
             "thresholds": report["thresholds"],
             "modes": modes,
             "max_size": args.max_size,
@@ -464,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"# Parity: {Path(model['path']).name} on {model['backend']} ({args.precision}) vs PyTorch float32",
             f"{env['date']}, commit {commit_label(env)}, {env['host']['cpu']}; reference {reference.info['path']}; "
             f"tiled: tile {model['tile']}, halo {model['halo']}; whole: one tile of {whole_tile}; "
+            f"TF32 {'allowed' if model['allow_tf32'] else 'off' if model['allow_tf32'] is False else 'n/a'}; "
             f"thresholds PSNR >= {thresholds.min_psnr:g} dB, NaN/Inf <= {thresholds.max_nan}.",
             f"**{verdict}**",
             md_table,

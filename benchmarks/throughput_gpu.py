@@ -8,7 +8,8 @@ On a random uint8 W×H×3 image per --sizes entry, for each configuration (compa
 checkpoint --checkpoint; paper/tiny = random init, throughput does not depend on weights):
 
 * torch-fp32 / torch-fp16: the ×4 path whole image in PyTorch eager, channels_last,
-  cudnn.benchmark (TF32 as PyTorch's default, recorded). Timed two ways: "device" (input
+  cudnn.benchmark; float32 without TF32 unless ``--allow-tf32`` (as the torch-cuda
+  stage, which gets the same setting; recorded as ``allow_tf32``). Timed two ways: "device" (input
   already on the GPU, output left there, CUDA events) and "e2e" (uint8 numpy in, H2D
   from pageable memory, cast, model, round/clamp, D2H, uint8 numpy out; wall clock).
 * torch-fp16-graph: the fp16 forward captured once with torch.cuda.graphs and replayed
@@ -58,6 +59,7 @@ from benchmarks.common import (
 )
 from benchmarks.throughput_models import COMPACT_CHECKPOINT, CONFIGS, SCALE, build_config
 from benchmarks.timing import percentile, rates, time_calls, time_cuda_events
+from runtime.backends.torch_cuda import tf32_scope
 from runtime.errors import UpscaleError
 
 HALO = 16
@@ -78,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8, help="pipeline tiles per enqueue")
     p.add_argument("--slots", type=int, default=3, help="pipeline slots in flight")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument(
+        "--allow-tf32",
+        action="store_true",
+        help="let the float32 modes (eager and pipeline) use TF32 (10-bit mantissas; faster, not float32; recorded)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: one small size, few repeats")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for <name>.json and <name>.md")
@@ -98,8 +105,6 @@ def gpu_environment() -> dict[str, Any]:
         "torch_cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version(),
         "cuda_bindings": bindings_version(),
-        "tf32_conv": torch.backends.cudnn.allow_tf32,
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "cupy": package_version("cupy") or package_version("cupy-cuda13x") or package_version("cupy-cuda12x"),
     }
 
@@ -124,13 +129,15 @@ def time_wall(fn: Callable[[], Any], warmup: int, repeats: int) -> tuple[list[fl
 
 
 class TorchModes:
-    """The whole-image PyTorch runners of one configuration on one size."""
+    """The whole-image PyTorch runners of one configuration on one size (float32 with TF32
+    only if ``allow_tf32``, as the pipeline's torch-cuda stage)."""
 
-    def __init__(self, model: Any, width: int, height: int) -> None:
+    def __init__(self, model: Any, width: int, height: int, *, allow_tf32: bool = False) -> None:
         import torch
 
         torch.backends.cudnn.benchmark = True
         self.torch = torch
+        self.allow_tf32 = allow_tf32
         self.fp32 = model.path(SCALE).to("cuda").float().eval().to(memory_format=torch.channels_last)
         import copy
 
@@ -142,7 +149,7 @@ class TorchModes:
         x = (torch.rand(self.shape, device="cuda") * 255).to(dtype).contiguous(memory_format=torch.channels_last)
 
         def run() -> Any:
-            with torch.inference_mode():
+            with tf32_scope(torch, self.allow_tf32), torch.inference_mode():
                 return net(x)
 
         return run
@@ -151,7 +158,7 @@ class TorchModes:
         torch = self.torch
 
         def run(image: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
+            with tf32_scope(torch, self.allow_tf32), torch.inference_mode():
                 x = (
                     torch.from_numpy(image)
                     .cuda()
@@ -219,6 +226,7 @@ def run_config(
             "size": f"{width}x{height}",
             "mode": mode,
             "precision": precision,
+            "allow_tf32": args.allow_tf32 if precision == "fp32" else None,
             "io": io,
             "timing": timing,
             **extra,
@@ -249,7 +257,7 @@ def run_config(
         rows.append(row)
 
     w, r = args.warmup, args.repeats
-    modes = TorchModes(model, width, height)
+    modes = TorchModes(model, width, height, allow_tf32=args.allow_tf32)
     for mode, net, dtype, precision in [
         ("torch-fp32", modes.fp32, torch.float32, "fp32"),
         ("torch-fp16", modes.fp16, torch.float16, "fp16"),
@@ -293,7 +301,7 @@ def run_config(
             mode = f"pipeline-torch-{precision}"
             settings = {"tile": args.tile, "halo": HALO, "batch": args.batch, "slots": args.slots}
             try:
-                factory = TorchCudaStageFactory(model, io=io, fp16=fp16, halo=HALO)
+                factory = TorchCudaStageFactory(model, io=io, fp16=fp16, halo=HALO, allow_tf32=args.allow_tf32)
             except Exception as exc:  # noqa: BLE001
                 rows.append({"config": name, "size": f"{width}x{height}", "mode": mode, "io": io, "error": str(exc)})
                 continue
@@ -437,7 +445,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for size in args.sizes:
             rows += run_config(name, model, size, args, rng, lambda s: print(s, flush=True))
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    data = {"benchmark": "throughput_gpu", "environment": env, "settings": settings, "rows": rows}
+    data = {
+        "benchmark": "throughput_gpu",
+        "environment": env,
+        "allow_tf32": args.allow_tf32,
+        "settings": settings,
+        "rows": rows,
+    }
     md_table = table(rows)
     gpu = env["gpu"]
     markdown = "\n\n".join(
@@ -445,7 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"# GPU throughput: PyTorch and the pipelined runtime on {gpu['name']}",
             f"{env['date']}, commit {commit_label(env)}; driver {gpu['cuda_driver_version']}, CUDA runtime "
             f"{gpu['cuda_runtime_version']}, torch {env['versions']['torch']} (CUDA {gpu['torch_cuda']}, cuDNN "
-            f"{gpu['cudnn']}), cuda-bindings {gpu['cuda_bindings']}; TF32 conv {gpu['tf32_conv']}. Command: `{env['command']}`.",
+            f"{gpu['cudnn']}), cuda-bindings {gpu['cuda_bindings']}; float32 modes with TF32 "
+            f"{'allowed' if args.allow_tf32 else 'off'}. Command: `{env['command']}`.",
             md_table,
         ]
     )

@@ -78,6 +78,8 @@ def test_bundled_model_matches_checkpoint(crops: list[Path], tmp_path: Path) -> 
     assert data["passed"] is True and data["failures"] == []
     assert data["settings"]["thresholds"] == {"min_psnr": 80.0, "max_nan": 0}
     assert data["model"]["tile"] == 32 and data["model"]["halo"] == 8
+    assert data["allow_tf32"] is False and data["settings"]["allow_tf32"] is False
+    assert data["model"]["allow_tf32"] is None  # the CPU backend has no TF32 switch
     rows = data["rows"]
     assert [(r["image"], r["mode"]) for r in rows] == [
         ("ihc", "whole"),
@@ -178,3 +180,17 @@ def test_thresholds_by_precision() -> None:
     assert parity.Thresholds.for_precision("fp16").min_psnr == 50.0
     assert parity.Thresholds.for_precision("int8").min_psnr == 40.0
     assert parity.Thresholds.for_precision("int8", min_psnr=30.0, max_nan=3) == parity.Thresholds(30.0, 3)
+
+
+def test_allow_tf32_reaches_the_gpu_backends_options_and_only_them() -> None:
+    from runtime.backends import OnnxRuntimeCuda, TorchCuda
+
+    assert parity.candidate_options("torch-cuda") == TorchCuda(allow_tf32=False)
+    assert parity.candidate_options("torch-cuda", fp16=True, allow_tf32=True) == TorchCuda(fp16=True, allow_tf32=True)
+    assert parity.candidate_options("onnxruntime-cuda", allow_tf32=True) == OnnxRuntimeCuda(allow_tf32=True)
+    assert parity._parser().parse_args(["x.png", "--allow-tf32"]).allow_tf32 is True
+    assert parity._parser().parse_args(["x.png"]).allow_tf32 is False
+    with pytest.raises(
+        parity.BenchmarkError, match="--allow-tf32 applies to --backend torch-cuda and onnxruntime-cuda"
+    ):
+        parity.candidate_options("onnxruntime", allow_tf32=True)
