@@ -244,3 +244,14 @@ def test_native_stderr_is_collected_and_still_shown(capfd: pytest.CaptureFixture
         os.write(2, b"Failed to load library libonnxruntime_providers_cuda.so\n\n")
     assert lines == ["Failed to load library libonnxruntime_providers_cuda.so"]
     assert "Failed to load library" in capfd.readouterr().err
+
+
+def test_the_device_index_reaches_the_ort_cuda_sessions(claims_cuda, sessions: list[tuple], conv_model: Path) -> None:
+    """Upscaler → OnnxRuntimeCuda(device=2) → factory → the CUDA provider's device_id (the
+    executor on the emulated device, so no GPU is opened)."""
+    from runtime import OnnxRuntimeCuda
+
+    with pytest.raises(BackendUnavailableError, match="did not start CUDAExecutionProvider"):
+        Upscaler(conv_model, backend=OnnxRuntimeCuda(device=2), device=EmulatedDevice())
+    cuda = [s[1][0][1] for s in sessions if s[1] and s[1][0][0] == "CUDAExecutionProvider"]
+    assert [options["device_id"] for options in cuda] == ["2"]
