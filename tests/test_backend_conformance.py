@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from _runtime_models import reference
 
-from runtime.backends import Backend, StageFactory, create_backend
+from runtime.backends import Backend, OpenVino, StageFactory, create_backend
 from runtime.backends.onnxruntime_cuda import OrtCudaStageFactory
 from runtime.layout import ModelIO
 from runtime.model_info import ModelInfo
@@ -39,6 +39,11 @@ class Doubler(Backend):
 
 def _ort(model: Path) -> StageFactory:
     return create_backend("onnxruntime", model)
+
+
+def _openvino(model: Path) -> StageFactory:
+    pytest.importorskip("openvino")
+    return create_backend(OpenVino(cache=False), model)
 
 
 def _ort_iobinding(model: Path) -> StageFactory:
@@ -82,6 +87,7 @@ BACKENDS: dict[str, tuple[Callable[[Path], StageFactory], bool]] = {
     # name: (make it for a model, computes on host memory here)
     "onnxruntime": (_ort, True),
     "onnxruntime-iobinding-cpu": (_ort_iobinding, True),
+    "openvino": (_openvino, True),
     "torch-cpu": (_torch_cpu, True),
     "emulated-device-stage": (_emulated, False),
     "deferred-stage": (_deferred, False),

@@ -31,6 +31,7 @@ __all__ = [
     "GpuOptions",
     "OnnxRuntime",
     "OnnxRuntimeCuda",
+    "OpenVino",
     "TensorRT",
     "TorchCuda",
     "OPTIONS",
@@ -122,6 +123,48 @@ class OnnxRuntime(BackendOptions):
 
     def factory_kwargs(self) -> dict[str, Any]:
         return {"providers": self.providers, "intra_op_threads": self.threads, "scale": self.scale}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenVino(BackendOptions):
+    """OpenVINO on the CPU: the same ONNX files as ONNX Runtime, compiled per window shape.
+
+    ``threads``: ``INFERENCE_NUM_THREADS`` (None: OpenVINO's choice, all cores);
+    ``streams``: ``NUM_STREAMS`` (None: the hint's choice); ``hint``: ``"latency"`` (the
+    executor runs one request at a time) or ``"throughput"``; ``precision``: the float
+    parts' ``INFERENCE_PRECISION_HINT``, ``"f32"`` (exact; OpenVINO's own default is bf16 on
+    AMX CPUs), ``"bf16"`` or ``"f16"``; ``cache``: keep compiled blobs in ``cache_dir``
+    (None: ``$XDG_CACHE_HOME/fourpp-eusr/openvino``); ``max_shapes``: compiled batch shapes
+    kept in memory.
+    """
+
+    name: ClassVar[str] = "openvino"
+    factory: ClassVar[str] = "runtime.backends.openvino_backend:OpenVinoBackend"
+
+    threads: int | None = None
+    streams: int | None = None
+    hint: str = "latency"
+    precision: str = "f32"
+    cache: bool = True
+    cache_dir: str | None = None
+    max_shapes: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.threads is not None:
+            check_int("OpenVino(threads=)", self.threads, 0)
+        if self.streams is not None:
+            check_int("OpenVino(streams=)", self.streams, 1)
+        if self.hint not in ("latency", "throughput"):
+            raise InvalidArgumentError(f"OpenVino(hint=) must be 'latency' or 'throughput', got {self.hint!r}")
+        if self.precision not in ("f32", "bf16", "f16"):
+            raise InvalidArgumentError(f"OpenVino(precision=) must be 'f32', 'bf16' or 'f16', got {self.precision!r}")
+        _check_bool("OpenVino(cache=)", self.cache)
+        if self.cache_dir is not None:
+            if not isinstance(self.cache_dir, (str, os.PathLike)):
+                raise InvalidArgumentError(f"OpenVino(cache_dir=) must be a folder path, got {self.cache_dir!r}")
+            object.__setattr__(self, "cache_dir", os.fspath(self.cache_dir))
+        check_int("OpenVino(max_shapes=)", self.max_shapes, 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,7 +285,7 @@ class TorchCuda(GpuOptions):
 
 
 OPTIONS: dict[str, type[BackendOptions]] = {
-    cls.name: cls for cls in (OnnxRuntime, TensorRT, TorchCuda, OnnxRuntimeCuda)
+    cls.name: cls for cls in (OnnxRuntime, OpenVino, TensorRT, TorchCuda, OnnxRuntimeCuda)
 }
 """Backend name → its options class (the names ``Upscaler(backend=...)`` accepts, with "auto")."""
 
