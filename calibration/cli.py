@@ -1,4 +1,4 @@
-"""``python -m calibration {collect,quantize,gate,sensitivity}``. Exit status: 0 ok, 1 gate failed, 2 bad input."""
+"""``python -m calibration {collect,quantize,gate,sensitivity,bundle}``. Exit status: 0 ok, 1 gate failed, 2 bad input."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from .quantize import DEFAULT_AUTO_KEEP_DB, DEFAULT_MAX_KEEP
 __all__ = ["main"]
 
 DEFAULT_TEST_IMAGES = Path(__file__).resolve().parent.parent / "data" / "photos" / "test"
+DEFAULT_TRAIN_IMAGES = DEFAULT_TEST_IMAGES.parent / "train"
 
 
-def _add_gate_flags(p: argparse.ArgumentParser) -> None:
+def _add_gate_flags(p: argparse.ArgumentParser, *, json: bool = True) -> None:
     p.add_argument(
         "--test-images",
         type=Path,
@@ -37,7 +38,8 @@ def _add_gate_flags(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_LOSS,
         help="allowed mean PSNR-Y loss vs ground truth, dB (default: %(default)s)",
     )
-    p.add_argument("--json", type=Path, default=None, help="where to write the gate's JSON")
+    if json:
+        p.add_argument("--json", type=Path, default=None, help="where to write the gate's JSON")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -131,6 +133,23 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--quantize-residuals", action="store_true", help="as for quantize")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.add_argument("--json", type=Path, default=None, help="where to write the rows as JSON")
+
+    b = sub.add_parser(
+        "bundle",
+        help="remake the bundled INT8 model from the bundled float32 one (collect, quantize, gate, install)",
+        description="Calibrate on --images with the settings that passed the gate, quantize, gate on "
+        "--test-images, and replace the INT8 model and its .gate.json only if the gate passes.",
+    )
+    b.add_argument("--model", type=Path, default=None, help="float32 ONNX (default: the bundled one)")
+    b.add_argument("-o", "--output", type=Path, default=None, help="INT8 ONNX to write (default: the bundled one)")
+    b.add_argument(
+        "--images",
+        type=Path,
+        default=DEFAULT_TRAIN_IMAGES,
+        help="calibration photos, never the gate's (default: %(default)s)",
+    )
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_gate_flags(b, json=False)  # the gate JSON lies beside the INT8 model
     return ap
 
 
@@ -246,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if args.no_gate else _gate(args.model, args.output, args)
         if args.cmd == "gate":
             return _gate(args.reference, args.candidate, args)
+        if args.cmd == "bundle":
+            from .bundle import bundle_main
+
+            return bundle_main(args)
         return _sensitivity(args)
     except CalibrationError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -368,3 +368,58 @@ def test_gate_names_the_test_images_flag(tmp_path: Path, conv_model: Path, capsy
         == 2
     )
     assert "c.npz: file not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- bundle
+
+
+def test_bundle_refuses_calibrating_on_the_gate_photos(
+    tmp_path: Path, photos_dir: Path, conv_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    test = _photos(tmp_path / "test", photos_dir / "test", 96, n=2)
+    imgs = _photos(tmp_path / "hr", photos_dir / "test", 96, n=1)  # the same bytes under the same name
+    (imgs / "renamed.png").write_bytes((test / sorted(p.name for p in test.iterdir())[1]).read_bytes())
+    out = tmp_path / "q.onnx"
+    argv = ["bundle", "--model", str(conv_model), "-o", str(out), "--images", str(imgs), "--test-images", str(test)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "share 2 image(s)" in err and "renamed.png = " in err and not out.exists()
+
+
+@pytest.mark.slow
+def test_bundle_installs_only_a_model_that_passes_the_gate(
+    tmp_path: Path, photos_dir: Path, conv_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import hashlib
+
+    import onnx
+
+    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    test = _photos(tmp_path / "test", photos_dir / "test", 96, n=2)
+    out = tmp_path / "models" / "conv-int8.onnx"
+    out.parent.mkdir()
+    argv = ["bundle", "--model", str(conv_model), "-o", str(out), "--test-images", str(test), "--no-progress"]
+    assert main([*argv, "--min-psnr", "0", "--max-loss", "100"]) == 0, capsys.readouterr()
+    gate = out.with_suffix(".gate.json")
+    report = json.loads(gate.read_text())
+    bundle = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["fourpp_eusr"])["calibration"][
+        "bundle"
+    ]
+    assert bundle["source_model_sha256"] == sha(conv_model) == report["provenance"]["source_model_sha256"]
+    assert report["candidate_sha256"] == sha(out) and report["passed"] and bundle["gate"]["passed"]
+    assert bundle["collect"] == {
+        "images": "data/photos/train",
+        "samples": 48,
+        "tile": 56,
+        "halo": 8,
+        "seed": 0,
+        "flips": True,
+    }
+    assert len(report["rows"]) == 2 == len(bundle["gate"]["images"])
+    # A floor above what is reached: exit 1, the installed pair untouched, no temporary left behind.
+    before = (sha(out), gate.read_text())
+    capsys.readouterr()
+    assert main([*argv, "--min-psnr", "200"]) == 1
+    assert "gate failed" in capsys.readouterr().out
+    assert (sha(out), gate.read_text()) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["conv-int8.gate.json", "conv-int8.onnx"]
