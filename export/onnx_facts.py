@@ -2,7 +2,8 @@
 
 The I/O contract (``fourpp_eusr`` metadata, else inferred from the graph's first input and
 output), the precision the graph carries (float16 tensors, Q/DQ nodes), the file's hash
-(with any external-weights files: they change the engine too) and the input shape.
+(with any external-weights files: they change the engine too), the input shape, and
+whatever breaks TensorRT's uint8 rule (:mod:`export.uint8_boundary`).
 ``export/to_trt.py`` builds from these facts and checks ``--precision`` against them;
 only the ``onnx`` package is needed, so every check here runs on a machine without a GPU.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from export.errors import BuildInputError
+from export.uint8_boundary import Uint8Finding, uint8_findings
 from runtime.errors import ModelError
 from runtime.layout import Precision
 from runtime.model_info import METADATA_KEY, ModelInfo, infer_model_info, parse_metadata
@@ -42,6 +44,8 @@ class OnnxFacts:
     metadata: dict[str, Any] | None = None
     value_range: tuple[float, float] = (0, 255)
     external_data: tuple[str, ...] = field(default_factory=tuple)
+    uint8_findings: tuple[Uint8Finding, ...] = ()
+    """Tensors that break TensorRT's uint8 rule (uint8 only as the graph's input/output type)."""
 
 
 def _import_onnx():
@@ -179,4 +183,5 @@ def inspect_onnx(path: str | os.PathLike, *, scale: int | None = None) -> OnnxFa
         metadata=metadata,
         value_range=value_range,  # type: ignore[arg-type]
         external_data=tuple(str(e) for e in externals),
+        uint8_findings=tuple(uint8_findings(model)),
     )

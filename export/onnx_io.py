@@ -4,8 +4,12 @@
 ``[N,3,sH,sW]``, not clipped (the network's own output).
 
 ``uint8-nhwc``: input ``lr`` uint8 ``[N,H,W,3]``; inside the graph: cast to float, transpose
-to NCHW, the network, Round (half to even, as ``numpy.round``), Clip 0..255, cast to uint8,
-transpose to NHWC; output ``sr`` uint8 ``[N,sH,sW,3]``. A quarter of the transfer bytes.
+to NCHW, the network, Round (half to even, as ``numpy.round``), Clip 0..255, transpose to
+NHWC, cast to uint8; output ``sr`` uint8 ``[N,sH,sW,3]``. A quarter of the transfer bytes.
+The transposes run in float and the two Casts are the graph's edges because TensorRT takes
+UINT8 only as a network input or output type (no layer but a cast reads or writes it).
+``export/uint8_boundary.py`` checks the rule; its ``seal_uint8_input`` rewires the dynamo
+exporter's ``Shape(lr)`` reads to the Cast, so that the Cast is the only reader of ``lr``.
 
 The exporter writes either contract in two precisions (:data:`EXPORT_PRECISIONS`): ``fp32``,
 or ``fp16`` where the graph computes in float16 between float32 edges (``export/fp16.py``),
@@ -86,7 +90,12 @@ def parse_precision(precision: str | Precision, *, what: str = "precision") -> P
 
 
 class Uint8NHWC(nn.Module):
-    """uint8 NHWC in, uint8 NHWC out around a float NCHW [0, 255] network."""
+    """uint8 NHWC in, uint8 NHWC out around a float NCHW [0, 255] network.
+
+    Both transposes run in float32: the Cast from uint8 is the first op on the input and the
+    Cast to uint8 the last op, so the graph holds no uint8 tensor but its input and output
+    (TensorRT's rule, :mod:`export.uint8_boundary`).
+    """
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -96,8 +105,8 @@ class Uint8NHWC(nn.Module):
         x = lr.to(torch.float32).permute(0, 3, 1, 2)
         y = self.net(x)
         # torch.round and ONNX Round both round half to even, as numpy.round does.
-        y = torch.clamp(torch.round(y), 0.0, 255.0).to(torch.uint8)
-        return y.permute(0, 2, 3, 1)
+        y = torch.clamp(torch.round(y), 0.0, 255.0).permute(0, 2, 3, 1)
+        return y.to(torch.uint8)
 
 
 def parse_io(io: str | ModelIO, *, what: str = "io") -> ModelIO:

@@ -12,6 +12,9 @@ STRONGLY_TYPED, so TensorRT keeps the graph's own types (an FP16 graph from
 the graph) is recorded in the sidecar and checked against the graph's dtypes.
 
 What is built (see ``export/engine_cache.py`` for the options):
+  * nothing, if the graph has a uint8 tensor anywhere but at its input and output
+    (``export/uint8_boundary.py``: TensorRT takes UINT8 only as a network I/O type), refused
+    with the tensors and nodes named before TensorRT is imported;
   * the ONNX parsed with ``trt.OnnxParser.parse_from_file`` (external weights found beside
     the file); on failure every parser error is listed with its node;
   * ``--profiles`` identical optimisation profiles (one per concurrent runtime slot: each
@@ -66,6 +69,7 @@ from export.errors import (
     TrtUnavailableError,
 )
 from export.onnx_facts import OnnxFacts, check_precision, detect_precision, inspect_onnx
+from export.uint8_boundary import boundary_message
 from runtime.backends.tensorrt_backend import (
     create_trt_object,
     describe_io_tensors,
@@ -89,6 +93,7 @@ __all__ = [
     "inspect_onnx",
     "detect_precision",
     "check_precision",
+    "check_uint8_edges",
     "check_profile_fits",
     "make_progress_monitor",
     "build_engine",
@@ -115,6 +120,14 @@ def check_profile_fits(name: str, network_shape: Sequence[int], shapes: ProfileS
                 f"but the profile asks for {lo[axis]}..{hi[axis]}; export the ONNX with dynamic batch/height/"
                 "width (export/to_onnx.py does) or choose --tile/--halo/--batch/--min-* to match"
             )
+
+
+def check_uint8_edges(facts: OnnxFacts) -> None:
+    """Refuse, before TensorRT is imported, a graph with a uint8 tensor anywhere but at its
+    edges (:mod:`export.uint8_boundary`): TensorRT takes UINT8 only as a network input or
+    output type, and its parser's own error would name one node at best."""
+    if facts.uint8_findings:
+        raise BuildInputError(boundary_message(facts.path, facts.uint8_findings))
 
 
 # --------------------------------------------------------------------------- TensorRT side
@@ -435,6 +448,7 @@ def build_engine(
     output = Path(output)
     facts = onnx if isinstance(onnx, OnnxFacts) else inspect_onnx(onnx)
     check_precision(options.precision, facts)
+    check_uint8_edges(facts)
     _check_output(output)
     try:
         trt = import_tensorrt("export/to_trt.py")

@@ -16,9 +16,12 @@ def write_onnx(
     scale: int = 4,
     metadata: bool = True,
     extra_metadata: dict | None = None,
+    inner_uint8: bool = False,
 ) -> Path:
     """A tiny x``scale`` model (Conv + DepthToSpace) in one of the exporter's contracts;
-    ``extra_metadata`` joins the ``fourpp_eusr`` metadata (e.g. ``calibration``)."""
+    ``extra_metadata`` joins the ``fourpp_eusr`` metadata (e.g. ``calibration``).
+    ``inner_uint8`` (uint8-nhwc only) ends the graph the way the old exporter did,
+    Cast(to=UINT8) -> Transpose -> output: a graph TensorRT cannot build."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -31,13 +34,13 @@ def write_onnx(
     if io == "float32-nchw":
         x = helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["batch", 3, "height", "width"])
         y = helper.make_tensor_value_info("sr", TensorProto.FLOAT, ["batch", 3, f"{scale}h", f"{scale}w"])
-        src = "lr"
+        nodes.append(helper.make_node("Cast", ["lr"], ["x"], to=ftype, name="cast_in"))
     else:
         x = helper.make_tensor_value_info("lr", TensorProto.UINT8, ["batch", "height", "width", 3])
         y = helper.make_tensor_value_info("sr", TensorProto.UINT8, ["batch", f"{scale}h", f"{scale}w", 3])
-        nodes.append(helper.make_node("Transpose", ["lr"], ["lr_nchw"], perm=[0, 3, 1, 2], name="to_nchw"))
-        src = "lr_nchw"
-    nodes.append(helper.make_node("Cast", [src], ["x"], to=ftype, name="cast_in"))
+        # TensorRT's rule (export/uint8_boundary.py): the Cast is the only reader of the uint8 input
+        nodes.append(helper.make_node("Cast", ["lr"], ["lr_f"], to=ftype, name="cast_in"))
+        nodes.append(helper.make_node("Transpose", ["lr_f"], ["x"], perm=[0, 3, 1, 2], name="to_nchw"))
     conv_in = "x"
     if precision == "int8":
         inits += [
@@ -55,10 +58,15 @@ def write_onnx(
     ]
     if io == "float32-nchw":
         nodes.append(helper.make_node("Cast", ["up"], ["sr"], to=TensorProto.FLOAT, name="cast_out"))
-    else:
+    elif inner_uint8:
         nodes += [
             helper.make_node("Cast", ["up"], ["up8"], to=TensorProto.UINT8, name="cast_out"),
             helper.make_node("Transpose", ["up8"], ["sr"], perm=[0, 2, 3, 1], name="to_nhwc"),
+        ]
+    else:
+        nodes += [  # ... and a Cast to uint8 produces the uint8 output
+            helper.make_node("Transpose", ["up"], ["up_nhwc"], perm=[0, 2, 3, 1], name="to_nhwc"),
+            helper.make_node("Cast", ["up_nhwc"], ["sr"], to=TensorProto.UINT8, name="cast_out"),
         ]
     model = helper.make_model(
         helper.make_graph(nodes, "tiny", [x], [y], inits), opset_imports=[helper.make_opsetid("", 18)]
