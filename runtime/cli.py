@@ -46,6 +46,30 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+PRECISIONS = ("fp32", "int8")
+"""The bundled model's variants (runtime/bundled.py)."""
+
+
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="which bundled model: fp32 (default, exact) or int8 (its gated INT8 Q/DQ variant: >= 40 dB "
+        "PSNR vs fp32, <= 0.3 dB PSNR-Y loss); with --model, a check that the file records this precision",
+    )
+
+
+def _model_for(args: argparse.Namespace) -> Path | None:
+    """``--model`` resolved with ``--precision`` (runtime.bundled.resolve_model: error on a mismatch)."""
+    from .bundled import resolve_model
+
+    try:
+        return resolve_model(args.model, args.precision, what="--precision")
+    except UpscaleError as exc:
+        raise _UsageError(str(exc)) from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fourpp-eusr",
@@ -76,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ONNX model, TensorRT engine (.plan, with its .json sidecar) or, for torch-cuda, a .safetensors "
         "checkpoint (default: the bundled compact x4 model)",
     )
+    _add_precision(up)
     up.add_argument(
         "--backend",
         default="auto",
@@ -128,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--photo", type=Path, help="HR photo to use instead of the bundled one")
     demo.add_argument("--model", type=Path, help="ONNX model (default: the bundled compact x4 model)")
+    _add_precision(demo)
     demo.add_argument("--backend", default="auto", help="inference backend (default: auto)")
 
     info = commands.add_parser("info", help="print a model's I/O contract and metadata")
@@ -213,6 +239,7 @@ def _upscale(args: argparse.Namespace) -> int:
     images = _expand_inputs(args.images)
     if not images:
         raise _UsageError("no images to upscale: " + ", ".join(map(str, args.images)) + " hold no image files")
+    args.model = _model_for(args)
     try:
         extra = {} if args.slots is None else {"slots": args.slots}
         upscaler = Upscaler(args.model, backend=args.backend, tile=args.tile, halo=args.halo, batch=args.batch, **extra)
@@ -255,6 +282,7 @@ def _upscale(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    args.model = _model_for(args)
     try:
         result = run_demo(args.output, photo=args.photo, model=args.model, backend=args.backend)
     except UpscaleError as exc:
