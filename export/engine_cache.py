@@ -89,6 +89,10 @@ class BuildOptions:
     """``IBuilderConfig.builder_optimization_level`` (0..5); None keeps TensorRT's default (3)."""
     workspace: int | None = None
     """Workspace memory pool limit in bytes (``MemoryPoolType.WORKSPACE``); None: TensorRT's default."""
+    allow_tf32: bool = False
+    """Keep ``BuilderFlag.TF32`` (TensorRT's default: float32 convolutions and matmuls may round
+    their inputs to 10-bit mantissas). Off, the builder clears it, so the float32 layers of every
+    engine (all of an fp32 graph, the float32 edges of an fp16/int8 one) compute in float32."""
 
     def __post_init__(self) -> None:
         try:
@@ -118,6 +122,8 @@ class BuildOptions:
             raise BuildOptionsError(f"--opt-level must be an integer 0..5 (TensorRT's range), got {self.opt_level!r}")
         if self.workspace is not None:
             self._check_int("workspace", 1)
+        if not isinstance(self.allow_tf32, bool):
+            raise BuildOptionsError(f"--allow-tf32 must be True or False, got {self.allow_tf32!r}")
 
     def _check_int(self, name: str, minimum: int) -> None:
         """Field ``name`` as a plain int >= ``minimum`` (numpy integers too, so the options

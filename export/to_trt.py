@@ -21,6 +21,12 @@ What is built (see ``export/engine_cache.py`` for the options):
     TensorRT execution context in concurrent use needs its own), each admitting
     ``min-batch..batch`` windows of ``min-window..tile+2*halo`` pixels per side, tuned for
     a full batch of full windows, in the graph's layout (float32 NCHW or uint8 NHWC);
+  * ``clear_flag(BuilderFlag.TF32)``: TensorRT enables TF32 by default ("Allow (but not
+    require) computations on tensors of type DataType.FLOAT to use TF32 ... Enabled by
+    default", the BuilderFlag docs of 10.x and 11.x), which rounds float32 convolution inputs
+    to 10-bit mantissas; "fp32" means float32 here, for every precision (the float32 layers
+    of an fp16 or int8 graph too). ``--allow-tf32`` keeps TensorRT's default; either way
+    the choice is a build option (cache key) and recorded in the sidecar (``"tf32"``);
   * optional ``--opt-level`` (``builder_optimization_level``) and ``--workspace``
     (``set_memory_pool_limit(MemoryPoolType.WORKSPACE, ...)``);
   * a persistent timing cache (loaded if present, ``set_timing_cache(cache,
@@ -282,6 +288,8 @@ def _build_plan(
     shapes = _check_network(trt, network, facts, options)
 
     config = builder.create_builder_config()
+    if not options.allow_tf32:  # TensorRT's default is on: float32 must mean float32
+        config.clear_flag(trt.BuilderFlag.TF32)
     for _ in range(options.profiles):
         profile = builder.create_optimization_profile()
         profile.set_shape(facts.info.input_name, *shapes)
@@ -374,6 +382,7 @@ def _make_sidecar(
         "gpu": gpu.to_dict() if gpu else None,
         "precision": options.precision.value,
         "strongly_typed": True,
+        "tf32": options.allow_tf32,
         "model": {
             "io": info.io.value,
             "scale": info.scale,
@@ -511,7 +520,8 @@ def build_engine(
     echo(
         f"building {facts.precision.value} engine from {facts.path} with TensorRT {trt.__version__} for "
         f"{gpu.name if gpu else 'an unidentified GPU'}: windows up to {options.window}px, batch "
-        f"{options.min_batch}..{options.batch}, {options.profiles} profile(s)"
+        f"{options.min_batch}..{options.batch}, {options.profiles} profile(s), "
+        f"TF32 {'allowed' if options.allow_tf32 else 'off'}"
     )
     plan = _build_plan(trt, logger, facts, options, timing_cache=timing_path, progress=progress)
     runtime, engine = _deserialise(trt, logger, plan)
@@ -636,6 +646,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="workspace memory pool limit, e.g. 4GiB (TensorRT default: the GPU's memory)",
     )
+    p.add_argument(
+        "--allow-tf32",
+        action="store_true",
+        help="keep TensorRT's default TF32 for float32 layers (10-bit mantissas; faster on Ampere and newer); "
+        "without it the builder clears BuilderFlag.TF32 so float32 means float32",
+    )
     p.add_argument("--scale", type=int, default=None, help="upscale factor, for an ONNX without fourpp_eusr metadata")
     p.add_argument(
         "--cache-dir",
@@ -683,6 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             profiles=args.profiles,
             opt_level=args.opt_level,
             workspace=args.workspace,
+            allow_tf32=args.allow_tf32,
         )
     except BuildOptionsError as exc:
         parser.error(str(exc))

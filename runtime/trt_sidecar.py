@@ -39,6 +39,7 @@ __all__ = [
     "read_sidecar",
     "check_compatible",
     "model_info_from_sidecar",
+    "tf32_allowed",
 ]
 
 log = logging.getLogger(__name__)
@@ -230,3 +231,14 @@ def model_info_from_sidecar(sidecar: Mapping[str, Any], *, engine: str, scale: i
         source="inferred",
         metadata={},
     )
+
+
+def tf32_allowed(sidecar: Mapping[str, Any]) -> bool:
+    """Whether the engine's float32 layers may run in TF32 (``BuilderFlag.TF32`` kept).
+
+    ``build_options.allow_tf32`` as ``export/to_trt.py`` records it; an engine whose sidecar
+    predates the option was built with TensorRT's default, which is TF32 on.
+    """
+    options = sidecar.get("build_options") or {}
+    value = options.get("allow_tf32", True) if isinstance(options, Mapping) else True
+    return bool(value)

@@ -31,6 +31,8 @@ def _changed(field: dataclasses.Field, value: object) -> object:
     if isinstance(value, Enum):
         members = list(type(value))
         return members[(members.index(value) + 1) % len(members)]
+    if isinstance(value, bool):
+        return not value
     if field.name in SAMPLES:
         assert SAMPLES[field.name] != value
         return SAMPLES[field.name]
@@ -79,6 +81,7 @@ def test_every_option_is_in_the_serialised_options() -> None:
         (dict(profiles=0), "--profiles must be an integer >= 1"),
         (dict(workspace=0), "--workspace must be an integer >= 1"),
         (dict(batch=True), "--batch must be an integer >= 1, got True"),
+        (dict(allow_tf32=1), "--allow-tf32 must be True or False, got 1"),
     ],
 )
 def test_bad_options_name_the_flag(kwargs: dict, text: str) -> None:

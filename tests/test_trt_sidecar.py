@@ -285,3 +285,13 @@ def test_backend_without_tensorrt_says_how_to_install(tmp_path: Path, monkeypatc
         TensorRTStageFactory(plan)
     with pytest.raises(ModelError, match="no such TensorRT engine file"):
         TensorRTStageFactory(tmp_path / "other.plan")
+
+
+def test_tf32_allowed_reads_the_build_option_and_defaults_to_tensorrts_on() -> None:
+    from runtime.trt_sidecar import tf32_allowed
+
+    assert tf32_allowed({"build_options": {"allow_tf32": False}}) is False
+    assert tf32_allowed({"build_options": {"allow_tf32": True}}) is True
+    # built before the option existed: TensorRT's default, TF32 on
+    assert tf32_allowed({"build_options": {"precision": "fp32"}}) is True
+    assert tf32_allowed({}) is True

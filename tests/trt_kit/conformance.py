@@ -254,6 +254,11 @@ def scenario_build_fp32(
     assert fk.calls_to("OnnxParser", "parse_from_file") == [{"model": str(tmp / f"model-{io}-{precision}.onnx")}]
     if not lenient:
         assert fk.calls_to("IBuilderConfig", "set_flag") == [], "no BuilderFlag: precision lives in the graph"
+    cleared = [a["flag"] for a in fk.calls_to("IBuilderConfig", "clear_flag")]
+    assert cleared == [trt.BuilderFlag.TF32], (
+        f"a {precision} build must clear BuilderFlag.TF32 (TensorRT's default is on, and float32 layers would "
+        f"round to 10-bit mantissas); clear_flag calls: {cleared}"
+    )
     win = 128 + 2 * 12
     want = (_shape_nchw(io, 1, 32), _shape_nchw(io, 8, win), _shape_nchw(io, 8, win))
     shapes = fk.calls_to("IOptimizationProfile", "set_shape")
@@ -274,6 +279,7 @@ def scenario_build_fp32(
     assert side["tensorrt_version"] == trt.__version__
     assert side["gpu"] == {"name": H100[0], "compute_capability": H100[1]}
     assert side["precision"] == precision and side["model"]["io"] == io and side["model"]["scale"] == 4
+    assert side["tf32"] is False and side["build_options"]["allow_tf32"] is False
     assert [p["max"] for p in side["profiles"]] == [list(want[2])] * 3
     assert [(t["name"], t["mode"], t["dtype"], t["format"]) for t in side["io_tensors"]] == [
         ("lr", "input", "FLOAT" if io == "float32-nchw" else "UINT8", "LINEAR"),
@@ -359,6 +365,49 @@ def scenario_cli_int8(tmp: Path, mods: Mods, fk: Fakes) -> dict:
     assert fk.value_of(world.config, "builder_optimization_level") == 5
     assert fk.value_of(world.config, "progress_monitor") is None
     return {}
+
+
+def scenario_allow_tf32(tmp: Path, mods: Mods, fk: Fakes) -> dict:
+    """``--allow-tf32`` keeps TensorRT's default (no clear_flag), is recorded, and keys another engine."""
+    from runtime.trt_sidecar import tf32_allowed
+
+    world = make_world(fk)
+    onnx_path = write_onnx(tmp / "m.onnx")
+    keys = {}
+    for flags in ([], ["--allow-tf32"]):
+        fk.calls.clear()
+        with patched(world, mods), contextlib.redirect_stdout(_io.StringIO()):
+            code = mods.to_trt.main(
+                [str(onnx_path), "-o", str(tmp / "m.plan"), "--cache-dir", str(tmp / "c"), "--no-progress", *flags]
+            )
+        assert code == 0, code
+        side = json.loads((tmp / "m.plan.json").read_text())
+        allowed = bool(flags)
+        cleared = [a["flag"] for a in fk.calls_to("IBuilderConfig", "clear_flag")]
+        assert cleared == ([] if allowed else [trt.BuilderFlag.TF32]), (flags, cleared)
+        assert (
+            side["tf32"] is allowed and side["build_options"]["allow_tf32"] is allowed and tf32_allowed(side) is allowed
+        )
+        keys[allowed] = side["cache_key"]
+    assert keys[True] != keys[False], "TF32 changes the engine: it must change the cache key"
+    return {}
+
+
+def scenario_uint8_inner_refused(tmp: Path, mods: Mods, fk: Fakes) -> dict:
+    """A graph with a uint8 tensor inside (the old exporter's Cast(UINT8) -> Transpose) is
+    refused, naming the tensor and nodes, before TensorRT's builder or parser is created."""
+    from export.errors import BuildInputError
+
+    world = make_world(fk, io="uint8-nhwc")
+    bad = write_onnx(tmp / "model-uint8-nhwc-fp32.onnx", io="uint8-nhwc", inner_uint8=True)
+    try:
+        _build(tmp, mods, world, io="uint8-nhwc")
+    except BuildInputError as exc:
+        text = str(exc)
+        assert str(bad) in text and "'up8'" in text and "Transpose node 'to_nhwc'" in text, text
+        assert not fk.calls_to("Builder", "__init__") and not fk.calls_to("OnnxParser", "__init__"), fk.calls
+        return {"message": text}
+    raise AssertionError("a graph with an inner uint8 tensor reached TensorRT's builder")
 
 
 def scenario_precision_mismatch(tmp: Path, mods: Mods, fk: Fakes) -> dict:
@@ -636,6 +685,8 @@ POSITIVE: dict[str, Callable[..., dict]] = {
     "build_int8": scenario_build_int8,
     "cache_reuse": scenario_cache_reuse,
     "cli_int8": scenario_cli_int8,
+    "allow_tf32": scenario_allow_tf32,
+    "uint8_inner_refused": scenario_uint8_inner_refused,
     "precision_mismatch": scenario_precision_mismatch,
     "parser_errors": scenario_parser_errors,
     "builder_nullptr": scenario_builder_nullptr,
@@ -688,6 +739,14 @@ NEGATIVE: dict[str, Negative] = {
             )
         ],
         scenario_build_fp32,
+    ),
+    # an fp32 build that leaves TensorRT's default TF32 on
+    "tf32_not_cleared": Negative(
+        "export.to_trt", [("config.clear_flag(trt.BuilderFlag.TF32)", "pass")], scenario_build_fp32
+    ),
+    # a builder that hands a graph with an inner uint8 tensor to TensorRT
+    "uint8_check_skipped": Negative(
+        "export.to_trt", [("    check_uint8_edges(facts)\n", "")], scenario_uint8_inner_refused
     ),
     # a misspelt method in the runtime stage
     "misspelt_runtime_method": Negative(
