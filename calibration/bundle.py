@@ -18,7 +18,6 @@ this command again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 from runtime.bundled import BUNDLED_FILES, GATE_SUFFIX, models_dir
 from runtime.layout import Precision
 from runtime.model_info import METADATA_KEY
+from runtime.utils import file_sha256
 
 from .collect import CalibrationError, collect, list_images, read_model_info, save_npz
 from .gate import DEFAULT_MAX_LOSS, DEFAULT_MIN_PSNR, GateResult, format_table, run_gate
@@ -51,14 +51,10 @@ def _rel(path: Path) -> str:
         return str(p)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _check_disjoint(images: Path, test_images: Path) -> None:
     """The gate judges a model calibrated without its photos: refuse any shared image (by content)."""
-    test = {_sha256(p): p for p in list_images(test_images, flag="--test-images")}
-    shared = [f"{p.name} = {test[h].name}" for p in list_images(images) if (h := _sha256(p)) in test]
+    test = {file_sha256(p): p for p in list_images(test_images, flag="--test-images")}
+    shared = [f"{p.name} = {test[h].name}" for p in list_images(images) if (h := file_sha256(p)) in test]
     if shared:
         raise CalibrationError(
             f"--images {images} and --test-images {test_images} share {len(shared)} image(s) "
@@ -133,7 +129,7 @@ def make_bundled_int8(
         record = {
             "command": COMMAND,
             "source_model": _rel(model),
-            "source_model_sha256": _sha256(model),
+            "source_model_sha256": file_sha256(model),
             "collect": {"images": _rel(images), **BUNDLE_COLLECT},
             "quantize": "calibration.quantize.quantize_model defaults (entropy, float residuals, auto-keep fp32)",
             "gate": _gate_summary(res, test_images),
@@ -142,7 +138,9 @@ def make_bundled_int8(
             return res, record
         _stamp_bundle(cand, record)
         report = json.loads(res.to_json())
-        report.update(reference=_rel(model), candidate=_rel(output), candidate_sha256=_sha256(cand), provenance=record)
+        report.update(
+            reference=_rel(model), candidate=_rel(output), candidate_sha256=file_sha256(cand), provenance=record
+        )
         os.replace(cand, output)
     gate_json.write_text(json.dumps(report, indent=2) + "\n")
     return res, record
