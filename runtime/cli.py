@@ -20,7 +20,7 @@ from typing import Any
 from . import __version__
 from .errors import MissingDependencyError, UpscaleError
 from .image_io import WRITE_FORMATS, is_image_path
-from .upscaler import DEFAULT_BATCH, DEFAULT_HALO, DEFAULT_TILE, Upscaler
+from .upscaler import DEFAULT_BATCH, DEFAULT_HALO, DEFAULT_TILE, Upscaler, default_model_path
 
 __all__ = ["main", "build_parser"]
 
@@ -104,8 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--backend",
         default="auto",
-        help="inference backend: auto, onnxruntime (CPU, or its CUDA provider), tensorrt, torch-cuda, "
-        "onnxruntime-cuda; the GPU ones run the pipelined CUDA executor (default: auto, logs its choice)",
+        help="inference backend: auto, onnxruntime (CPU, or its CUDA provider), openvino (CPU), tensorrt, "
+        "torch-cuda, onnxruntime-cuda; the GPU ones run the pipelined CUDA executor (default: auto, logs its choice)",
+    )
+    up.add_argument(
+        "--threads",
+        type=_int_at_least(1),
+        default=None,
+        help="CPU backends (onnxruntime, openvino): threads of one inference (default: the backend's, all cores)",
     )
     up.add_argument(
         "--tile",
@@ -235,6 +241,20 @@ def _progress(images: list[Path], quiet: bool) -> tuple[Any, Callable[..., None]
     return bar, lambda line, file=sys.stderr: tqdm.write(line, file=file)
 
 
+def _with_threads(backend: str, model: Path | None, threads: int | None) -> Any:
+    """``--backend`` as a name, or its typed options with ``--threads`` applied."""
+    if threads is None:
+        return backend
+    import dataclasses
+
+    from .backends import resolve, with_overrides
+
+    options = resolve(backend, model if model is not None else default_model_path())
+    if "threads" not in {f.name for f in dataclasses.fields(options)}:
+        raise _UsageError(f"--threads applies to the CPU backends (onnxruntime, openvino), not {options.name}")
+    return with_overrides(options, {"threads": threads}, what="--threads")
+
+
 def _upscale(args: argparse.Namespace) -> int:
     images = _expand_inputs(args.images)
     if not images:
@@ -242,7 +262,8 @@ def _upscale(args: argparse.Namespace) -> int:
     args.model = _model_for(args)
     try:
         extra = {} if args.slots is None else {"slots": args.slots}
-        upscaler = Upscaler(args.model, backend=args.backend, tile=args.tile, halo=args.halo, batch=args.batch, **extra)
+        backend = _with_threads(args.backend, args.model, args.threads)
+        upscaler = Upscaler(args.model, backend=backend, tile=args.tile, halo=args.halo, batch=args.batch, **extra)
     except UpscaleError as exc:
         raise _UsageError(str(exc)) from exc
 
