@@ -77,11 +77,12 @@ from export.errors import (
 from export.onnx_facts import OnnxFacts, check_precision, detect_precision, inspect_onnx
 from export.uint8_boundary import boundary_message
 from runtime.backends.tensorrt_backend import (
+    TrtCapture,
     create_trt_object,
     describe_io_tensors,
     import_tensorrt,
-    make_logger,
     profile_shapes,
+    trt_logger,
 )
 from runtime.errors import BackendUnavailableError, MissingDependencyError
 from runtime.layout import ModelIO, Precision
@@ -273,14 +274,14 @@ def _load_timing_cache(config, path: Path | None):
 
 
 def _build_plan(
-    trt, logger, facts: OnnxFacts, options: BuildOptions, *, timing_cache: Path | None, progress: bool
+    trt, logger, cap: TrtCapture, facts: OnnxFacts, options: BuildOptions, *, timing_cache: Path | None, progress: bool
 ) -> bytes:
     builder = _create(trt.Builder, logger, "builder")
     network = builder.create_network(_strongly_typed_flags(trt))
     # The parser holds weights the network refers to: it stays alive until the build returns.
     parser = _create(lambda lg: trt.OnnxParser(network, lg), logger, "ONNX parser")
     if not parser.parse_from_file(str(facts.path)):
-        errors = _parser_errors(parser) or [f"(no parser error recorded){_said(logger)}"]
+        errors = _parser_errors(parser) or [f"(no parser error recorded){_said(cap)}"]
         listing = "\n".join(f"  [{i}] {e}" for i, e in enumerate(errors))
         raise OnnxParseError(
             f"{facts.path}: TensorRT's ONNX parser failed with {len(errors)} error(s):\n{listing}", errors
@@ -294,7 +295,7 @@ def _build_plan(
         profile = builder.create_optimization_profile()
         profile.set_shape(facts.info.input_name, *shapes)
         if config.add_optimization_profile(profile) < 0:
-            raise BuildInputError(f"{facts.path}: TensorRT rejected optimisation profile {shapes}{_said(logger)}")
+            raise BuildInputError(f"{facts.path}: TensorRT rejected optimisation profile {shapes}{_said(cap)}")
     if options.opt_level is not None:
         config.builder_optimization_level = options.opt_level
     if options.workspace is not None:
@@ -306,7 +307,7 @@ def _build_plan(
 
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise EngineBuildError(f"{facts.path}: TensorRT could not build the engine{_said(logger)}")
+        raise EngineBuildError(f"{facts.path}: TensorRT could not build the engine{_said(cap)}")
     if timing_cache is not None:
         try:
             atomic_write_bytes(timing_cache, _bytes(config.get_timing_cache().serialize()))
@@ -322,9 +323,9 @@ def _create(factory, logger, what: str):
         raise TrtUnavailableError(str(exc)) from exc
 
 
-def _said(logger) -> str:
-    errors = logger.errors()
-    return f"; TensorRT said: {errors}" if errors else ""
+def _said(cap: TrtCapture) -> str:
+    """'; TensorRT said: ...' with the errors TensorRT logged during this build, or ''."""
+    return cap.said()
 
 
 def _deserialise(trt, logger, plan: bytes):
@@ -463,7 +464,27 @@ def build_engine(
         trt = import_tensorrt("export/to_trt.py")
     except MissingDependencyError as exc:
         raise TrtUnavailableError(str(exc)) from exc
-    logger = make_logger(trt, "INFO" if verbose else "WARNING")
+    logger = trt_logger(trt)  # the process's one logger; this build's messages go to its capture
+    with logger.capture("INFO" if verbose else "WARNING") as cap:
+        return _build_or_reuse(
+            trt, logger, cap, facts, output, options, cache_dir, timing_cache, force, progress, echo, t0
+        )
+
+
+def _build_or_reuse(
+    trt,
+    logger,
+    cap: TrtCapture,
+    facts: OnnxFacts,
+    output: Path,
+    options: BuildOptions,
+    cache_dir: str | os.PathLike | None,
+    timing_cache: str | os.PathLike | None | bool,
+    force: bool,
+    progress: bool,
+    echo: Callable[[str], None],
+    t0: float,
+) -> BuildResult:
     try:
         gpu: GpuInfo | None = query_gpu(0)
     except GpuQueryError as exc:
@@ -523,10 +544,10 @@ def build_engine(
         f"{options.min_batch}..{options.batch}, {options.profiles} profile(s), "
         f"TF32 {'allowed' if options.allow_tf32 else 'off'}"
     )
-    plan = _build_plan(trt, logger, facts, options, timing_cache=timing_path, progress=progress)
+    plan = _build_plan(trt, logger, cap, facts, options, timing_cache=timing_path, progress=progress)
     runtime, engine = _deserialise(trt, logger, plan)
     if engine is None:
-        raise EngineBuildError(f"{facts.path}: the engine TensorRT just built does not deserialise{_said(logger)}")
+        raise EngineBuildError(f"{facts.path}: the engine TensorRT just built does not deserialise{_said(cap)}")
     seconds = time.perf_counter() - t0
     sidecar = _make_sidecar(
         trt=trt,

@@ -48,6 +48,9 @@ POSITIVE = [
     "runtime_contract",
     "runtime_errors",
     "runtime_nullptr",
+    "runtime_device_index",
+    "logger_one_per_process",
+    "runtime_cuda_graphs",
 ]
 
 # negative control → {major: None (must pass) or (exception type, text it must contain)}
@@ -59,6 +62,10 @@ NEGATIVE = {
     "swapped_arguments": _BOTH("SignatureError", "argument 'pool'=1073741824 is not"),
     "tf32_not_cleared": _BOTH("AssertionError", "must clear BuilderFlag.TF32"),
     "uint8_check_skipped": _BOTH("AssertionError", "reached TensorRT's builder"),
+    "logger_per_factory": _BOTH("AssertionError", "distinct loggers"),
+    "gpu_zero_checked": _BOTH("EngineMismatchError", "this GPU is NVIDIA A100-SXM4-80GB"),
+    "device_not_selected": _BOTH("AssertionError", "('Runtime', '__init__', None)"),
+    "cuda_graphs_undeclared": _BOTH("AssertionError", "cuda_graphs=True was ignored"),
     "misspelt_runtime_method": _BOTH("AttributeError", "set_tensor_adress"),
     "extra_argument": _BOTH("SignatureError", "execute_async_v3(): incompatible function arguments"),
     "removed_engine_property": {10: None, 11: ("AttributeError", "device_memory_size")},

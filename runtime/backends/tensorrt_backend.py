@@ -16,8 +16,33 @@ when a buffer changes, and ``execute_async_v3(stream)``. Every one of those retu
 bool, checked (STYLE.md item 6): a False becomes an exception that quotes TensorRT's
 last logged errors.
 
+One logger per process (:func:`trt_logger`). TensorRT keeps a single logger pointer: the
+first ``trt.Builder``/``trt.Runtime`` fixes it and a second logger given to a later builder or
+runtime is ignored (NVIDIA/TensorRT#1475), so per-object loggers would send the second
+engine's errors to the first one's (or to a freed object). The one logger forwards to
+:mod:`logging` and hands each message to the *captures* open on the thread that logged it
+(:meth:`TrtLogger.capture`, one per build, deserialisation, context creation or enqueue), so
+an exception quotes the errors of its own call; a message from one of TensorRT's own threads
+(the builder's workers) goes to every open capture. Severity: a capture's ``severity`` (the
+factory's ``log_severity``, the builder's INFO/WARNING) is the threshold for forwarding the
+messages it receives to :mod:`logging` (the most verbose one wins when several receive a
+message); messages outside any capture are forwarded from WARNING up. Errors are always
+captured, whatever the threshold.
+
+Device: ``device=N`` is the CUDA device the sidecar is checked against (its name and compute
+capability, :func:`~runtime.trt_sidecar.query_gpu`) and the one made current
+(:func:`select_device`, ``cudaSetDevice``) before the runtime deserialises the engine and
+before each execution context is created: TensorRT puts both on the calling thread's current
+device. The executor makes the same device current on the thread that enqueues.
+
+CUDA graphs: the factory declares ``supports_cuda_graphs``. NVIDIA's developer guide ("CUDA
+Graphs") asks for one ``execute_async_v3`` *without* capture after every input shape change
+before capturing (the first enqueue after a shape change may do deferred, non-capturable
+work); ``runtime/pipeline.py`` runs each new batch shape of a slot uncaptured once before it
+captures that shape. A captured graph bakes the shape and the addresses in.
+
 ``tensorrt`` is imported lazily (``import runtime`` works without it); the helpers
-:func:`import_tensorrt`, :func:`make_logger` and :func:`create_trt_object` are shared with
+:func:`import_tensorrt`, :func:`trt_logger` and :func:`create_trt_object` are shared with
 ``export/to_trt.py``. Checked against the real bindings of TensorRT 10.16 and 11.4 by
 ``tests/test_trt_conformance.py``; never run on a real GPU here.
 """
@@ -25,10 +50,12 @@ last logged errors.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -43,7 +70,9 @@ from ..trt_sidecar import (
     query_gpu,
     read_sidecar,
     sidecar_path,
+    tf32_allowed,
 )
+from ..utils import check_int
 from .contract import Stage, StageFactory
 
 __all__ = [
@@ -51,7 +80,10 @@ __all__ = [
     "TensorRTStageFactory",
     "TensorRTStage",
     "import_tensorrt",
-    "make_logger",
+    "TRT_SEVERITIES",
+    "TrtCapture",
+    "trt_logger",
+    "select_device",
     "create_trt_object",
     "describe_io_tensors",
 ]
@@ -78,41 +110,109 @@ def import_tensorrt(purpose: str = "the TensorRT backend") -> ModuleType:
     return tensorrt
 
 
-def make_logger(trt: ModuleType, min_severity: str = "WARNING") -> Any:
-    """A ``trt.ILogger`` that forwards TensorRT's messages to :mod:`logging` and keeps the
-    last errors (``.errors()``) so failures can quote them.
+TRT_SEVERITIES = {
+    "INTERNAL_ERROR": logging.CRITICAL,
+    "ERROR": logging.ERROR,
+    "WARNING": logging.WARNING,
+    "INFO": logging.INFO,
+    "VERBOSE": logging.DEBUG,
+}
+"""TensorRT's severities (``trt.ILogger.Severity`` names) → :mod:`logging` levels."""
 
-    Defined inside this function because the base class comes from the lazily imported
-    module. TensorRT keeps a raw pointer to the logger: keep the returned object alive as
-    long as any builder/runtime made with it (callers store it beside them).
+_OUTSIDE_CAPTURE = logging.WARNING
+_LOGGER: Any = None
+_LOGGER_LOCK = threading.Lock()
+
+
+def _level(severity: str, what: str = "log_severity") -> int:
+    try:
+        return TRT_SEVERITIES[str(severity).upper()]
+    except KeyError:
+        raise InvalidArgumentError(f"{what} must be one of {list(TRT_SEVERITIES)}, got {severity!r}") from None
+
+
+class TrtCapture:
+    """What TensorRT logged during one call: its errors, for that call's exception."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+        self.errors: collections.deque[str] = collections.deque(maxlen=20)
+
+    def text(self) -> str:
+        """The errors, ' | '-joined ('' if none)."""
+        return " | ".join(self.errors)
+
+    def said(self) -> str:
+        """'; TensorRT said: ...' with the errors, or ''."""
+        return f"; TensorRT said: {self.text()}" if self.errors else ""
+
+
+def trt_logger(trt: ModuleType) -> Any:
+    """The process's one ``trt.ILogger`` (created on first use; thread-safe), given to every
+    ``trt.Builder``, ``trt.Runtime`` and ``trt.OnnxParser``; see the module docstring.
+
+    It has :meth:`capture` (a context manager yielding a :class:`TrtCapture`) and ``errors()``
+    (the last errors logged in the process, for messages outside any capture). The class is
+    defined here because its base comes from the lazily imported module; the object lives as
+    long as the process, as TensorRT's raw pointer to it requires.
     """
-    severity = trt.ILogger.Severity
-    levels = {
-        severity.INTERNAL_ERROR: logging.CRITICAL,
-        severity.ERROR: logging.ERROR,
-        severity.WARNING: logging.WARNING,
-        severity.INFO: logging.INFO,
-        severity.VERBOSE: logging.DEBUG,
-    }
-    threshold = levels[getattr(severity, min_severity.upper())]
+    global _LOGGER
+    with _LOGGER_LOCK:
+        if _LOGGER is not None and isinstance(_LOGGER, trt.ILogger):
+            return _LOGGER
+        severity = trt.ILogger.Severity
+        levels = {getattr(severity, name): level for name, level in TRT_SEVERITIES.items()}
 
-    class _Logger(trt.ILogger):  # type: ignore[name-defined]  # base from the lazily imported module
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)  # pybind11 trampoline: the base must be initialised
-            self._errors: collections.deque[str] = collections.deque(maxlen=20)
+        class TrtLogger(trt.ILogger):  # type: ignore[name-defined]  # base from the lazily imported module
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)  # pybind11 trampoline: the base must be initialised
+                self._lock = threading.Lock()
+                self._captures: dict[int, list[TrtCapture]] = {}
+                self._errors: collections.deque[str] = collections.deque(maxlen=20)
 
-        def log(self, sev: Any, msg: str) -> None:
-            level = levels.get(sev, logging.ERROR)
-            if level >= logging.ERROR:
-                self._errors.append(msg)
-            if level >= threshold:
-                log.log(level, "TensorRT: %s", msg)
+            def log(self, sev: Any, msg: str) -> None:
+                level = levels.get(sev, logging.ERROR)
+                with self._lock:
+                    mine = self._captures.get(threading.get_ident())
+                    targets = list(mine) if mine else [c for caps in self._captures.values() for c in caps]
+                    if level >= logging.ERROR:
+                        self._errors.append(msg)
+                        for capture in targets:
+                            capture.errors.append(msg)
+                threshold = min((c.level for c in targets), default=_OUTSIDE_CAPTURE)
+                if level >= threshold:
+                    log.log(level, "TensorRT: %s", msg)
 
-        def errors(self) -> str:
-            """The last errors TensorRT logged, for exception messages ('' if none)."""
-            return " | ".join(self._errors)
+            @contextlib.contextmanager
+            def capture(self, severity: str = "WARNING") -> Iterator[TrtCapture]:
+                """Collect what TensorRT logs on this thread (and from its own threads) until exit."""
+                cap = TrtCapture(_level(severity))
+                ident = threading.get_ident()
+                with self._lock:
+                    self._captures.setdefault(ident, []).append(cap)
+                try:
+                    yield cap
+                finally:
+                    with self._lock:
+                        caps = self._captures[ident]
+                        caps.remove(cap)
+                        if not caps:
+                            del self._captures[ident]
 
-    return _Logger()
+            def errors(self) -> str:
+                """The last errors TensorRT logged in this process ('' if none)."""
+                return " | ".join(self._errors)
+
+        _LOGGER = TrtLogger()
+        return _LOGGER
+
+
+def select_device(device: int) -> None:
+    """Make CUDA device ``device`` current on the calling thread (``cudaSetDevice``): TensorRT
+    deserialises an engine and creates execution contexts on the current device."""
+    from ..cuda.api import call, cudart
+
+    call(cudart().cudaSetDevice, device)
 
 
 def create_trt_object(factory: Callable[[Any], Any], logger: Any, what: str) -> Any:
@@ -122,16 +222,17 @@ def create_trt_object(factory: Callable[[Any], Any], logger: Any, what: str) -> 
     returns NULL, which the Python bindings surface as ``TypeError: pybind11::init():
     factory function returned nullptr``; that becomes :class:`BackendUnavailableError`.
     """
-    try:
-        return factory(logger)
-    except TypeError as exc:
-        if "nullptr" not in str(exc):
-            raise
-        said = logger.errors() or "nothing"
-        raise BackendUnavailableError(
-            f"TensorRT could not create its {what}: is there a CUDA GPU with a working driver, "
-            f"and does the installed TensorRT match the CUDA version? (TensorRT said: {said})"
-        ) from exc
+    with logger.capture() as cap:
+        try:
+            return factory(logger)
+        except TypeError as exc:
+            if "nullptr" not in str(exc):
+                raise
+            said = cap.text() or "nothing"
+            raise BackendUnavailableError(
+                f"TensorRT could not create its {what}: is there a CUDA GPU with a working driver, "
+                f"and does the installed TensorRT match the CUDA version? (TensorRT said: {said})"
+            ) from exc
 
 
 def _enum_name(value: Any) -> str:
@@ -199,7 +300,12 @@ class TensorRTStage(Stage):
         self._pending = (input_ptr, output_ptr, input_shape)
 
     def _enqueue(self, stream: int) -> None:
-        """Queue one run on ``stream`` (``execute_async_v3``); raises if TensorRT refuses."""
+        """Queue one run on ``stream`` (``execute_async_v3``); raises if TensorRT refuses,
+        quoting what TensorRT logged during this call (its own capture of the one logger)."""
+        with self.factory._logger.capture(self.factory.log_severity) as cap:
+            self._enqueue_captured(stream, cap)
+
+    def _enqueue_captured(self, stream: int, cap: TrtCapture) -> None:
         ctx = self._context
         assert self._pending is not None  # Stage.enqueue checked bind() ran
         input_ptr, output_ptr, shape = self._pending
@@ -207,8 +313,7 @@ class TensorRTStage(Stage):
         if not self._profile_set:
             if not ctx.set_optimization_profile_async(self.profile, stream):
                 raise UpscaleError(
-                    f"TensorRT could not select optimisation profile {self.profile} for slot "
-                    f"{self.slot}{factory.said()}"
+                    f"TensorRT could not select optimisation profile {self.profile} for slot {self.slot}{cap.said()}"
                 )
             self._profile_set = True  # a profile switch invalidates shapes and addresses
             self._shape = self._input_ptr = self._output_ptr = None
@@ -216,7 +321,7 @@ class TensorRTStage(Stage):
             if not ctx.set_input_shape(factory.info.input_name, shape):
                 raise InvalidArgumentError(
                     f"TensorRT rejected input shape {shape} for {factory.engine_path} (profile "
-                    f"{self.profile} admits {factory.profiles[self.profile]}){factory.said()}"
+                    f"{self.profile} admits {factory.profiles[self.profile]}){cap.said()}"
                 )
             got = tuple(int(d) for d in ctx.get_tensor_shape(factory.info.output_name))
             expected = factory.output_shape(shape)
@@ -233,12 +338,12 @@ class TensorRTStage(Stage):
         ):
             if getattr(self, attr) != ptr:
                 if not ctx.set_tensor_address(name, ptr):
-                    raise UpscaleError(f"TensorRT refused the address of tensor {name!r}{factory.said()}")
+                    raise UpscaleError(f"TensorRT refused the address of tensor {name!r}{cap.said()}")
                 setattr(self, attr, ptr)
         if not ctx.execute_async_v3(stream):
             raise UpscaleError(
                 f"TensorRT could not enqueue {factory.engine_path} on stream {stream:#x} "
-                f"(execute_async_v3 returned False){factory.said()}"
+                f"(execute_async_v3 returned False){cap.said()}"
             )
 
     def _close(self) -> None:
@@ -255,9 +360,12 @@ class TensorRTStageFactory(StageFactory):
     """The TensorRT engine as a :class:`~runtime.backends.contract.StageFactory`.
 
     ``engine_path``: a plan written by ``export/to_trt.py`` (its sidecar
-    ``<engine>.json`` beside it). ``device``: the CUDA device whose GPU is compared with
-    the one the engine was built for. ``strict_gpu=False`` turns a different GPU model
+    ``<engine>.json`` beside it). ``device``: the CUDA device whose GPU (name and compute
+    capability) is compared with the one the engine was built for, and on which the engine
+    and every execution context are made. ``strict_gpu=False`` turns a different GPU model
     with the same compute capability into a warning. ``scale``, when given, must match.
+    ``log_severity``: the threshold for forwarding what TensorRT logs during this factory's
+    calls to :mod:`logging` (errors are always quoted in exceptions; see the module docstring).
     Raises :class:`~runtime.errors.MissingDependencyError` (no TensorRT),
     :class:`~runtime.errors.BackendUnavailableError` (TensorRT cannot start: no GPU),
     :class:`~runtime.trt_sidecar.EngineMismatchError` (other TensorRT/GPU) or
@@ -265,7 +373,8 @@ class TensorRTStageFactory(StageFactory):
     """
 
     name = "tensorrt"
-    supports_cuda_graphs = False
+    supports_cuda_graphs = True
+    """One uncaptured ``execute_async_v3`` after every shape change, then capture (module docstring)."""
 
     def __init__(
         self,
@@ -277,6 +386,9 @@ class TensorRTStageFactory(StageFactory):
         log_severity: str = "WARNING",
     ) -> None:
         self.engine_path = Path(engine_path)
+        self.device = check_int("device", device, 0)
+        _level(log_severity)
+        self.log_severity = str(log_severity).upper()
         self._stages: list[TensorRTStage] = []
         self._closed = False
         self._engine: Any = None
@@ -293,20 +405,25 @@ class TensorRTStageFactory(StageFactory):
             )
         self._info = model_info_from_sidecar(self.sidecar, engine=str(path), scale=scale)
 
+        self.allow_tf32 = tf32_allowed(self.sidecar)
+        """Whether the engine's float32 layers may run in TF32 (for results files)."""
+
         trt = import_tensorrt("the TensorRT backend")
         try:
-            gpu: GpuInfo | None = query_gpu(device)
+            gpu: GpuInfo | None = query_gpu(self.device)
         except GpuQueryError as exc:
             log.warning("%s", exc)
             gpu = None
         check_compatible(self.sidecar, engine=str(path), trt_version=trt.__version__, gpu=gpu, strict_gpu=strict_gpu)
 
         self._trt = trt
-        self._logger = make_logger(trt, log_severity)
+        self._logger = trt_logger(trt)
+        select_device(self.device)  # the engine lives on the current device
         self._runtime = create_trt_object(trt.Runtime, self._logger, "runtime")
-        engine = self._runtime.deserialize_cuda_engine(plan)
+        with self._logger.capture(self.log_severity) as cap:
+            engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            raise ModelError(f"{path}: TensorRT could not deserialise the engine{self.said()}")
+            raise ModelError(f"{path}: TensorRT could not deserialise the engine{cap.said()}")
         self._engine = engine
         self.io_tensors = describe_io_tensors(engine)
         self._check_io()
@@ -316,11 +433,6 @@ class TensorRTStageFactory(StageFactory):
         self._limits()
 
     # -- checks ------------------------------------------------------------------------
-    def said(self) -> str:
-        """'; TensorRT said: ...' with the last logged errors, or ''."""
-        errors = self._logger.errors() if getattr(self, "_logger", None) is not None else ""
-        return f"; TensorRT said: {errors}" if errors else ""
-
     def _check_io(self) -> None:
         info, path = self._info, self.engine_path
         inputs = [t for t in self.io_tensors if t["mode"] == "input"]
@@ -394,11 +506,13 @@ class TensorRTStageFactory(StageFactory):
             )
         if any(s.slot == slot for s in self._stages):
             raise InvalidArgumentError(f"slot {slot} already has an open TensorRT stage; close it first")
-        context = self._engine.create_execution_context()
+        select_device(self.device)  # the context's memory goes on the current device
+        with self._logger.capture(self.log_severity) as cap:
+            context = self._engine.create_execution_context()
         if context is None:
             raise UpscaleError(
                 f"TensorRT could not create an execution context for {self.engine_path} (out of GPU "
-                f"memory?){self.said()}"
+                f"memory?){cap.said()}"
             )
         stage = TensorRTStage(self, context, slot)
         self._stages.append(stage)

@@ -79,7 +79,10 @@ def make_world(
     min_window: int = 32,
     scale: int = 4,
     progress_phases: bool = True,
+    execute: Callable[[Any, dict, dict], bool] | None = None,
 ) -> World:
+    """The fake TensorRT objects of one build/runtime. ``execute(ctx, state, args)`` stands in
+    for ``execute_async_v3`` (``state``: the context's input shape and tensor addresses)."""
     dtype = trt.DataType.FLOAT if io == "float32-nchw" else trt.DataType.UINT8
     dyn = (-1, 3, -1, -1) if io == "float32-nchw" else (-1, -1, -1, 3)
     inp = fk.make(trt.ITensor, name="lr", dtype=dtype, shape=trt.Dims(dyn))
@@ -136,12 +139,16 @@ def make_world(
                 else (s[0], s[1] * scale, s[2] * scale, s[3])
             )
 
+        def set_address(b: dict) -> bool:
+            state.setdefault("addresses", {})[b["name"]] = b["memory"]
+            return True
+
         ctx = fk.make(
             trt.IExecutionContext,
             set_input_shape=set_shape,
             get_tensor_shape=out_shape,
-            set_tensor_address=True,
-            execute_async_v3=True,
+            set_tensor_address=set_address,
+            execute_async_v3=True if execute is None else (lambda b: execute(ctx, state, b)),
             set_optimization_profile_async=True,
         )
         contexts.append(ctx)
@@ -174,9 +181,19 @@ class Mods:
 
 
 @contextlib.contextmanager
-def patched(world: World, mods: Mods, *, gpu: tuple[str, str] = H100, real: tuple[str, ...] = ()) -> Iterator[None]:
-    """Swap the native entry points for the world's fakes (except those named in ``real``)."""
+def patched(
+    world: World,
+    mods: Mods,
+    *,
+    gpu: tuple[str, str] = H100,
+    real: tuple[str, ...] = (),
+    gpus: dict[int, tuple[str, str]] | None = None,
+) -> Iterator[None]:
+    """Swap the native entry points for the world's fakes (except those named in ``real``)
+    and the GPU query for a fixed answer (``gpus``: per device index, else ``gpu`` for all),
+    recorded in ``fk.calls`` (owner "cuda"; ``_run`` records ``cudaSetDevice`` there too)."""
     from runtime.trt_sidecar import GpuInfo
+    from tests.trt_kit.fakes import Call
 
     fk = world.fk
     stack = contextlib.ExitStack()
@@ -188,9 +205,13 @@ def patched(world: World, mods: Mods, *, gpu: tuple[str, str] = H100, real: tupl
         ):
             if name not in real:
                 stack.enter_context(mock.patch.object(trt, name, fk.constructor(cls, instance)))
-        info = GpuInfo(*gpu)
-        stack.enter_context(mock.patch.object(mods.to_trt, "query_gpu", lambda device=0: info))
-        stack.enter_context(mock.patch.object(mods.backend, "query_gpu", lambda device=0: info))
+
+        def query(device: int = 0) -> GpuInfo:
+            fk.calls.append(Call("cuda", "query_gpu", {"device": device}))
+            return GpuInfo(*(gpus or {}).get(device, gpu))
+
+        stack.enter_context(mock.patch.object(mods.to_trt, "query_gpu", query))
+        stack.enter_context(mock.patch.object(mods.backend, "query_gpu", query))
         yield
 
 
@@ -654,6 +675,172 @@ def scenario_runtime_nullptr(tmp: Path, mods: Mods, fk: Fakes) -> dict:
     return {"message": msg}
 
 
+def scenario_runtime_device_index(tmp: Path, mods: Mods, fk: Fakes) -> dict:
+    """``device=N`` reaches the GPU check (GPU N's name and compute capability, not GPU 0's)
+    and is made current before the runtime deserialises and before each context is created."""
+    from runtime.trt_sidecar import EngineMismatchError
+
+    world = _built_engine(tmp, mods, fk)  # built for the H100
+    a100 = ("NVIDIA A100-SXM4-80GB", "8.0")
+    gpus = {0: a100, 1: H100, 2: a100}
+    with patched(world, mods, gpus=gpus):
+        factory = mods.backend.TensorRTStageFactory(tmp / "model.plan", device=1)
+        factory.create_stage(0)
+        order = [(c.owner, c.member, c.args.get("device")) for c in fk.calls if c.owner in ("cuda", "Runtime")]
+        assert order[:4] == [
+            ("cuda", "query_gpu", 1),
+            ("cuda", "cudaSetDevice", 1),
+            ("Runtime", "__init__", None),
+            ("Runtime", "deserialize_cuda_engine", None),
+        ], order
+        contexts = [i for i, c in enumerate(fk.calls) if c.member == "create_execution_context"]
+        assert contexts and fk.calls[contexts[0] - 1].args == {"device": 1}, "cudaSetDevice(1) right before"
+        factory.close()
+        fk.calls.clear()
+        msg = _raises(
+            EngineMismatchError,
+            ["NVIDIA A100-SXM4-80GB", "8.0", H100[0]],
+            lambda: mods.backend.TensorRTStageFactory(tmp / "model.plan", device=2),
+        )
+        assert fk.calls_to("cuda", "query_gpu") == [{"device": 2}], fk.calls_to("cuda", "query_gpu")
+    return {"message": msg}
+
+
+def scenario_logger_one_per_process(tmp: Path, mods: Mods, fk: Fakes) -> dict:
+    """One trt.ILogger for every builder and runtime (NVIDIA/TensorRT#1475), and each call's
+    exception quotes its own errors, also when two slots fail at once on two threads."""
+    import logging
+    import threading
+
+    from runtime.errors import UpscaleError
+
+    barrier = threading.Barrier(2, timeout=10)
+
+    def execute(ctx: Any, state: dict, a: dict) -> bool:
+        logger = fk.calls_to("Runtime", "__init__")[0]["logger"]
+        logger.log(trt.ILogger.Severity.ERROR, f"error of stream {a['stream_handle']:#x}")
+        barrier.wait()  # both enqueues have logged before either returns
+        return False
+
+    world = make_world(fk, execute=execute)
+    _build(tmp, mods, world)
+    _build(tmp, mods, world, batch=4)  # a second build in the same process
+    builders = [a["logger"] for a in fk.calls_to("Builder", "__init__")]
+    parsers = [a["logger"] for a in fk.calls_to("OnnxParser", "__init__")]
+    with patched(world, mods):
+        fa = mods.backend.TensorRTStageFactory(tmp / "model.plan")
+        fb = mods.backend.TensorRTStageFactory(tmp / "model.plan", log_severity="INFO")
+    runtimes = [a["logger"] for a in fk.calls_to("Runtime", "__init__")]
+    loggers = {id(x) for x in builders + parsers + runtimes}
+    assert len(builders) == 2 and len(runtimes) >= 3, (builders, runtimes)
+    assert len(loggers) == 1, f"{len(loggers)} distinct loggers for the builders, parsers and runtimes of one process"
+    assert fa._logger is fb._logger is builders[0] and isinstance(builders[0], trt.ILogger)
+    assert mods.backend.trt_logger(trt) is builders[0]
+
+    stages = {0x51: fa.create_stage(0), 0x52: fb.create_stage(1)}
+    errors: dict[int, str] = {}
+
+    def run(stream: int) -> None:
+        stage = stages[stream]
+        stage.bind(0x1000 + stream, 0x2000 + stream, (1, 3, 64, 64))
+        try:
+            stage.enqueue(stream)
+        except UpscaleError as exc:
+            errors[stream] = str(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in stages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for stream, other in ((0x51, 0x52), (0x52, 0x51)):
+        text = errors.get(stream, "")
+        assert f"error of stream {stream:#x}" in text and f"{other:#x}" not in text.partition("said")[2], errors
+
+    # log_severity: INFO reaches logging during fb's calls, not during fa's (threshold WARNING)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    pylog = logging.getLogger(mods.backend.__name__)
+    pylog.addHandler(handler)
+    old = pylog.level
+    pylog.setLevel(logging.DEBUG)
+    try:
+        for factory, tag in ((fa, "fa"), (fb, "fb")):
+            with factory._logger.capture(factory.log_severity):
+                factory._logger.log(trt.ILogger.Severity.INFO, f"info during {tag}")
+        factory._logger.log(trt.ILogger.Severity.INFO, "info outside any call")
+    finally:
+        pylog.removeHandler(handler)
+        pylog.setLevel(old)
+    seen = [r.getMessage() for r in records]
+    assert seen == ["TensorRT: info during fb"], seen
+    fa.close()
+    fb.close()
+    return {"errors": errors}
+
+
+def scenario_runtime_cuda_graphs(tmp: Path, mods: Mods, fk: Fakes) -> dict:
+    """cuda_graphs=True is honoured for TensorRT on the emulated device: every captured
+    execute_async_v3 comes after an uncaptured one of the same shape on that context (NVIDIA's
+    "CUDA Graphs": enqueue once without capture after a shape change), replays enqueue nothing,
+    and the pixels are right (the fake engine is a nearest x4 kernel on emulated memory)."""
+    import numpy as np
+
+    from runtime.pipeline import ImageJob, Pass, PipelineExecutor
+    from runtime.testing import EmulatedDevice
+    from runtime.tiling import plan_tiles
+
+    device = EmulatedDevice("random", seed=3)
+    calls: list[tuple[int, bool, tuple[int, ...]]] = []
+
+    def execute(ctx: Any, state: dict, a: dict) -> bool:
+        stream, shape = a["stream_handle"], state["shape"]
+        calls.append((id(ctx), device.stream(stream)._capture is not None, shape))
+        src, dst = state["addresses"]["lr"], state["addresses"]["sr"]
+        out = (shape[0], shape[1], shape[2] * 4, shape[3] * 4)
+
+        def kernel() -> None:
+            x = device.array_at(src, np.float32, shape)
+            device.array_at(dst, np.float32, out)[:] = x.repeat(4, axis=2).repeat(4, axis=3)
+
+        device.launch(stream, kernel, "trt")
+        return True
+
+    world = make_world(fk, execute=execute)
+    _build(tmp, mods, world)
+    with patched(world, mods):
+        factory = mods.backend.TensorRTStageFactory(tmp / "model.plan")
+    assert factory.supports_cuda_graphs, "cuda_graphs=True was ignored: the factory does not declare graph support"
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(64, 64), (64, 64), (40, 40), (64, 64)]]
+    jobs = [
+        ImageJob(
+            plan_tiles(*im.shape[:2], 32, 12), [Pass(im, np.zeros((im.shape[0] * 4, im.shape[1] * 4, 3), np.uint8))], im
+        )
+        for im in images
+    ]
+    with PipelineExecutor(factory, device, window=(56, 56), batch=2, slots=2, cuda_graphs=True) as executor:
+        assert executor.cuda_graphs, "cuda_graphs=True was ignored for the TensorRT factory"
+        results = list(executor.run(jobs))
+    for im, job in zip(images, jobs):
+        np.testing.assert_array_equal(job.passes[0].target, im.repeat(4, axis=0).repeat(4, axis=1))
+    assert len(results) == len(images)
+    captured = [c for c in calls if c[1]]
+    assert captured, f"nothing was captured: {calls}"
+    for k, (ctx, capturing, shape) in enumerate(calls):
+        if capturing:
+            before = [c for c in calls[:k] if c[0] == ctx]
+            assert before and before[-1] == (ctx, False, shape), (
+                f"captured execute_async_v3 of {shape} without an uncaptured one of that shape right before it "
+                f"on the same context: {calls}"
+            )
+    batches = sum(job.batch_count(2) for job in jobs)
+    assert len(calls) < batches, f"graphs were captured but never replayed: {len(calls)} enqueues for {batches}"
+    factory.close()
+    return {"calls": [(capturing, list(shape)) for _, capturing, shape in calls], "batches": batches}
+
+
 def scenario_autospec_limits(tmp: Path, mods: Mods, fk: Fakes) -> dict:
     """Why the signature layer exists: plain autospec accepts calls the real method rejects."""
     from tests.trt_kit.fakes import SignatureError
@@ -697,6 +884,9 @@ POSITIVE: dict[str, Callable[..., dict]] = {
     "runtime_contract": scenario_runtime_contract,
     "runtime_errors": scenario_runtime_errors,
     "runtime_nullptr": scenario_runtime_nullptr,
+    "runtime_device_index": scenario_runtime_device_index,
+    "logger_one_per_process": scenario_logger_one_per_process,
+    "runtime_cuda_graphs": scenario_runtime_cuda_graphs,
 }
 
 
@@ -748,6 +938,30 @@ NEGATIVE: dict[str, Negative] = {
     "uint8_check_skipped": Negative(
         "export.to_trt", [("    check_uint8_edges(facts)\n", "")], scenario_uint8_inner_refused
     ),
+    # a logger per factory, as before issue 14 (TensorRT would ignore the second one)
+    "logger_per_factory": Negative(
+        "runtime.backends.tensorrt_backend",
+        [("        self._logger = trt_logger(trt)\n", "        self._logger = type(trt_logger(trt))()\n")],
+        scenario_logger_one_per_process,
+    ),
+    # the GPU check against GPU 0 whatever device= says, as before issue 14
+    "gpu_zero_checked": Negative(
+        "runtime.backends.tensorrt_backend",
+        [("query_gpu(self.device)", "query_gpu(0)")],
+        scenario_runtime_device_index,
+    ),
+    # the engine made on whatever device is current
+    "device_not_selected": Negative(
+        "runtime.backends.tensorrt_backend",
+        [("        select_device(self.device)  # the engine lives on the current device\n", "")],
+        scenario_runtime_device_index,
+    ),
+    # graph capture not declared, as before issue 14 (cuda_graphs=True silently ignored)
+    "cuda_graphs_undeclared": Negative(
+        "runtime.backends.tensorrt_backend",
+        [("    supports_cuda_graphs = True\n", "    supports_cuda_graphs = False\n")],
+        scenario_runtime_cuda_graphs,
+    ),
     # a misspelt method in the runtime stage
     "misspelt_runtime_method": Negative(
         "runtime.backends.tensorrt_backend",
@@ -786,8 +1000,17 @@ NEGATIVE: dict[str, Negative] = {
 
 
 def _run(fn: Callable[..., dict], mods: Mods, *, check_signatures: bool = True) -> dict:
+    from tests.trt_kit.fakes import Call
+
     fk = Fakes(trt, check_signatures=check_signatures)
-    with tempfile.TemporaryDirectory(prefix="trt-conformance-") as tmp:
+
+    def select(device: int) -> None:  # cudaSetDevice: there is no GPU here
+        fk.calls.append(Call("cuda", "cudaSetDevice", {"device": device}))
+
+    with (
+        tempfile.TemporaryDirectory(prefix="trt-conformance-") as tmp,
+        mock.patch.object(mods.backend, "select_device", select),
+    ):
         try:
             details = fn(Path(tmp), mods, fk)
         except Exception as exc:  # reported, judged by the test  # noqa: BLE001 - the library raises its own exception types
