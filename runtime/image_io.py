@@ -11,35 +11,46 @@ Writing is atomic: the image is encoded into a temporary file in the destination
 and renamed over the destination with :func:`os.replace`, so a crash or an encoder error
 never leaves a half-written image behind.
 
-Pillow limits, stated once: Pillow 10-13 decodes 16-bit-per-channel *colour* PNGs to 8
-bits (there is no 16-bit RGB mode), so such files are read as uint8 with a warning; 16-bit
-gray PNG/TIFF stay 16-bit. 16-bit colour arrays are written as PNG by a small encoder
-here, since Pillow cannot write them either.
+16 bits per channel stay 16 bits. Pillow 10-13 has no 16-bit colour mode: it decodes a
+16-bit RGB(A) PNG or TIFF to the high byte of each sample. So for those files Pillow still
+parses the file and runs its own decoder (zlib and the PNG row filters, every TIFF
+compression libtiff knows, Adam7), once more with the unpacker of the opposite byte order,
+which yields the low bytes (:func:`_decode_wide`); TIFFs Pillow cannot unpack at all (16-bit
+gray+alpha, separate planes) are read with tifffile. 16-bit colour is written as PNG by a
+small encoder here and as TIFF by tifffile (deflate with the horizontal predictor).
+
+A multi-frame file (animated GIF/PNG/WebP, multi-page TIFF) read by :func:`read_image` gives
+its first frame with a :class:`MultiFrameWarning`; :mod:`runtime.frames` reads and writes
+every frame.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import secrets
 import struct
+import sys
 import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
-from .errors import ImageReadError, ImageWriteError, InvalidArgumentError, OutputExistsError
+from ._deps import require
+from .errors import ImageReadError, ImageWriteError, InvalidArgumentError, OutputExistsError, UpscaleError
 
 __all__ = [
     "ChannelLayout",
     "ImageInfo",
     "ImageSource",
+    "MultiFrameWarning",
     "READ_EXTENSIONS",
     "WRITE_FORMATS",
     "check_output_path",
@@ -66,14 +77,22 @@ WRITE_FORMATS = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
     ".bmp": "BMP",
+    ".gif": "GIF",
 }
-"""Output extension → Pillow format."""
+"""Output extension → Pillow format (several frames: :data:`runtime.frames.FRAME_FORMATS`)."""
 
-_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "GIF"}  # GIF: 1-bit, alpha < 128 is transparent
 _UINT16_GRAY_FORMATS = {"PNG", "TIFF"}
 _ARRAY_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 _EXIF_ORIENTATION = 0x0112
+_TIFF_ICC = 34675
+_TIFF_BITS_PER_SAMPLE = 258
+
+
+class MultiFrameWarning(UserWarning):
+    """A single-image API read the first frame of a file that holds several."""
 
 
 class ChannelLayout(str, Enum):
@@ -107,6 +126,8 @@ class ImageInfo:
 
     ``ndim`` is 2 when the caller handed (or Pillow decodes to) a 2-D gray image, so the
     result can be 2-D too. ``mode`` and ``format`` are Pillow's, ``None`` for arrays.
+    ``dtype`` carries the bit depth (:attr:`bit_depth`): a 16-bit file is read as uint16, the
+    Upscaler returns uint16 for it, and :func:`write_image` writes uint16 at 16 bits.
     """
 
     layout: ChannelLayout
@@ -117,6 +138,11 @@ class ImageInfo:
     icc_profile: bytes | None = None
     path: str | None = None
     orientation_applied: bool = False
+
+    @property
+    def bit_depth(self) -> int:
+        """Bits per channel: 8 (uint8), 16 (uint16) or 32 (float32), read off ``dtype``."""
+        return self.dtype.itemsize * 8
 
 
 # --------------------------------------------------------------------------- reading
@@ -171,6 +197,31 @@ def _from_array(array: np.ndarray) -> tuple[np.ndarray, ImageInfo]:
 
 
 def _read_path(path: Path) -> tuple[np.ndarray, ImageInfo]:
+    check_readable(path)
+    try:
+        image = open_image(path)
+    except ImageReadError:
+        if not is_tiff(path):
+            raise
+        array_info = _read_tiff_page_or_none(path, 0)  # TIFFs Pillow has no mode for (16-bit gray+alpha)
+        if array_info is None:
+            raise
+        return array_info
+    with image, decoding(path):
+        state = load_frame(image, path)
+        frames = frame_count(image, path)
+        if frames > 1:
+            warnings.warn(
+                f"{path}: holds {frames} frames ({_kind_of_frames(image)}); read_image returns the first "
+                "only. Use runtime.frames.read_frames and write_frames to keep every frame",
+                MultiFrameWarning,
+                stacklevel=3,
+            )
+        return decode_frame(image, path, state)
+
+
+def check_readable(path: Path) -> None:
+    """Raise :class:`ImageReadError` unless ``path`` is an existing, non-empty file."""
     if not path.exists():
         raise ImageReadError(path, "file not found; check the path")
     if path.is_dir():
@@ -181,8 +232,16 @@ def _read_path(path: Path) -> tuple[np.ndarray, ImageInfo]:
         raise ImageReadError(path, f"cannot access the file ({exc.strerror})") from exc
     if size == 0:
         raise ImageReadError(path, "file is empty (0 bytes); it is not an image")
+
+
+def _bomb_message(path: Path, exc: Exception) -> ImageReadError:
+    return ImageReadError(path, f"{exc}; raise PIL.Image.MAX_IMAGE_PIXELS if you trust it")
+
+
+def open_image(path: Path) -> ImageFile.ImageFile:
+    """``Image.open`` with every failure turned into an :class:`ImageReadError` naming ``path``."""
     try:
-        image = Image.open(path)
+        return Image.open(path)
     except UnidentifiedImageError:
         raise ImageReadError(
             path,
@@ -190,40 +249,315 @@ def _read_path(path: Path) -> tuple[np.ndarray, ImageInfo]:
             f"{path.suffix.lstrip('.').upper() or 'image'} file?)",
         ) from None
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(path, f"{exc}; raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from exc
-    except OSError as exc:
-        raise ImageReadError(path, f"cannot open the file ({exc})") from exc
-    with image:
-        try:
-            image.load()  # Pillow decodes lazily: force it so bad data fails here, named
-        except Image.DecompressionBombError as exc:
-            raise ImageReadError(path, f"{exc}; raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from exc
-        except Exception as exc:
-            raise ImageReadError(
-                path, f"image data is corrupt or truncated ({exc}); re-export or re-download the file"
-            ) from exc
-        _warn_if_png_loses_depth(path)
-        return _from_pil(image, name=str(path))
+        raise _bomb_message(path, exc) from exc
+    except MemoryError as exc:
+        raise ImageReadError(path, "too large to open in the memory available") from exc
+    except Exception as exc:
+        raise ImageReadError(path, f"cannot open the file ({type(exc).__name__}: {exc})") from exc
 
 
-def _warn_if_png_loses_depth(path: Path) -> None:
-    """Say so when Pillow has just decoded a 16-bit colour PNG to 8 bits per channel."""
-    with open(path, "rb") as f:
-        head = f.read(26)
-    if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-        bit_depth, colour_type = head[24], head[25]
-        if bit_depth == 16 and colour_type in (2, 4, 6):
+class decoding:
+    """Turn any exception a decoder raises on bad data into an :class:`ImageReadError`.
+
+    Pillow's plugins (and tifffile) raise ValueError, SyntaxError, struct.error, EOFError,
+    IndexError, ZeroDivisionError... on corrupt or truncated files; callers get one error
+    class naming the file instead. The runtime's own errors pass through unchanged.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None or isinstance(exc, (UpscaleError, Warning)) or not isinstance(exc, Exception):
+            return  # success, an error already explained, a warning made an error, or KeyboardInterrupt
+        if isinstance(exc, Image.DecompressionBombError):
+            raise _bomb_message(self.path, exc) from exc
+        if isinstance(exc, MemoryError):
+            raise ImageReadError(self.path, "too large to decode in the memory available") from exc
+        raise ImageReadError(
+            self.path,
+            f"image data is corrupt or truncated ({type(exc).__name__}: {exc}); re-export or re-download the file",
+        ) from exc
+
+
+def load_frame(image: Image.Image, path: Path) -> FrameState:
+    """Decode the current frame now (Pillow is lazy), so bad data fails here, named.
+
+    Returns what ``load()`` forgets and :func:`decode_frame` needs.
+    """
+    with decoding(path):
+        state = FrameState(_rawmodes(image), _orientation(image))
+        image.load()
+    return state
+
+
+def frame_count(image: Image.Image, path: Path) -> int:
+    """Frames in ``image``: animation frames or TIFF pages, 1 for everything else.
+
+    An MPO (a camera JPEG with a preview or a second view) counts as one image: its
+    extra pictures are not frames of the same picture.
+    """
+    if image.format == "MPO" or not getattr(image, "is_animated", False):
+        return 1
+    with decoding(path):
+        return int(getattr(image, "n_frames", 1))
+
+
+def _kind_of_frames(image: Image.Image) -> str:
+    return "a multi-page TIFF" if image.format == "TIFF" else f"an animated {image.format}"
+
+
+def is_tiff(path: Path) -> bool:
+    """Whether ``path`` starts with a TIFF (or BigTIFF) signature."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) in _TIFF_SIGNATURES
+    except OSError:
+        return False
+
+
+def decode_frame(image: Image.Image, path: Path, state: FrameState) -> tuple[np.ndarray, ImageInfo]:
+    """The current frame of ``image`` (loaded by :func:`load_frame`, which gave ``state``)
+    as an array, at 16 bits where the file has them."""
+    with decoding(path):
+        wide = _decode_wide(image, path, state.rawmodes)
+        if wide is not None:
+            array, as_stored = wide
+            return _from_wide(array, image, path, state.orientation, turn=as_stored)
+        if _is_wide_colour(image, state.rawmodes):
             warnings.warn(
-                f"{path}: 16-bit colour PNG decoded at 8 bits per channel (Pillow has no 16-bit "
-                "RGB mode); the result is 8-bit. For 16-bit colour, pass a uint16 array",
+                f"{path}: 16-bit colour {image.format} decoded at 8 bits per channel (neither Pillow's "
+                "decoder nor tifffile can read this variant at 16 bits); the result is 8-bit",
                 stacklevel=4,
             )
+        return _from_pil(image, name=str(path), orientation=state.orientation)
 
 
-def _from_pil(image: Image.Image, *, name: str) -> tuple[np.ndarray, ImageInfo]:
+# ------------------------------------------------------------ 16 bits per colour channel
+
+
+class FrameState(NamedTuple):
+    """What a frame's ``load()`` clears: its tiles' raw modes and its orientation tag."""
+
+    rawmodes: list[str]
+    orientation: int
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF (or TIFF) orientation, read before ``load()``: Pillow's TIFF plugin applies and drops it."""
+    value = image.getexif().get(_EXIF_ORIENTATION, 1)
+    return value if isinstance(value, int) else 1
+
+
+_SWAPPED_BYTE_ORDER = {";16B": ";16L", ";16L": ";16B", ";16N": ";16B" if sys.byteorder == "little" else ";16L"}
+
+
+def _rawmodes(image: Image.Image) -> list[str]:
+    """The unpacker name (Pillow's "raw mode") of every tile of the current frame."""
+    modes = []
+    for tile in getattr(image, "tile", None) or []:
+        args = tile[3]
+        modes.append(args if isinstance(args, str) else str(args[0]) if args else "")
+    return modes
+
+
+def _is_wide_colour(image: Image.Image, rawmodes: list[str]) -> bool:
+    """Whether Pillow decoded 16-bit colour (or gray+alpha) samples to their high bytes.
+
+    PNG says so in its tiles' raw modes; a TIFF in its BitsPerSample tag (a planar TIFF's
+    per-plane raw modes do not show the depth).
+    """
+    if image.mode not in ("RGB", "RGBA"):
+        return False
+    if image.format == "TIFF":
+        bits = getattr(image, "tag_v2", {}).get(_TIFF_BITS_PER_SAMPLE, (8,))
+        return max(bits if isinstance(bits, tuple) else (bits,)) > 8
+    return bool(rawmodes) and all(m[-4:] in _SWAPPED_BYTE_ORDER for m in rawmodes)
+
+
+def _decode_wide(image: Image.Image, path: Path, rawmodes: list[str]) -> tuple[np.ndarray, bool] | None:
+    """The 16-bit samples of a colour PNG/TIFF frame Pillow decoded to 8 bits, else None.
+
+    ``image`` is loaded: it holds the high bytes. The file is opened once more at the same
+    frame and decoded with each tile's unpacker swapped for the opposite byte order (Pillow's
+    ``RGB;16L`` for ``RGB;16B`` and so on), which gives the low bytes; Pillow's parser, CRC
+    checks, row filters, interlacing and TIFF compressions are all reused. 16-bit gray+alpha
+    PNG (Pillow: ``LA;16B`` into RGBA) is re-decoded with the plain ``RGBA`` unpacker, whose
+    four bytes per pixel are exactly L high, L low, A high, A low. Planar TIFFs, premultiplied
+    TIFF alpha and variants without an unpacker go to tifffile.
+
+    The flag says whether the array is still as stored, its orientation tag not applied:
+    Pillow's TIFF plugin turns what it decodes, its PNG plugin does not, tifffile never does.
+    """
+    if image.format not in ("PNG", "TIFF") or not _is_wide_colour(image, rawmodes):
+        return None
+    if image.format == "PNG" and getattr(image, "is_animated", False):
+        return None  # APNG frames are composited by Pillow at 8 bits; read_frames says so
+    via_tifffile = _read_tiff_array if image.format == "TIFF" else lambda path, index: None
+    if not all(m[-4:] in _SWAPPED_BYTE_ORDER for m in rawmodes) or any("a;" in m for m in rawmodes):
+        # planes, or premultiplied alpha (Pillow's unpacker divides the high byte): tifffile
+        array = via_tifffile(path, image.tell())
+        return None if array is None else (array, True)
+    gray_alpha = rawmodes == ["LA;16B"]
+    with open_image(path) as low:
+        if image.tell():
+            low.seek(image.tell())
+        try:
+            low.tile = [_with_args(tile, _swap_args(tile[3], "RGBA" if gray_alpha else None)) for tile in low.tile]
+            low.load()
+        except ValueError:  # no unpacker of the other byte order for this variant
+            array = via_tifffile(path, image.tell())
+            return None if array is None else (array, True)
+        raw = np.asarray(low).astype(np.uint16)
+    as_stored = image.format == "PNG"
+    if gray_alpha:
+        return np.stack([raw[..., 0] << 8 | raw[..., 1], raw[..., 2] << 8 | raw[..., 3]], axis=-1), as_stored
+    high = np.asarray(image).astype(np.uint16)
+    if high.shape != raw.shape:
+        return None
+    return high << 8 | raw, as_stored
+
+
+def _with_args(tile: Any, args: tuple[Any, ...] | str) -> Any:
+    """``tile`` with other decoder arguments (a namedtuple since Pillow 11, a tuple before)."""
+    return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
+
+
+def _swap_args(args: tuple[Any, ...] | str | None, replacement: str | None) -> tuple[Any, ...] | str:
+    def swap(rawmode: str) -> str:
+        return replacement or rawmode[:-4] + _SWAPPED_BYTE_ORDER[rawmode[-4:]]
+
+    if isinstance(args, str):
+        return swap(args)
+    assert isinstance(args, tuple)  # Pillow's tiles: a raw mode, or a tuple starting with one
+    return (swap(str(args[0])), *args[1:])
+
+
+def _from_wide(
+    array: np.ndarray, image: Image.Image, path: Path, orientation: int, *, turn: bool
+) -> tuple[np.ndarray, ImageInfo]:
+    """ImageInfo for a 16-bit frame decoded beside Pillow, turned by ``orientation`` if ``turn``."""
+    if turn:
+        array = orient(array, orientation)
+    icc = image.info.get("icc_profile") or None
+    return array, ImageInfo(
+        layout=ChannelLayout.from_channels(array.shape[2]),
+        dtype=array.dtype,
+        mode=image.mode,
+        format=image.format,
+        icc_profile=icc,
+        path=str(path),
+        orientation_applied=orientation in _ORIENTATIONS,
+    )
+
+
+_ORIENTATIONS: dict[int, Callable[[np.ndarray], np.ndarray]] = {  # EXIF orientation → the view to display
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation to an H×W×C array as ``ImageOps.exif_transpose`` does."""
+    transform = _ORIENTATIONS.get(orientation)
+    return array if transform is None else np.ascontiguousarray(transform(array))
+
+
+def _read_tiff_page_or_none(path: Path, index: int) -> tuple[np.ndarray, ImageInfo] | None:
+    """A TIFF page Pillow cannot open, read by tifffile, or None if tifffile cannot either."""
+    with decoding(path):
+        array = _read_tiff_array(path, index)
+        if array is None:
+            return None
+        tifffile = require("tifffile", pip="tifffile", purpose="reading 16-bit colour TIFF")
+        with tifffile.TiffFile(path) as tif:
+            pages = len(tif.pages)
+            page = tif.pages[index]
+            icc_tag = page.tags.get(_TIFF_ICC)
+            icc = bytes(icc_tag.value) if icc_tag is not None and isinstance(icc_tag.value, bytes) else None
+            orientation_tag = page.tags.get(_EXIF_ORIENTATION)
+            orientation = int(orientation_tag.value) if orientation_tag is not None else 1
+    if index == 0 and pages > 1:
+        warnings.warn(
+            f"{path}: holds {pages} frames (a multi-page TIFF); read_image returns the first only. Use "
+            "runtime.frames.read_frames and write_frames to keep every frame",
+            MultiFrameWarning,
+            stacklevel=4,
+        )
+    array = orient(array, orientation)
+    layout = ChannelLayout.from_channels(array.shape[2])
+    info = ImageInfo(
+        layout=layout,
+        dtype=array.dtype,
+        ndim=2 if layout is ChannelLayout.GRAY else 3,
+        format="TIFF",
+        icc_profile=icc,
+        path=str(path),
+        orientation_applied=orientation in _ORIENTATIONS,
+    )
+    return array, info
+
+
+def _read_tiff_array(path: Path, index: int) -> np.ndarray | None:
+    """Page ``index`` of a gray, gray+alpha, RGB or RGBA 8/16-bit TIFF via tifffile, else None.
+
+    None when tifffile is missing, the page is another kind (palette, CMYK, float...), or
+    its compression needs imagecodecs (LZW, JPEG); the caller then falls back to Pillow.
+    """
+    try:
+        import tifffile
+    except ImportError:
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if index >= len(tif.pages):
+                return None
+            page = tif.pages[index]
+            if not isinstance(page, tifffile.TiffPage):
+                return None
+            photometric, samples = int(page.photometric), int(page.samplesperpixel)
+            extras = tuple(int(e) for e in page.extrasamples)
+            if (
+                page.dtype not in (np.uint8, np.uint16)
+                or photometric not in (1, 2)
+                or page.axes not in ("YX", "YXS", "SYX")
+            ):
+                return None
+            array = page.asarray()
+    except ValueError as exc:
+        if "imagecodecs" in str(exc):
+            return None
+        raise
+    if array.ndim == 2:
+        array = array[:, :, None]
+    elif page.axes == "SYX":
+        array = np.moveaxis(array, 0, -1)
+    colour = 3 if photometric == 2 else 1
+    if samples < colour or samples > colour + 1 or array.shape[2] != samples:
+        return None
+    if samples > colour:
+        if extras[:1] == (1,):  # associated (premultiplied) alpha: divide it out
+            alpha = array[..., -1:].astype(np.float64)
+            peak = float(np.iinfo(array.dtype).max)
+            colour_part = np.where(alpha > 0, array[..., :colour] * (peak / np.maximum(alpha, 1)), 0)
+            array = np.concatenate([np.clip(np.rint(colour_part), 0, peak).astype(array.dtype), array[..., -1:]], -1)
+        elif extras[:1] != (2,):  # unspecified extra sample: not alpha, drop it (as Pillow's RGBX)
+            array = array[..., :colour]
+    return np.ascontiguousarray(array)
+
+
+def _from_pil(image: Image.Image, *, name: str, orientation: int = 1) -> tuple[np.ndarray, ImageInfo]:
     mode, fmt = image.mode, image.format
     icc = image.info.get("icc_profile") or None
-    oriented = False
+    oriented = orientation in _ORIENTATIONS  # a TIFF's: Pillow applied it in load()
     if image.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):
         image = ImageOps.exif_transpose(image)
         oriented = True
@@ -392,11 +726,19 @@ def _encoder(path: Path, fmt: str, array: np.ndarray, icc: bytes | None, quality
             return _pil_encoder(image, fmt, icc, quality)
         if fmt == "PNG":
             return lambda f: _write_png16(f, array, icc)
+        if fmt == "TIFF":
+            tiff = write_tiff_pages  # bound now: a missing tifffile fails before the temporary file exists
+            require("tifffile", pip="tifffile", purpose="writing 16-bit colour TIFF")
+            return lambda f: tiff(f, [array], [icc])
         raise ImageWriteError(
             path,
             f"{fmt} cannot store 16-bit {ChannelLayout.from_channels(channels).value} pixels; "
-            "write .png (or .tif for gray) to keep 16 bits, or convert to uint8",
+            "write .png or .tif to keep 16 bits, or convert to uint8",
         )
+    if fmt == "GIF":
+        (image,), transparent = quantise_gif([array])
+        options = {"transparency": GIF_TRANSPARENT} if transparent else {}
+        return lambda f: image.save(f, format="GIF", optimize=False, **options)
     image = Image.fromarray(np.ascontiguousarray(array if channels > 1 else array[:, :, 0]))  # L/LA/RGB/RGBA
     return _pil_encoder(image, fmt, icc, quality)
 
@@ -410,6 +752,48 @@ def _pil_encoder(image: Image.Image, fmt: str, icc: bytes | None, quality: int) 
     elif fmt == "WEBP":
         options.update(quality=quality)
     return lambda f: image.save(f, format=fmt, **options)
+
+
+GIF_TRANSPARENT = 255
+_PALETTE_SAMPLE = 1 << 20  # pixels used to build the shared palette
+
+
+def quantise_gif(arrays: list[np.ndarray], dither: bool = True) -> tuple[list[Image.Image], bool]:
+    """Map uint8 frames to one shared palette; index 255 is transparent when alpha is present.
+
+    One palette for all frames keeps colours from flickering between frames. It is made by
+    median cut (libimagequant when Pillow has it) from the pixels of every frame (up to
+    2**20 of them, evenly strided), and frames are mapped with Floyd-Steinberg dithering
+    unless ``dither`` is false. GIF alpha is 1-bit: alpha below 128 is transparent.
+    """
+    rgb = [a[..., :3] if a.shape[2] >= 3 else np.repeat(a[..., :1], 3, axis=2) for a in arrays]
+    masks = [a[..., -1] >= 128 if a.shape[2] in (2, 4) else None for a in arrays]
+    transparent = any(m is not None and not m.all() for m in masks)
+    colours = GIF_TRANSPARENT if transparent else 256
+    pixels = np.concatenate([r[m] if m is not None else r.reshape(-1, 3) for r, m in zip(rgb, masks)])
+    if len(pixels) == 0:
+        pixels = np.zeros((1, 3), np.uint8)
+    pixels = pixels[:: max(1, len(pixels) // _PALETTE_SAMPLE)]
+    method = Image.Quantize.LIBIMAGEQUANT if features.check_feature("libimagequant") else Image.Quantize.MEDIANCUT
+    sample = Image.fromarray(np.ascontiguousarray(pixels.reshape(-1, 1, 3)))
+    quantised = sample.quantize(colors=colours, method=method)
+    palette = (quantised.getpalette() or [])[: 3 * colours]
+    palette += palette[:3] * (colours - len(palette) // 3)  # a short palette: repeat a used colour
+    reference = Image.new("P", (1, 1))
+    reference.putpalette(palette)
+    mode = Image.Dither.FLOYDSTEINBERG if dither else Image.Dither.NONE
+    images = []
+    for frame, mask in zip(rgb, masks):
+        indices = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).quantize(palette=reference, dither=mode))
+        if transparent:
+            indices = indices.copy()
+            indices[indices >= colours] = 0  # never the transparent index for an opaque pixel
+            if mask is not None:
+                indices[~mask] = GIF_TRANSPARENT
+        image = Image.fromarray(indices, mode="P")
+        image.putpalette(palette + [0, 0, 0] * (256 - colours))
+        images.append(image)
+    return images, transparent
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -428,6 +812,31 @@ def _write_png16(f: BinaryIO, array: np.ndarray, icc: bytes | None) -> None:
         f.write(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)))
     f.write(_png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)))
     f.write(_png_chunk(b"IEND", b""))
+
+
+def write_tiff_pages(f: BinaryIO, pages: list[np.ndarray], iccs: list[bytes | None]) -> None:
+    """Write H×W×C uint8/uint16 pages as one TIFF with tifffile: deflate, horizontal predictor.
+
+    Alpha is marked unassociated (straight), as the arrays hold it; a gray, gray+alpha, RGB
+    or RGBA page is written as such, so any TIFF reader (libtiff, Pillow, tifffile) gets the
+    same samples back.
+    """
+    tifffile = require("tifffile", pip="tifffile", purpose="writing 16-bit colour or multi-page TIFF")
+    buffer = io.BytesIO()  # tifffile wants a named file; ours is an os.fdopen (name: an int)
+    with tifffile.TiffWriter(buffer) as tif:
+        for page, icc in zip(pages, iccs):
+            channels = page.shape[2]
+            tif.write(
+                page if channels > 1 else page[:, :, 0],
+                photometric="rgb" if channels >= 3 else "minisblack",
+                planarconfig="contig" if channels > 1 else None,
+                extrasamples=["unassalpha"] if channels in (2, 4) else None,
+                compression="zlib",
+                predictor=True,
+                extratags=[(_TIFF_ICC, 7, len(icc), icc, True)] if icc else None,  # 7: UNDEFINED bytes
+                metadata=None,
+            )
+    f.write(buffer.getbuffer())
 
 
 def _atomic_write(path: Path, encode: Callable[[BinaryIO], None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -86,13 +87,115 @@ def test_16bit_colour_png_written_exactly(
         assert (im.info.get("icc_profile") == srgb_icc) == (channels >= 3)
 
 
-def test_16bit_colour_png_read_warns_it_is_8bit(tmp_path: Path, rng: np.random.Generator) -> None:
-    pixels = rng.integers(0, 65536, (4, 4, 3), dtype=np.uint16)
-    path = write_image(tmp_path / "c16.png", pixels)
-    with pytest.warns(UserWarning, match="c16.png: 16-bit colour PNG decoded at 8 bits"):
+def _png16_filtered(pixels: np.ndarray, *, interlaced: bool) -> bytes:
+    """A 16-bit PNG from an independent encoder: every row filter (None, Sub, Up, Average,
+    Paeth in turn) and optionally Adam7 interlacing, to check the decoder's ``bpp`` handling."""
+    height, width, channels = pixels.shape
+    bpp = 2 * channels
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    stream = b""
+    for x0, y0, dx, dy in passes if interlaced else [(0, 0, 1, 1)]:
+        sub = pixels[y0::dy, x0::dx]
+        if sub.size == 0:
+            continue
+        rows = sub.astype(">u2").view(np.uint8).reshape(sub.shape[0], -1).astype(np.int32)
+        previous = np.zeros_like(rows[0])
+        for index, row in enumerate(rows):
+            kind = index % 5
+            left = np.concatenate([np.zeros(bpp, np.int32), row[:-bpp]])
+            upleft = np.concatenate([np.zeros(bpp, np.int32), previous[:-bpp]])
+            estimate = left + previous - upleft
+            pa, pb, pc = np.abs(estimate - left), np.abs(estimate - previous), np.abs(estimate - upleft)
+            paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, previous, upleft))
+            predictor = [0, left, previous, (left + previous) // 2, paeth][kind]
+            stream += bytes([kind]) + ((row - predictor) % 256).astype(np.uint8).tobytes()
+            previous = row
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, int(interlaced))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(stream)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16bit_colour_round_trip_is_exact(tmp_path: Path, rng: np.random.Generator, channels: int, suffix: str) -> None:
+    # Before issue 16 a 16-bit RGB PNG came back as its high bytes (uint8, with a warning)
+    # and a 16-bit RGB TIFF could not be written (and read back silently at 8 bits).
+    pixels = rng.integers(0, 65536, (13, 11, channels), dtype=np.uint16)
+    path = write_image(tmp_path / f"c{suffix}", pixels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "decoded at 8 bits" warning any more
         array, info = read_image(path)
-    assert info.dtype == np.uint8
-    np.testing.assert_array_equal(array, (pixels >> 8).astype(np.uint8))
+    assert info.dtype == np.uint16 and info.bit_depth == 16 and info.layout is ChannelLayout.from_channels(channels)
+    np.testing.assert_array_equal(array, pixels)
+
+
+@pytest.mark.parametrize("interlaced", [False, True], ids=["progressive", "adam7"])
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_16bit_png_with_every_row_filter_and_interlacing(
+    tmp_path: Path, rng: np.random.Generator, channels: int, interlaced: bool
+) -> None:
+    pixels = rng.integers(0, 65536, (19, 23, channels), dtype=np.uint16)
+    pixels[:8] = pixels[:1]  # smooth rows too, where Up/Paeth predict well
+    path = tmp_path / "f.png"
+    path.write_bytes(_png16_filtered(pixels, interlaced=interlaced))
+    array, info = read_image(path)
+    assert info.dtype == np.uint16
+    np.testing.assert_array_equal(array, pixels)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # uncompressed: Pillow's raw decoder
+        {"compression": "zlib", "predictor": True},  # libtiff's decoder
+        {"byteorder": ">"},  # big-endian samples
+        {"planarconfig": "separate"},  # one plane per channel: Pillow cannot, tifffile does
+        {"extrasamples": ["assocalpha"]},  # premultiplied alpha, divided out
+    ],
+    ids=["raw", "deflate-predictor", "big-endian", "planar", "premultiplied"],
+)
+def test_16bit_colour_tiff_variants(tmp_path: Path, rng: np.random.Generator, options: dict) -> None:
+    import tifffile
+
+    channels = 4 if "extrasamples" in options else 3
+    pixels = rng.integers(0, 65536, (9, 14, channels), dtype=np.uint16)
+    expected = pixels
+    if "extrasamples" in options:  # store premultiplied colour, expect it straight again
+        pixels[..., 3] = np.maximum(pixels[..., 3], 1000)
+        premultiplied = pixels.copy()
+        premultiplied[..., :3] = np.rint(pixels[..., :3] * (pixels[..., 3:] / 65535.0)).astype(np.uint16)
+        expected, pixels = pixels, premultiplied
+    stored = np.moveaxis(pixels, -1, 0) if options.get("planarconfig") == "separate" else pixels  # tifffile: S×Y×X
+    tifffile.imwrite(tmp_path / "v.tif", stored, photometric="rgb", metadata=None, **options)
+    array, info = read_image(tmp_path / "v.tif")
+    assert info.dtype == np.uint16
+    if "extrasamples" in options:  # premultiplying rounds: within the rounding of a low alpha
+        assert np.abs(array.astype(np.int64) - expected).max() <= 65535 / 1000
+    else:
+        np.testing.assert_array_equal(array, expected)
+
+
+def test_16bit_tiff_orientation_is_applied(tmp_path: Path, rng: np.random.Generator) -> None:
+    import tifffile
+
+    pixels = rng.integers(0, 65536, (6, 10, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "o.tif", pixels, photometric="rgb", metadata=None, extratags=[(274, 3, 1, 6, True)])
+    array, info = read_image(tmp_path / "o.tif")
+    assert info.orientation_applied and array.shape == (10, 6, 3)
+    np.testing.assert_array_equal(array, np.rot90(pixels, -1))  # 6: rotate 90° clockwise for display
+
+
+def test_16bit_colour_icc_profile_kept_in_tiff(tmp_path: Path, rng: np.random.Generator, srgb_icc: bytes) -> None:
+    pixels = rng.integers(0, 65536, (4, 5, 3), dtype=np.uint16)
+    info = ImageInfo(layout=ChannelLayout.RGB, dtype=np.dtype(np.uint16), icc_profile=srgb_icc)
+    write_image(tmp_path / "icc.tif", pixels, info)
+    array, read_info = read_image(tmp_path / "icc.tif")
+    assert read_info.icc_profile == srgb_icc
+    np.testing.assert_array_equal(array, pixels)
 
 
 def test_palette_and_bilevel_images(tmp_path: Path) -> None:
@@ -225,7 +328,8 @@ def test_write_errors_name_the_path_and_leave_nothing(tmp_path: Path) -> None:
     "name,array,reason",
     [
         ("a.jpg", np.zeros((4, 4, 3), np.uint16), "JPEG cannot store 16-bit rgb"),
-        ("a.tif", np.zeros((4, 4, 3), np.uint16), "TIFF cannot store 16-bit rgb"),
+        ("a.webp", np.zeros((4, 4, 3), np.uint16), "WEBP cannot store 16-bit rgb"),
+        ("a.gif", np.zeros((4, 4, 3), np.uint16), "GIF cannot store 16-bit rgb"),
         ("a.jpg", np.zeros((4, 4, 4), np.uint8), "JPEG cannot store an alpha channel"),
         ("a.bmp", np.zeros((4, 4, 2), np.uint8), "BMP cannot store an alpha channel"),
         ("a.png", np.zeros((4, 4, 3), np.float32), "cannot store float32"),
@@ -261,3 +365,24 @@ def test_failed_encode_leaves_old_file_and_no_temporary(tmp_path: Path, monkeypa
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["a.png"]
     assert read_image(path)[0].min() == 7
+
+
+# --------------------------------------------------------------------------- through the Upscaler
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16bit_rgb_file_upscales_to_a_16bit_file(tmp_path: Path, suffix: str) -> None:
+    """A 16-bit RGB file through the bundled model comes out a 16-bit file, not its high bytes."""
+    from runtime import Upscaler
+
+    y, x = np.mgrid[0:12, 0:10]
+    pixels = np.stack([y * 5000 + 7, x * 6000 + 3, (x + y) * 2900 + 11], axis=-1).astype(np.uint16)
+    src = write_image(tmp_path / f"in{suffix}", pixels)
+    with Upscaler(backend="onnxruntime") as up:
+        dst = up.upscale_file(src, tmp_path / f"out{suffix}")
+        from_8bit = up.upscale((pixels >> 8).astype(np.uint8))
+    array, info = read_image(dst)
+    assert info.dtype == np.uint16 and array.shape == (48, 40, 3)
+    assert len(np.unique(array & 0xFF)) > 64  # real low bytes, not a high byte repeated or zeros
+    # the same picture as the 8-bit path, within the 8-bit path's rounding
+    assert np.abs(array / 257.0 - from_8bit).mean() < 1.5
