@@ -784,6 +784,9 @@ def quantise_gif(arrays: list[np.ndarray], dither: bool = True) -> tuple[list[Im
     mode = Image.Dither.FLOYDSTEINBERG if dither else Image.Dither.NONE
     images = []
     for frame, mask in zip(rgb, masks):
+        if mask is not None and not mask.all():  # transparent pixels: an exact palette colour, so
+            frame = frame.copy()  # dithering spreads no error from them into their neighbours
+            frame[~mask] = palette[:3]
         indices = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).quantize(palette=reference, dither=mode))
         if transparent:
             indices = indices.copy()
