@@ -380,20 +380,23 @@ def derive(
             r["speedup_vs_torch"] = torch_med / med if torch_med and med > 0 else None
             r["speedup_vs_ort_whole"] = ort_med / med if ort_med and med > 0 else None
             per_px = macs[config]["int8" if r["precision"] == "int8" and "int8" in macs[config] else "fp32"]
+            computed = r.get("computed_px")
             r["macs_image"] = per_px * width * height
-            r["macs_computed"] = per_px * r["computed_px"]
+            r["macs_computed"] = per_px * computed if computed else None
             r["gflops_image"] = 2 * r["macs_image"] / med / 1e9
-            r["gflops_computed"] = 2 * r["macs_computed"] / med / 1e9
+            r["gflops_computed"] = 2 * r["macs_computed"] / med / 1e9 if computed else None
             peak = peaks.int8_gops(threads) if r["precision"] == "int8" else peaks.fp32_gflops(threads)
             r["peak_gflops"] = peak
             r["peak_kind"] = "VNNI INT8" if r["precision"] == "int8" else "fp32 FMA"
-            r["fraction_of_peak"] = r["gflops_computed"] / peak if peak else None
-            r["halo_arithmetic"] = r["computed_px"] / (width * height)
+            r["fraction_of_peak"] = r["gflops_computed"] / peak if peak and computed else None
+            r["halo_arithmetic"] = computed / (width * height) if computed else None
             sibling = _sibling_whole(r)
             whole = by_kind.get(sibling) if sibling and sibling != kind else None
             r["whole_row"] = sibling if whole else None
             r["time_vs_whole"] = med / whole["median_s"] if whole else None
-            r["overhead_vs_halo"] = r["time_vs_whole"] / r["halo_arithmetic"] if whole else None
+            r["overhead_vs_halo"] = (
+                r["time_vs_whole"] / r["halo_arithmetic"] if whole and r["halo_arithmetic"] else None
+            )
             acc = r.get("accuracy_vs_torch") or {}
             floor = _floor_db(r, int8_floor_db)
             r["floor_db"] = floor
@@ -485,8 +488,8 @@ def acceptance(rows: Sequence[dict[str, Any]], gate: dict[str, Any] | None) -> l
                 "target": f"<= {HALO_OVERHEAD_TARGET}",
                 "passed": None if value is None else value <= HALO_OVERHEAD_TARGET,
                 "rows": (
-                    f"compact {size} 2 threads: (default / {r.get('whole_row')}) / {r['halo_arithmetic']:.3f} "
-                    f"({r['settings']['tiles']} windows of {r['settings']['window'][1]}x{r['settings']['window'][0]})"
+                    f"compact {size} 2 threads: (default / {r.get('whole_row')}) / halo arithmetic "
+                    f"{fmt_float(r['halo_arithmetic'], 3)} ({_windows(r['settings'])})"
                     if r and r.get("whole_row")
                     else f"compact {size} 2 threads default: not measured or no whole-image row of its backend"
                 ),
@@ -534,6 +537,13 @@ HEADERS = [
 ]
 
 
+def _windows(settings: dict[str, Any]) -> str:
+    """'8 window(s) of 144x144' from a row's settings (width x height)."""
+    window = settings.get("window")
+    shape = f"{window[1]}x{window[0]}" if window else "?"
+    return f"{settings.get('tiles', '?')} window(s) of {shape}"
+
+
 def _how(r: dict[str, Any]) -> str:
     s = r.get("settings") or {}
     if r["kind"].startswith("torch"):
@@ -571,7 +581,7 @@ def table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
                 fmt_float(r.get("time_vs_whole"), 3),
                 fmt_float(r["halo_arithmetic"], 3),
                 fmt_float(r.get("overhead_vs_halo"), 3),
-                f"{r['gflops_image']:.1f} / {r['gflops_computed']:.1f}",
+                f"{fmt_float(r['gflops_image'], 1)} / {fmt_float(r['gflops_computed'], 1)}",
                 fmt_float(100 * r["fraction_of_peak"], 1) if r.get("fraction_of_peak") is not None else "-",
                 fmt_float(acc.get("psnr_db"), 1),
                 fmt_float(acc.get("max_abs_diff"), 4),
@@ -673,8 +683,8 @@ def markdown(data: dict[str, Any], args: argparse.Namespace) -> str:
             lines.append(
                 f"{config} `{key}` resolved at run time to {b.get('class')}("
                 + ", ".join(f"{k}={v}" for k, v in b.items() if k not in ("class", "name"))
-                + f"), tile {s['tile']}, halo {s['halo']}, batch {s['batch']} (largest size: {s['tiles']} window(s) of "
-                f"{s['window'][1]}x{s['window'][0]}); Upscaler's defaults {d.get('signature_defaults')}"
+                + f"), tile {s['tile']}, halo {s['halo']}, batch {s['batch']} (largest size: {_windows(s)}); "
+                f"Upscaler's defaults {d.get('signature_defaults')}"
                 + (f", called with {d['kwargs']}" if d.get("kwargs") else "")
                 + "."
             )

@@ -28,6 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -109,7 +110,7 @@ class Runner:
     run_uint8: Callable[[np.ndarray], np.ndarray]
     run_float: Callable[[np.ndarray], np.ndarray]
     settings: dict[str, Any]
-    computed_px: int
+    computed_px: int | None
     """LR pixels of model input per image (windows × window area; the image for whole rows)."""
     precision: str = "fp32"
     close: Callable[[], None] = lambda: None
@@ -129,17 +130,20 @@ def _with_threads(options: Any, threads: int) -> Any:
     return options
 
 
-def _plan_of(up: Any, image: np.ndarray) -> Any:
-    """The tile plan the Upscaler uses for ``image`` (whatever its tile policy)."""
+def _plan_of(up: Any, image: np.ndarray) -> Any | None:
+    """The tile plan the Upscaler uses for ``image`` (whatever its tile policy), or None when
+    this runtime's Upscaler no longer exposes it (the row then has no halo arithmetic)."""
     from runtime.image_io import read_image
     from runtime.tiling import plan_tiles
 
-    try:
-        array, info = read_image(image)
+    array, info = read_image(image)
+    with contextlib.suppress(AttributeError, TypeError):
         return up._prepare(array, info).plan  # exactly what upscale() plans
-    except AttributeError:
+    if isinstance(up.tile, int) and isinstance(up.halo, int):
         limits = up.backend.window_limits()
         return plan_tiles(image.shape[0], image.shape[1], up.tile, up.halo, min_size=1 if limits is None else limits[0])
+    _log(f"  note: cannot read the tile plan of {up!r}; its row has no window count")
+    return None
 
 
 def _upscaler_runner(kind: str, up: Any, image: np.ndarray, precision: str, extra: dict[str, Any]) -> Runner:
@@ -149,8 +153,8 @@ def _upscaler_runner(kind: str, up: Any, image: np.ndarray, precision: str, extr
         "tile": up.tile,
         "halo": up.halo,
         "batch": up.batch,
-        "tiles": len(plan),
-        "window": [plan.window_height, plan.window_width],
+        "tiles": len(plan) if plan is not None else None,
+        "window": [plan.window_height, plan.window_width] if plan is not None else None,
         "repr": repr(up),
     }
     return Runner(
@@ -158,7 +162,7 @@ def _upscaler_runner(kind: str, up: Any, image: np.ndarray, precision: str, extr
         up.upscale,
         up.upscale,
         settings,
-        len(plan) * plan.window_height * plan.window_width,
+        len(plan) * plan.window_height * plan.window_width if plan is not None else None,
         precision,
         up.close,
         extra,
@@ -342,7 +346,8 @@ def _set_up(
         _log(
             f"  {label} resolved to: {s['backend'].get('class')}(threads={s['backend'].get('threads')}) "
             f"tile={s['tile']} halo={s['halo']} batch={s['batch']} -> {s['tiles']} window(s) of "
-            f"{s['window'][1]}x{s['window'][0]} (Upscaler defaults: {runner.extra['signature_defaults']})"
+            f"{'x'.join(map(str, (s['window'] or ['?', '?'])[::-1]))} "
+            f"(Upscaler defaults: {runner.extra['signature_defaults']})"
         )
     _log(f"  {label}: set-up + warm-up {setup_s:.2f} s, peak RSS {row['peak_rss_mib']:.0f} MiB")
     return runner, row

@@ -102,6 +102,23 @@ def test_quick_run_has_every_row_kind_with_sane_values(quick_run: tuple[dict, Pa
     assert "smoke test, not a measurement" in md and "## Acceptance" in md and "| compact | 64x36 |" in md
 
 
+@pytest.mark.slow
+def test_blocks_order_measures_the_same_fields(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    kinds = "ort-whole,ort-tiled,torch-whole,torch-tiled-naive"
+    argv = ["--configs", "compact", "--sizes", "48x32", "--threads", "1", "--rows", kinds, "--order", "blocks"]
+    argv += ["--warmup", "0", "--repeats", "2", "--tile", "16", "--naive-tile", "16", "--no-plot"]
+    assert peers.main([*argv, "--out", str(tmp_path), "--allow-dirty", "--image", "noise"]) == 0
+    data = json.loads((tmp_path / "peers.json").read_text())
+    assert data["settings"]["order"] == "blocks" and data["settings"]["image"].startswith("uniform noise")
+    rows = {r["kind"]: r for r in data["rows"]}
+    assert list(rows) == kinds.split(",")
+    assert all(r["status"] == "ok" and len(r["times_s"]) == 2 for r in rows.values())
+    assert float(rows["ort-whole"]["accuracy_vs_torch"]["psnr_db"]) >= 80
+    assert rows["ort-tiled"]["settings"]["tiles"] > 1 and rows["ort-tiled"]["accuracy_vs_whole"] is not None
+    assert rows["torch-tiled-naive"]["settings"]["tiles"] == 6 and rows["torch-tiled-naive"]["time_vs_whole"] > 0
+
+
 def test_help_runs_and_has_allow_dirty() -> None:
     res = subprocess.run(
         [sys.executable, "benchmarks/peers.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
@@ -287,3 +304,12 @@ def test_derived_ratios_and_acceptance_divide_the_right_way() -> None:
     result = {a["claim"]: a for a in peers.acceptance(rows, gate)}
     assert result["INT8 path passes the gate"]["passed"] is False
     assert peers.acceptance(rows, gate)[-1]["passed"] is False
+    # a row whose tile plan could not be read: no halo arithmetic, and the tables still render
+    rows[0]["computed_px"] = None
+    peers.derive(rows, {"compact": {"fp32": 1000.0, "int8": 1000.0}, "paper": {"fp32": 5000.0}}, peaks)
+    assert rows[0]["halo_arithmetic"] is None and rows[0]["overhead_vs_halo"] is None
+    assert rows[0]["gflops_computed"] is None and rows[0]["gflops_image"] > 0
+    for r in rows:
+        r.update(p90_s=r["median_s"], input_mp_per_s=1.0, output_mp_per_s=16.0, peak_rss_mib=100.0)
+    assert len(peers.table_rows(rows)) == len(rows)
+    assert peers.acceptance_rows(peers.acceptance(rows, gate))
