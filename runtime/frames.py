@@ -38,6 +38,7 @@ from .image_io import (
     GIF_TRANSPARENT,
     ChannelLayout,
     ImageInfo,
+    MultiFrameWarning,
     _atomic_write,
     _check_output_array,
     _compatible_icc,
@@ -117,8 +118,8 @@ def read_frames(path: str | os.PathLike[str], *, max_pixels: int | None = -1) ->
             raise
         return _read_tiff_pages(path, limit)  # TIFFs Pillow has no mode for (16-bit gray+alpha)
     with image, decoding(path):
-        state = load_frame(image, path)
         count = frame_count(image, path)
+        state = load_frame(image, path)
         if count == 1:
             array, info = decode_frame(image, path, state)
             return [array], FramesInfo(format=info.format or "", frames=(info,), path=str(path))
@@ -134,10 +135,17 @@ def read_frames(path: str | os.PathLike[str], *, max_pixels: int | None = -1) ->
         arrays, infos, durations = [], [], []
         total = 0
         for index in range(count):
-            if index:
-                image.seek(index)
-                state = load_frame(image, path)
-            array, info = decode_frame(image, path, state)
+            try:
+                if index:
+                    with decoding(path):
+                        image.seek(index)
+                    state = load_frame(image, path)
+                array, info = decode_frame(image, path, state)
+            except ImageReadError:
+                page = _tiff_page_fallback(path, index) if fmt == "TIFF" else None
+                if page is None:
+                    raise
+                array, info = page  # a page Pillow has no mode for (16-bit gray+alpha)
             total += array.shape[0] * array.shape[1]
             _check_budget(path, count, total // (index + 1), limit)
             arrays.append(array)
@@ -168,18 +176,25 @@ def _check_budget(path: Path, count: int, pixels_per_frame: int, limit: int | No
         )
 
 
+def _tiff_page_fallback(path: Path, index: int) -> tuple[np.ndarray, ImageInfo] | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MultiFrameWarning)
+        try:
+            return _read_tiff_page_or_none(path, index)
+        except ImageReadError:
+            return None
+
+
 def _read_tiff_pages(path: Path, limit: int | None) -> tuple[list[np.ndarray], FramesInfo]:
     arrays, infos, total = [], [], 0
     index = 0
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the first page's "multi-page" warning
-            try:
-                page = _read_tiff_page_or_none(path, index)
-            except ImageReadError:
-                if index == 0:
-                    raise
-                page = None
+        if index == 0:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MultiFrameWarning)
+                page = _read_tiff_page_or_none(path, index)  # its error, if any, is the file's
+        else:
+            page = _tiff_page_fallback(path, index)
         if page is None:
             break
         arrays.append(page[0])

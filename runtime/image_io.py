@@ -208,8 +208,8 @@ def _read_path(path: Path) -> tuple[np.ndarray, ImageInfo]:
             raise
         return array_info
     with image, decoding(path):
-        state = load_frame(image, path)
         frames = frame_count(image, path)
+        state = load_frame(image, path)
         if frames > 1:
             warnings.warn(
                 f"{path}: holds {frames} frames ({_kind_of_frames(image)}); read_image returns the first "
@@ -297,13 +297,34 @@ def load_frame(image: Image.Image, path: Path) -> FrameState:
 def frame_count(image: Image.Image, path: Path) -> int:
     """Frames in ``image``: animation frames or TIFF pages, 1 for everything else.
 
-    An MPO (a camera JPEG with a preview or a second view) counts as one image: its
-    extra pictures are not frames of the same picture.
+    Call it before loading: it leaves ``image`` at its first frame. An MPO (a camera JPEG
+    with a preview or a second view) counts as one image: its extra pictures are not frames
+    of the same picture. TIFF pages Pillow cannot set up (16-bit gray+alpha) are counted by
+    tifffile.
     """
-    if image.format == "MPO" or not getattr(image, "is_animated", False):
+    if image.format == "MPO":
         return 1
-    with decoding(path):
-        return int(getattr(image, "n_frames", 1))
+    try:
+        with decoding(path):
+            return int(getattr(image, "n_frames", 1)) if getattr(image, "is_animated", False) else 1
+    except ImageReadError:
+        count = _tiff_page_count(path) if image.format == "TIFF" else 0
+        if not count:
+            raise
+        with decoding(path):
+            image.seek(0)  # Pillow stopped at the page it could not set up
+        return count
+
+
+def _tiff_page_count(path: Path) -> int:
+    """Pages in a TIFF as tifffile counts them, 0 when tifffile is missing or cannot tell."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.pages)
+    except Exception:  # noqa: BLE001 - any failure means "no second opinion"; the caller raises its own
+        return 0
 
 
 def _kind_of_frames(image: Image.Image) -> str:
