@@ -38,6 +38,7 @@ from export.onnx_io import (
     wrap_for_io,
 )
 from export.options import DEFAULT_HALO, DEFAULT_OPSET, ExportOptions
+from export.uint8_boundary import seal_uint8_input, uint8_findings
 from train.models.eusr import EUSR
 
 __all__ = ["build_metadata", "build_graph", "build_onnx"]
@@ -205,6 +206,13 @@ def build_graph(source: ModelSource, options: ExportOptions, *, io: ModelIO, pre
             f"the {options.exporter} exporter produced opset {got}, not the requested {options.opset}; "
             f"use --opset {DEFAULT_OPSET} (or --exporter torchscript for {options.opset})"
         )
+    if layout.is_integer:
+        # TensorRT takes UINT8 only as a network I/O tensor: the input's first and only
+        # reader must be the Cast to float (the exporter's Shape(lr) reads are moved onto it).
+        seal_uint8_input(proto)
+        findings = uint8_findings(proto)
+        if findings:
+            raise ExporterFailure(f"the {io.value} graph keeps uint8 inside, which TensorRT cannot build: {findings}")
     _strip_trace_metadata(proto)
     meta = build_metadata(
         source,

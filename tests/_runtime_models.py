@@ -63,7 +63,7 @@ class Uint8NHWC(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.core(x.permute(0, 3, 1, 2).float())
-        return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return y.round().clamp(0, 255).permute(0, 2, 3, 1).to(torch.uint8)  # cast last: uint8 only at the edges
 
 
 def export_model(

@@ -223,15 +223,15 @@ def test_exported_uint8_graph_keeps_uint8_at_its_edges(tiny_source, precision: s
     assert inner_uint8_tensors(model) == [], [str(f) for f in inner_uint8_tensors(model)]
     last = {o: n for n in model.graph.node for o in n.output}["sr"]
     assert last.op_type == "Cast", last
+    # build_graph seals the input itself (the exporter's Shape(lr) reads move onto the Cast),
+    # so what to_trt.py receives breaks no part of the rule and sealing again changes nothing.
+    assert uint8_findings(model) == [], [str(f) for f in uint8_findings(model)]
+    readers = [n for n in model.graph.node if "lr" in n.input]
+    assert [n.op_type for n in readers] == ["Cast"]
     sealed = onnx.ModelProto()
     sealed.CopyFrom(model)
-    assert seal_uint8_input(sealed) >= 1  # the exporter's Shape(lr) reads
-    assert uint8_findings(sealed) == [], [str(f) for f in uint8_findings(sealed)]
-    readers = [n for n in sealed.graph.node if "lr" in n.input]
-    assert [n.op_type for n in readers] == ["Cast"]
-    x = np.random.default_rng(1).integers(0, 256, (2, 19, 23, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(_run(sealed, x), _run(model, x))
-    _within_one_level(_export(tiny_source, "float32-nchw", precision), sealed)
+    assert seal_uint8_input(sealed) == 0
+    _within_one_level(_export(tiny_source, "float32-nchw", precision), model)
 
 
 def _conv_export(path: Path, io: str) -> Path:
