@@ -636,6 +636,8 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:
                         ys.append(r["output_mp_per_s"])
                 if xs:
                     ax.bar(xs, ys, width, label=kind, color=cmap(k % 10), hatch="//" if kind in INT8_KINDS else None)
+            if not sizes:
+                ax.text(0.5, 0.5, "not measured (--skip)", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks(range(len(sizes)), [f"{w}x{h}" for w, h in sizes])
             ax.set_ylabel("output MP/s (median)")
             ax.set_title(f"{config}, {t} thread{'s' if t > 1 else ''}", fontsize=10)
