@@ -1,8 +1,8 @@
 """Inference backends: one contract, typed options, and the registry that picks one.
 
 Every backend is a :class:`StageFactory` (see :mod:`runtime.backends.contract`), made from
-its options (:mod:`runtime.backends.options`): :class:`OnnxRuntime` on the CPU (host
-memory), :class:`TensorRT`, :class:`TorchCuda` and :class:`OnnxRuntimeCuda` on a GPU.
+its options (:mod:`runtime.backends.options`): :class:`OnnxRuntime` and :class:`OpenVino`
+on the CPU (host memory), :class:`TensorRT`, :class:`TorchCuda` and :class:`OnnxRuntimeCuda` on a GPU.
 Backend modules are imported only when a backend is created, so listing or choosing them
 costs nothing.
 
@@ -12,10 +12,12 @@ executor (CUDAExecutionProvider, cuda-python and a GPU) → ONNX Runtime with it
 provider (no cuda-python) → on the CPU, :class:`OpenVino` for an ONNX file when openvino is
 installed, else ONNX Runtime CPU; and logs the choice and why.
 
-Why OpenVINO first on the CPU: measured on the bundled compact model (whole 480×270 image,
-fp32, 2 threads, Intel Xeon with AVX-512 VNNI/AMX, same run) it is 1.5–1.9× faster than
-ONNX Runtime at 136 dB PSNR against it, and it runs the calibrated INT8 Q/DQ graphs as INT8
-kernels where ONNX Runtime is slower than float32.
+Why OpenVINO first on the CPU: on the bundled compact model (whole 480×270 image, fp32, 2
+threads, Intel Xeon with AVX-512 VNNI/AMX, the two timed back to back in one run) the median
+per-pair speed-up over ONNX Runtime was 1.24× and 1.13× in two runs on a busy shared machine
+(single pairs 0.84–1.91×), at 136 dB PSNR against it; and OpenVINO runs the calibrated INT8
+Q/DQ graph as INT8 kernels (2.1–2.4× ONNX Runtime fp32), where ONNX Runtime runs it slower
+than float32. Not yet measured on AMD CPUs.
 """
 
 from __future__ import annotations
