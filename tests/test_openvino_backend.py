@@ -271,10 +271,12 @@ def test_auto_without_onnxruntime_still_runs_on_openvino(monkeypatch: pytest.Mon
     assert resolve_auto("model.onnx") == OpenVino()
 
 
-def test_cli_backend_openvino_with_threads(tmp_path: Path, conv_model: Path) -> None:
+def test_cli_backend_openvino_with_threads(tmp_path: Path, conv_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
 
     from runtime.cli import main
+
+    monkeypatch.setenv("FOURPP_EUSR_CACHE", str(tmp_path / "cache"))  # the blobs stay out of the user's cache
 
     src = tmp_path / "in.png"
     Image.fromarray(np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)).save(src)
@@ -282,6 +284,7 @@ def test_cli_backend_openvino_with_threads(tmp_path: Path, conv_model: Path) -> 
     args = ["upscale", str(src), "-o", str(out), "--model", str(conv_model), "--backend", "openvino"]
     assert main([*args, "--threads", "1", "-q"]) == 0
     assert Image.open(out).size == (120, 80)
+    assert list((tmp_path / "cache" / "openvino").glob("*/*.blob"))
     assert main(["upscale", str(src), "-o", str(out), "--backend", "tensorrt", "--threads", "1", "--overwrite"]) == 2
 
 
