@@ -205,6 +205,16 @@ def test_blob_cache_is_keyed_by_version_and_cpu(tmp_path: Path, conv_model: Path
         assert uncached.cache_dir is None and "CACHE_DIR" not in uncached.config
 
 
+def test_blob_cache_is_bounded(tmp_path: Path, conv_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.backends.openvino_backend as module
+
+    monkeypatch.setattr(module, "MAX_CACHED_BLOBS", 2)
+    with create_backend(OpenVino(cache_dir=tmp_path), conv_model) as backend:
+        for edge in (8, 9, 10):
+            backend.compiled((1, 3, edge, edge))
+        assert backend.cache_dir is not None and len(list(backend.cache_dir.glob("*.blob"))) == 2
+
+
 def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from runtime.backends.openvino_backend import default_cache_dir
 

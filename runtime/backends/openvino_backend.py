@@ -64,6 +64,9 @@ PRECISIONS = ("f32", "bf16", "f16")
 KEY_FORMAT = 1
 """Bumped when the cache folder's key changes meaning."""
 DEFAULT_MAX_SHAPES = 4
+MAX_CACHED_BLOBS = 32
+"""Blobs kept per cache folder (about 2 MB each for the compact model), newest first: images
+smaller than a window compile a shape each, and the folder must not grow without bound."""
 
 _ONNX_TYPES = {"f32": "tensor(float)", "u8": "tensor(uint8)", "f16": "tensor(float16)"}
 
@@ -232,6 +235,8 @@ class OpenVinoBackend(Backend):
             log.info(
                 "openvino: %s for %s%s", self.model_path.name, list(shape), " (from the blob cache)" if cached else ""
             )
+            if self.cache_dir is not None and not cached:
+                _prune(self.cache_dir, MAX_CACHED_BLOBS)
             return compiled
 
     @property
@@ -281,6 +286,16 @@ class OpenVinoBackend(Backend):
         self._request = None
         self._compiled.clear()
         del self._model
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest ``*.blob`` files of ``folder`` (best effort)."""
+    try:
+        blobs = sorted(folder.glob("*.blob"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in blobs[keep:]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:  # another process pruning at the same time, a read-only folder
+        log.debug("openvino blob cache %s: pruning skipped (%s)", folder, exc)
 
 
 def _first_line(exc: BaseException) -> str:
