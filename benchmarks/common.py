@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import results as _results
-from runtime.backends import BackendOptions, OnnxRuntime, resolve
+from runtime.backends import BackendOptions, resolve
 from runtime.errors import UpscaleError
 from runtime.evaluation import load_image_uint8
 from runtime.results import (
@@ -238,9 +238,10 @@ def prepared_model(model: str | os.PathLike | None, *, exporter: str = "dynamo")
 
 
 def backend_for(name: str, threads: int | None, model: str | os.PathLike[str] | None = None) -> BackendOptions:
-    """Typed options for ``--backend NAME`` and ``--threads`` (ONNX Runtime's intra-op threads;
-    backends other than ONNX Runtime ignore it). ``"auto"`` is resolved for ``model``."""
+    """Typed options for ``--backend NAME`` and ``--threads`` (the CPU backends' inference
+    threads: ONNX Runtime's intra-op pool, OpenVINO's INFERENCE_NUM_THREADS; GPU backends have
+    no such field and ignore it). ``"auto"`` is resolved for ``model``."""
     options = resolve(name, model)
-    if threads is not None and isinstance(options, OnnxRuntime):
+    if threads is not None and "threads" in {f.name for f in dataclasses.fields(options)}:
         options = dataclasses.replace(options, threads=threads)
     return options

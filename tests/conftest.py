@@ -136,3 +136,12 @@ def nearest_uint8_model(models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def conv_uint8_model(models_dir: Path) -> Path:
     return _export(models_dir, "conv_u8.onnx", "conv", io="uint8-nhwc")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_blob_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Compiled-model caches (OpenVINO blobs) go to a folder of this test session, not the
+    user's ~/.cache: ``backend="auto"`` picks OpenVINO wherever the dev extra installed it."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("FOURPP_EUSR_CACHE", str(tmp_path_factory.mktemp("fourpp-eusr-cache")))
+        yield

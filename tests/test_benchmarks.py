@@ -381,20 +381,26 @@ def test_scripts_refuse_to_write_from_a_dirty_tree(repo: Path, tmp_path: Path, m
     assert json.loads((out / "compare_quality.json").read_text())["environment"]["git"]["dirty"] is False
 
 
-@pytest.mark.parametrize(
-    "script",
-    [
-        "seams",
-        "quality",
-        "memory",
-        "parity",
-        "throughput",
-        "throughput_gpu",
-        "fp16_onnx",
-        "compare_quality",
-        "int8_gate",
-    ],
-)
+RESULT_SCRIPTS = [
+    "seams",
+    "quality",
+    "memory",
+    "parity",
+    "throughput",
+    "throughput_gpu",
+    "fp16_onnx",
+    "compare_quality",
+    "int8_gate",
+    "peers",
+]
+
+
+def test_the_allow_dirty_list_names_every_script_that_writes_results() -> None:
+    writers = {p.stem for p in (REPO_ROOT / "benchmarks").glob("*.py") if "write_results(" in p.read_text()}
+    assert writers <= set(RESULT_SCRIPTS), sorted(writers - set(RESULT_SCRIPTS))
+
+
+@pytest.mark.parametrize("script", RESULT_SCRIPTS)
 def test_every_script_that_writes_results_has_allow_dirty(script: str) -> None:
     res = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{script}", "--help"],

@@ -26,6 +26,7 @@ from runtime.backends import (
     Backend,
     GpuOptions,
     OnnxRuntimeCuda,
+    OpenVino,
     TensorRT,
     create_backend,
     resolve_auto,
@@ -373,7 +374,7 @@ def test_the_stand_in_catches_missing_synchronisation(
 
 
 def test_registry_names_and_errors(tmp_path: Path) -> None:
-    assert set(OPTIONS) == {"onnxruntime", "tensorrt", "torch-cuda", "onnxruntime-cuda"}
+    assert set(OPTIONS) == {"onnxruntime", "openvino", "tensorrt", "torch-cuda", "onnxruntime-cuda"}
     assert {name for name, cls in OPTIONS.items() if cls().pipelined} == {"tensorrt", "torch-cuda", "onnxruntime-cuda"}
     with pytest.raises(BackendUnavailableError, match="unknown backend 'tpu'"):
         create_backend("tpu", tmp_path / "m")
@@ -403,14 +404,20 @@ def test_auto_order(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFi
     import runtime.cuda.resources as resources
 
     caplog.set_level(logging.INFO, logger="runtime.backends")
-    options = resolve_auto("model.onnx")  # this machine: no GPU
-    assert (options.name, options.providers) == ("onnxruntime", ("CPUExecutionProvider",))
-    assert "backend 'auto' resolved to onnxruntime" in caplog.text
+    real = backends._module_importable
+    assert resolve_auto("model.onnx") == OpenVino()  # this machine: no GPU, openvino installed (dev extra)
+    assert "backend 'auto' resolved to openvino" in caplog.text
+    with monkeypatch.context() as m:
+        m.setattr(backends, "_module_importable", lambda name: name != "openvino" and real(name))
+        caplog.clear()
+        options = resolve_auto("model.onnx")
+        assert (options.name, options.providers) == ("onnxruntime", ("CPUExecutionProvider",))
+        assert "backend 'auto' resolved to onnxruntime" in caplog.text and "openvino" in caplog.text
 
     monkeypatch.setattr(backends, "_module_importable", lambda name: True)
     monkeypatch.setattr(resources, "cuda_available", lambda: (True, "1 CUDA device(s)"))
     assert resolve_auto("engine.plan") == TensorRT()
-    assert resolve_auto("model.onnx").name == "onnxruntime"  # no CUDAExecutionProvider here
+    assert resolve_auto("model.onnx").name == "openvino"  # no CUDAExecutionProvider here
 
     class FakeOrt:
         @staticmethod
@@ -422,5 +429,5 @@ def test_auto_order(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFi
     assert resolve_auto("model.onnx", pipelined=False).providers[0] == "CUDAExecutionProvider"
     monkeypatch.setattr(resources, "cuda_available", lambda: (False, "no driver"))
     caplog.clear()
-    assert resolve_auto("engine.plan").name == "onnxruntime"
+    assert resolve_auto("engine.plan").name == "onnxruntime"  # OpenVINO reads ONNX files only
     assert "tensorrt: no driver" in caplog.text

@@ -299,10 +299,10 @@ def test_backend_registry(nearest_model: Path) -> None:
         create_backend(OnnxRuntime(providers=("CUDAExecutionProvider",)), nearest_model)
     with pytest.raises(InvalidArgumentError, match=r"OnnxRuntime has no option\(s\) \['thread'\]"):
         create_backend("onnxruntime", nearest_model, thread=2)
-    with create_backend("auto", nearest_model) as backend:
-        assert backend.name == "onnxruntime" and backend.scale == 4
+    with create_backend("auto", nearest_model) as backend:  # the dev extra installs openvino
+        assert backend.name == "openvino" and backend.scale == 4
     with pytest.warns(DeprecationWarning, match="create_backend"), get_backend("auto", nearest_model) as backend:
-        assert backend.name == "onnxruntime"
+        assert backend.name == "openvino"
 
 
 def test_backend_contract(nearest_model: Path, nearest_uint8_model: Path) -> None:
