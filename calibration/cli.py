@@ -10,7 +10,7 @@ from pathlib import Path
 from runtime.model_info import ModelIO
 
 from .collect import CalibrationError, collect, read_model_info, save_npz
-from .gate import DEFAULT_MAX_LOSS, DEFAULT_MIN_PSNR, format_table, run_gate
+from .gate import DEFAULT_MAX_LOSS, DEFAULT_MIN_PSNR, GATE_BACKENDS, format_table, run_gate
 from .quantize import DEFAULT_AUTO_KEEP_DB, DEFAULT_MAX_KEEP
 
 __all__ = ["main"]
@@ -116,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("gate", help="accuracy gate of an INT8 model vs its float32 source")
     t.add_argument("reference", type=Path, help="float32 ONNX")
     t.add_argument("candidate", type=Path, help="INT8 Q/DQ ONNX")
+    t.add_argument(
+        "--backend",
+        choices=GATE_BACKENDS,
+        default="onnxruntime",
+        help="CPU backend that runs both models (openvino runs the Q/DQ convolutions as INT8 kernels)",
+    )
     _add_gate_flags(t)
 
     v = sub.add_parser(
@@ -154,7 +160,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _gate(reference: Path, candidate: Path, args: argparse.Namespace) -> int:
-    res = run_gate(reference, candidate, args.test_images, min_psnr=args.min_psnr, max_loss=args.max_loss)
+    res = run_gate(
+        reference,
+        candidate,
+        args.test_images,
+        min_psnr=args.min_psnr,
+        max_loss=args.max_loss,
+        backend=getattr(args, "backend", "onnxruntime"),
+    )
     print(format_table(res))
     out = args.json or candidate.with_suffix(".gate.json")
     out.write_text(res.to_json() + "\n")

@@ -1,4 +1,7 @@
-"""Accuracy gate: the INT8 model against its float32 source on held-out photos (ORT CPU).
+"""Accuracy gate: the INT8 model against its float32 source on held-out photos.
+
+It runs on a CPU backend of the runtime (ONNX Runtime by default; ``backend="openvino"``
+judges the INT8 kernels OpenVINO really runs, which are not ONNX Runtime's float fallback).
 
 Two questions, two floors: does INT8 reproduce float32 (PSNR between the outputs), and
 does it lose quality where it matters (PSNR-Y vs the ground truth). A NaN anywhere fails.
@@ -19,7 +22,7 @@ from runtime.model_info import ModelIO
 
 from .collect import CalibrationError, list_images, load_rgb, read_model_info, to_model_layout
 
-__all__ = ["GateResult", "run_gate", "format_table", "DEFAULT_MIN_PSNR", "DEFAULT_MAX_LOSS"]
+__all__ = ["GATE_BACKENDS", "GateResult", "run_gate", "format_table", "DEFAULT_MIN_PSNR", "DEFAULT_MAX_LOSS"]
 
 DEFAULT_MIN_PSNR = 40.0
 """dB, INT8 output vs float32 output, worst image."""
@@ -33,6 +36,7 @@ class GateResult:
 
     reference: str
     candidate: str
+    backend: str = "onnxruntime"
     rows: list[dict] = field(default_factory=list)
     min_psnr_vs_fp32: float = math.nan
     mean_psnr_y_fp32: float = math.nan
@@ -53,17 +57,23 @@ class GateResult:
         return json.dumps({k: fix(v) for k, v in d.items()}, indent=2)
 
 
-def _session(path: Path):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+GATE_BACKENDS = ("onnxruntime", "openvino")
+"""The runtime's CPU backends the gate can run on."""
 
 
-def _run(sess, name: str, lr: np.ndarray, io: ModelIO) -> np.ndarray:
+def _backend(path: Path, backend: str):
+    """The runtime's host backend for ``path``, one whole image per call, exact float32."""
+    from runtime.backends import OnnxRuntime, OpenVino, create_backend
+
+    if backend not in GATE_BACKENDS:
+        raise CalibrationError(f"gate backend must be one of {list(GATE_BACKENDS)}, got {backend!r}")
+    options = OnnxRuntime() if backend == "onnxruntime" else OpenVino(cache=False)
+    return create_backend(options, path)
+
+
+def _run(runner, lr: np.ndarray, io: ModelIO) -> np.ndarray:
     """H×W×3 float64 output of one LR image."""
-    out = sess.run(None, {name: to_model_layout(lr[None], io)})[0][0]
+    out = runner.infer(to_model_layout(lr[None], io))[0]
     return io.hwc(out).astype(np.float64)
 
 
@@ -74,8 +84,10 @@ def run_gate(
     *,
     min_psnr: float = DEFAULT_MIN_PSNR,
     max_loss: float = DEFAULT_MAX_LOSS,
+    backend: str = "onnxruntime",
 ) -> GateResult:
-    """Compare ``candidate`` (INT8) with ``reference`` (float32) on every image of ``images``."""
+    """Compare ``candidate`` (INT8) with ``reference`` (float32) on every image of ``images``,
+    both run by ``backend`` (one of :data:`GATE_BACKENDS`)."""
     ref_info = read_model_info(reference, what="reference model")
     cand_info = read_model_info(candidate, what="candidate model")
     if (ref_info.io, ref_info.scale) != (cand_info.io, cand_info.scale):
@@ -84,30 +96,32 @@ def run_gate(
             f"reference {reference}: {ref_info.io.value} x{ref_info.scale} (expected the same)"
         )
     s = ref_info.scale
-    ref_sess, cand_sess = _session(reference), _session(candidate)
     res = GateResult(
         reference=str(reference),
         candidate=str(candidate),
+        backend=backend,
         floors={"min_psnr_vs_fp32": min_psnr, "max_psnr_y_loss": max_loss},
     )
-    for path in list_images(images, flag="--test-images"):
-        hr = load_rgb(path)
-        hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
-        lr = imresize(hr, 1.0 / s)
-        a = _run(ref_sess, ref_info.input_name, lr, ref_info.io)
-        b = _run(cand_sess, cand_info.input_name, lr, cand_info.io)
-        nans = int(np.isnan(b).sum())
-        finite = np.nan_to_num(b, nan=0.0)
-        res.rows.append(
-            {
-                "image": path.name,
-                "psnr_vs_fp32": psnr(finite, a),
-                "psnr_y_fp32": psnr_y(a, hr, border=s),
-                "psnr_y_int8": psnr_y(finite, hr, border=s),
-                "max_abs_error": float(np.max(np.abs(finite - a))),
-                "nan_count": nans,
-            }
-        )
+    paths = list_images(images, flag="--test-images")
+    with _backend(reference, backend) as ref_run, _backend(candidate, backend) as cand_run:
+        for path in paths:
+            hr = load_rgb(path)
+            hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
+            lr = imresize(hr, 1.0 / s)
+            a = _run(ref_run, lr, ref_info.io)
+            b = _run(cand_run, lr, cand_info.io)
+            nans = int(np.isnan(b).sum())
+            finite = np.nan_to_num(b, nan=0.0)
+            res.rows.append(
+                {
+                    "image": path.name,
+                    "psnr_vs_fp32": psnr(finite, a),
+                    "psnr_y_fp32": psnr_y(a, hr, border=s),
+                    "psnr_y_int8": psnr_y(finite, hr, border=s),
+                    "max_abs_error": float(np.max(np.abs(finite - a))),
+                    "nan_count": nans,
+                }
+            )
     rows = res.rows
     res.min_psnr_vs_fp32 = min(r["psnr_vs_fp32"] for r in rows)
     res.mean_psnr_y_fp32 = float(np.mean([r["psnr_y_fp32"] for r in rows]))
