@@ -60,7 +60,7 @@ __all__ = ["FRAME_FORMATS", "FramesInfo", "read_frames", "write_frames"]
 
 log = logging.getLogger(__name__)
 
-FRAME_FORMATS = {".gif": "GIF", ".png": "PNG", ".apng": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+FRAME_FORMATS = {".gif": "GIF", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 """Output extensions that hold several frames → Pillow format (PNG means APNG)."""
 
 DEFAULT_DURATION_MS = 100.0
@@ -268,7 +268,7 @@ def write_frames(
 ) -> Path:
     """Write ``frames`` (H×W or H×W×C arrays) to ``path`` as one animated or multi-page file.
 
-    The extension picks the format: .gif, .png/.apng (APNG), .webp, or .tif/.tiff (one page
+    The extension picks the format: .gif, .png (APNG), .webp, or .tif/.tiff (one page
     per frame, uint16 kept). ``info`` (from :func:`read_frames`) gives durations, loop
     count and ICC profiles; without it frames last :data:`DEFAULT_DURATION_MS` and loop
     forever. One frame is written by :func:`~runtime.image_io.write_image`, in any format.

@@ -680,13 +680,15 @@ def write_image(
     return path
 
 
-def check_output_path(path: str | os.PathLike, *, overwrite: bool = True) -> str:
+def check_output_path(path: str | os.PathLike, *, overwrite: bool = True, info: ImageInfo | None = None) -> str:
     """Check that ``path`` can receive an image before any work is spent on it.
 
     Returns the Pillow format chosen by the extension; raises
     :class:`~runtime.errors.ImageWriteError` (or :class:`~runtime.errors.OutputExistsError`)
     for an unknown extension, a missing folder, a folder in the way, or an existing file
-    when ``overwrite`` is false.
+    when ``overwrite`` is false. With ``info`` (the input's), also when the format cannot
+    store that depth or alpha (a 16-bit input to .jpg), which would otherwise fail only
+    after the upscale.
     """
     path = Path(path)
     fmt = WRITE_FORMATS.get(path.suffix.lower())
@@ -703,7 +705,20 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool = True) -> str
         raise ImageWriteError(path, "is a folder; give a file name for the output image")
     if not overwrite and path.exists():
         raise OutputExistsError(path, "already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    if info is not None:
+        _check_format_limits(path, fmt, info.dtype, info.layout.channels)
     return fmt
+
+
+def _check_format_limits(path: Path, fmt: str, dtype: np.dtype, channels: int) -> None:
+    if channels in (2, 4) and fmt not in _ALPHA_FORMATS:
+        raise ImageWriteError(path, f"{fmt} cannot store an alpha channel; write .png, .webp or .tif to keep it")
+    if dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
+        raise ImageWriteError(
+            path,
+            f"{fmt} cannot store 16-bit {ChannelLayout.from_channels(channels).value} pixels; "
+            "write .png or .tif to keep 16 bits, or convert to uint8",
+        )
 
 
 def _check_output_array(path: Path, array: np.ndarray) -> np.ndarray:
@@ -739,8 +754,7 @@ def _compatible_icc(info: ImageInfo | None, channels: int) -> bytes | None:
 
 def _encoder(path: Path, fmt: str, array: np.ndarray, icc: bytes | None, quality: int) -> Callable[[BinaryIO], None]:
     channels = array.shape[2]
-    if channels in (2, 4) and fmt not in _ALPHA_FORMATS:
-        raise ImageWriteError(path, f"{fmt} cannot store an alpha channel; write .png, .webp or .tif to keep it")
+    _check_format_limits(path, fmt, array.dtype, channels)
     if array.dtype == np.uint16:
         if channels == 1 and fmt in _UINT16_GRAY_FORMATS:
             image = Image.fromarray(np.ascontiguousarray(array[:, :, 0]))  # mode I;16
@@ -751,11 +765,7 @@ def _encoder(path: Path, fmt: str, array: np.ndarray, icc: bytes | None, quality
             tiff = write_tiff_pages  # bound now: a missing tifffile fails before the temporary file exists
             require("tifffile", pip="tifffile", purpose="writing 16-bit colour TIFF")
             return lambda f: tiff(f, [array], [icc])
-        raise ImageWriteError(
-            path,
-            f"{fmt} cannot store 16-bit {ChannelLayout.from_channels(channels).value} pixels; "
-            "write .png or .tif to keep 16 bits, or convert to uint8",
-        )
+        raise AssertionError(fmt)  # unreachable: _check_format_limits allows uint16 in PNG and TIFF only
     if fmt == "GIF":
         (image,), transparent = quantise_gif([array])
         options = {"transparency": GIF_TRANSPARENT} if transparent else {}

@@ -386,3 +386,18 @@ def test_16bit_rgb_file_upscales_to_a_16bit_file(tmp_path: Path, suffix: str) ->
     assert len(np.unique(array & 0xFF)) > 64  # real low bytes, not a high byte repeated or zeros
     # the same picture as the 8-bit path, within the 8-bit path's rounding
     assert np.abs(array / 257.0 - from_8bit).mean() < 1.5
+
+
+def test_output_format_limits_are_checked_before_any_compute(tmp_path: Path) -> None:
+    from runtime.image_io import check_output_path
+
+    wide = ImageInfo(layout=ChannelLayout.RGB, dtype=np.dtype(np.uint16))
+    alpha = ImageInfo(layout=ChannelLayout.RGBA, dtype=np.dtype(np.uint8))
+    assert check_output_path(tmp_path / "a.jpg") == "JPEG"  # no info: the extension only, as before
+    with pytest.raises(ImageWriteError, match="JPEG cannot store 16-bit rgb pixels; write .png or .tif"):
+        check_output_path(tmp_path / "a.jpg", info=wide)
+    with pytest.raises(ImageWriteError, match="BMP cannot store an alpha channel"):
+        check_output_path(tmp_path / "a.bmp", info=alpha)
+    assert check_output_path(tmp_path / "a.tif", info=wide) == "TIFF"
+    assert check_output_path(tmp_path / "a.gif", info=alpha) == "GIF"  # 1-bit transparency
+    assert os.listdir(tmp_path) == []
