@@ -28,10 +28,23 @@ reported at an event, stitching) first drains every slot's stream, then propagat
 image it belonged to is never yielded, so no caller sees a half-written result, and the
 executor stays usable. Closing a half-consumed ``run`` iterator drains the same way.
 
+One shape per slot: on a pipelined device (``pad_batches``, default: not
+``device.synchronous``) an image's last, partial batch is padded to ``batch`` windows with
+zeros and the extra windows' results are dropped, so every enqueue of an image has the same
+shape: cudnn.benchmark does not re-tune, ONNX Runtime does not re-search, a TensorRT engine
+stays on its opt shape and a CUDA graph replays. On the host device that padding would be
+real extra compute for nothing a CPU backend gains (the CPU default batch is 1, so there is
+no partial batch anyway), so it is off there.
+
 Optionally (``cuda_graphs=True``, for stages that declare ``supports_cuda_graphs``, such as
 a TensorRT engine) the copy-enqueue-copy sequence of a slot is captured into a CUDA graph
-the second time a batch shape occurs and replayed from then on, saving launch overhead for
-fixed shapes.
+and replayed from then on, saving launch overhead for fixed shapes. After every change of
+a slot's shape one plain, uncaptured run comes first (TensorRT's developer guide, "CUDA
+Graphs": the first enqueue after a shape change may allocate or set up, which a capture
+must not contain); the next batch of that shape is captured, later ones replay. A capture
+that fails anywhere (the stage refusing to enqueue while capturing, or ``end_capture``
+reporting an invalidated capture) is dropped with a warning, that batch runs as a plain
+enqueue and the slot does without graphs from then on.
 """
 
 from __future__ import annotations
@@ -136,7 +149,8 @@ class _Slot:
     dev_out: Any
     bound: tuple[int, ...] | None = None
     graphs: OrderedDict = field(default_factory=OrderedDict)
-    seen: set = field(default_factory=set)
+    warm: tuple[int, ...] | None = None
+    """The shape of this slot's last plain run since its last bind: the one a capture may follow."""
     graphs_ok: bool = True
 
 
@@ -153,9 +167,12 @@ class _InFlight:
 class PipelineExecutor(Closing):
     """Runs :class:`ImageJob` s through ``slots`` in-flight slots of ``factory``'s stages.
 
-    ``window`` is the largest window (height, width) any batch will have (tile + 2·halo)
-    and ``batch`` the most windows per batch (at most ``factory.max_batch``): together
-    they size the buffers, allocated here once. Not thread-safe; one ``run`` at a time.
+    ``window`` is the largest window (height, width) any batch will have (tile + 2·halo),
+    or None with ``window_pixels``, the most pixels (height × width) of any window whatever
+    its shape (``tile="auto"``); with ``batch``, the most windows per batch (at most
+    ``factory.max_batch``), that sizes the buffers, allocated here once. ``pad_batches``
+    pads partial batches to ``batch`` windows (see the module docstring; default: on
+    pipelined devices). Not thread-safe; one ``run`` at a time.
     The caller keeps ownership of ``factory`` and ``device``. This is the only tile loop:
     CPU backends run through it on :class:`~runtime.host.HostDevice`.
     """
@@ -165,10 +182,12 @@ class PipelineExecutor(Closing):
         factory: StageFactory,
         device: Device,
         *,
-        window: tuple[int, int],
+        window: tuple[int, int] | None,
         batch: int,
         slots: int = DEFAULT_SLOTS,
         cuda_graphs: bool = False,
+        window_pixels: int | None = None,
+        pad_batches: bool | None = None,
     ) -> None:
         self.factory = factory
         self.device = device
@@ -178,9 +197,18 @@ class PipelineExecutor(Closing):
             raise InvalidArgumentError(
                 f"batch must be at most the stage's max_batch {factory.max_batch}, got {self.batch}"
             )
-        if not (isinstance(window, tuple) and len(window) == 2):
-            raise InvalidArgumentError(f"window must be a (height, width) tuple, got {window!r}")
-        self.window = (check_int("window height", window[0], 1), check_int("window width", window[1], 1))
+        self.window: tuple[int, int] | None = None
+        if window is not None:
+            if not (isinstance(window, tuple) and len(window) == 2):
+                raise InvalidArgumentError(f"window must be a (height, width) tuple, got {window!r}")
+            self.window = (check_int("window height", window[0], 1), check_int("window width", window[1], 1))
+        if window_pixels is not None:
+            self.window_pixels = check_int("window_pixels", window_pixels, 1)
+        elif self.window is not None:
+            self.window_pixels = self.window[0] * self.window[1]
+        else:
+            raise InvalidArgumentError("give window=(height, width) or window_pixels=, the largest window to size for")
+        self.pad_batches = (not getattr(device, "synchronous", False)) if pad_batches is None else bool(pad_batches)
         if getattr(factory, "memory", "device") == "host" and not getattr(device, "synchronous", False):
             raise InvalidArgumentError(
                 f"the {factory.name} backend computes synchronously on host memory, so it runs on the "
@@ -198,7 +226,7 @@ class PipelineExecutor(Closing):
         self._turn = 0
         self._inflight: deque[_InFlight] = deque()
 
-        in_bytes = self.batch * 3 * self.window[0] * self.window[1] * self.dtype.itemsize
+        in_bytes = self.batch * 3 * self.window_pixels * self.dtype.itemsize
         out_bytes = in_bytes * self.scale * self.scale
         self._slots: list[_Slot] = []
         try:
@@ -208,15 +236,21 @@ class PipelineExecutor(Closing):
             self._release()
             raise
         log.info(
-            "pipeline: %d slot(s) on %s, batch %d of %dx%d windows, %s I/O, %.1f MB of buffers per slot%s",
+            "pipeline: %d slot(s) on %s, batch %d of %s windows%s, %s I/O, %.1f MB of buffers per slot%s",
             self.slots,
             getattr(device, "name", device.kind),
             self.batch,
-            *self.window,
+            self._window_text(),
+            " (partial batches padded)" if self.pad_batches and self.batch > 1 else "",
             self.io.value,
             (in_bytes + out_bytes) / 1e6,
             ", CUDA graphs" if self.cuda_graphs else "",
         )
+
+    def _window_text(self) -> str:
+        if self.window is not None and self.window[0] * self.window[1] == self.window_pixels:
+            return f"{self.window[0]}x{self.window[1]}"
+        return f"{self.window_pixels}-pixel"
 
     def _graphs_supported(self) -> bool:
         if getattr(self.device, "synchronous", False):
@@ -293,19 +327,23 @@ class PipelineExecutor(Closing):
     def _submit(self, slot: _Slot, job: ImageJob, p: Pass, tiles: tuple[Tile, ...], *, last: bool) -> _InFlight:
         n = len(tiles)
         wh, ww = job.plan.window_shape
-        if wh > self.window[0] or ww > self.window[1]:
+        if wh * ww > self.window_pixels:
             raise InvalidArgumentError(
-                f"window {wh}x{ww} is larger than the {self.window[0]}x{self.window[1]} the pipeline "
-                "was sized for; create it with a larger window (tile + 2*halo)"
+                f"window {wh}x{ww} is larger than the {self._window_text()} the pipeline was sized for "
+                f"({wh * ww} > {self.window_pixels} pixels); create it with a larger window (tile + 2*halo)"
             )
-        in_shape = self.io.batch_shape(n, wh, ww)
-        out_shape = self.io.batch_shape(n, wh * self.scale, ww * self.scale)
-        gather_windows(
-            p.source, tiles, slot.host_in.view(self.dtype, in_shape), io=self.io, input_scale=job.input_scale
-        )
+        # One shape per slot: the last, partial batch is padded with zero windows whose results are dropped.
+        rows = self.batch if self.pad_batches else n
+        in_shape = self.io.batch_shape(rows, wh, ww)
+        out_shape = self.io.batch_shape(rows, wh * self.scale, ww * self.scale)
+        batch_in = slot.host_in.view(self.dtype, in_shape)
+        gather_windows(p.source, tiles, batch_in, io=self.io, input_scale=job.input_scale)
+        if rows > n:
+            batch_in[n:] = 0
         if slot.bound != in_shape:
             slot.stage.bind(slot.dev_in.ptr, slot.dev_out.ptr, in_shape)
             slot.bound = in_shape
+            slot.warm = None  # a new shape: its first run is plain, whatever was captured before
         in_bytes = math.prod(in_shape) * self.dtype.itemsize
         out_bytes = math.prod(out_shape) * self.dtype.itemsize
         graph = self._graph_for(slot, in_shape, in_bytes, out_bytes) if self.cuda_graphs else None
@@ -325,25 +363,30 @@ class PipelineExecutor(Closing):
         self.device.copy_d2h(slot.host_out, slot.dev_out, out_bytes, slot.stream)
 
     def _graph_for(self, slot: _Slot, key: tuple[int, ...], in_bytes: int, out_bytes: int) -> Any:
-        """The slot's graph for this shape: none the first time (warm-up), captured the second."""
+        """The slot's graph for this shape: replayed once captured; otherwise None (the caller
+        enqueues plainly) for the first run after a shape change, captured on the next one."""
         if not slot.graphs_ok:
             return None
         graph = slot.graphs.get(key)
         if graph is not None:
             slot.graphs.move_to_end(key)
             return graph
-        if key not in slot.seen:
-            slot.seen.add(key)
+        if slot.warm != key:  # warm-up: one uncaptured run of this shape first
+            slot.warm = key
             return None
-        self.device.begin_capture(slot.stream)
+        capturing = False
         try:
+            self.device.begin_capture(slot.stream)
+            capturing = True
             self._enqueue(slot, in_bytes, out_bytes)
+            capturing = False  # end_capture leaves capture mode even when it reports a failure
+            graph = self.device.end_capture(slot.stream)
         except Exception as exc:  # noqa: BLE001 - fall back to plain enqueues for this slot
-            _close_quietly(_try(lambda: self.device.end_capture(slot.stream)))
+            if capturing:
+                _close_quietly(_try(lambda: self.device.end_capture(slot.stream)))
             slot.graphs_ok = False
             log.warning("slot %d: CUDA graph capture failed (%s); running without graphs", slot.index, exc)
             return None
-        graph = self.device.end_capture(slot.stream)
         slot.graphs[key] = graph
         if len(slot.graphs) > MAX_GRAPHS_PER_SLOT:
             _close_quietly(slot.graphs.popitem(last=False)[1])
@@ -403,7 +446,7 @@ class PipelineExecutor(Closing):
 
     def __repr__(self) -> str:
         return (
-            f"PipelineExecutor(slots={self.slots}, batch={self.batch}, window={self.window}, "
+            f"PipelineExecutor(slots={self.slots}, batch={self.batch}, window={self._window_text()}, "
             f"io={self.io.value!r}, device={getattr(self.device, 'kind', '?')!r})"
         )
 

@@ -27,6 +27,14 @@ Runtime CPU, a numpy model) as a device stage on emulated device memory;
 host-addressable memory (``memory == "host"``: ONNX Runtime's IOBinding on the CPU, the
 torch stage on the CPU) to stream execution time.
 
+What happened is on the record: ``device.trace`` lists every stage kernel as ``("run",
+handle)`` (queued for execution), ``("capture", handle)`` (recorded into a graph being
+captured) or ``("replay", handle)`` (a graph launch); ``BackendStageFactory.bound_shapes``
+and ``enqueued_shapes`` list the shapes its stages were bound to and enqueued with. Graph
+capture can be made to fail: ``device.fail_end_capture = n`` makes the next ``n``
+``end_capture`` calls leave capture mode and raise, as ``cudaStreamEndCapture`` does with
+``cudaErrorStreamCaptureInvalidated``.
+
 A test double: the runtime itself never imports :mod:`runtime.testing`.
 """
 
@@ -182,6 +190,7 @@ class _Graph:
         if self.closed:
             raise UpscaleError("graph is closed")
         stream.device._tick()
+        stream.device.trace.append(("replay", stream.handle))
         for op in self.ops:
             stream._enqueue(_Op(op.run, op.label, op.on_queue))
 
@@ -207,6 +216,10 @@ class EmulatedDevice:
         self.allocations = 0
         """Buffers, streams and events created: the executor's hot loop must not add any."""
         self.ops_run = 0
+        self.trace: list[tuple[str, int]] = []
+        """``("run" | "capture" | "replay", stream handle)`` per stage kernel or graph launch."""
+        self.fail_end_capture = 0
+        """How many of the next ``end_capture`` calls fail (after leaving capture mode)."""
 
     # -- progress --------------------------------------------------------------------
     def _tick(self) -> None:
@@ -285,6 +298,11 @@ class EmulatedDevice:
         if stream._capture is None:
             raise InvalidArgumentError("stream is not capturing")
         ops, stream._capture = stream._capture, None
+        if self.fail_end_capture > 0:
+            self.fail_end_capture -= 1
+            raise UpscaleError(
+                f"emulated stream 0x{stream.handle:x}: stream capture invalidated (cudaErrorStreamCaptureInvalidated)"
+            )
         return _Graph(ops)
 
     def synchronize(self) -> None:
@@ -305,7 +323,9 @@ class EmulatedDevice:
     def launch(self, stream: int, fn: Callable[[], None], label: str = "kernel") -> None:
         """Queue the host function ``fn`` on stream handle ``stream`` (a "kernel")."""
         self._tick()
-        self.stream(stream)._enqueue(_Op(fn, label))
+        target = self.stream(stream)
+        self.trace.append(("capture" if target._capture is not None else "run", stream))
+        target._enqueue(_Op(fn, label))
 
     def array_at(self, ptr: int, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
         """A view of emulated device memory at ``ptr`` (must lie in one allocation)."""
@@ -335,11 +355,13 @@ class _BackendStage(Stage):
         output_shape: tuple[int, int, int, int],
     ) -> None:
         self._shapes = (input_shape, output_shape)
+        self.factory.bound_shapes.append(input_shape)
 
     def _enqueue(self, stream: int) -> None:
         assert self._bound is not None  # Stage.enqueue checked it
         in_ptr, out_ptr, _ = self._bound
         in_shape, out_shape = self._shapes
+        self.factory.enqueued_shapes.append(in_shape)
         self.factory.before_enqueue(in_shape)
         self.factory.device.launch(stream, lambda: self._run(in_ptr, out_ptr, in_shape, out_shape), "backend")
 
@@ -366,6 +388,10 @@ class BackendStageFactory(StageFactory):
         self._info = backend.info
         self._max_batch = check_int("max_batch", max_batch, 1)
         self.stages: list[_BackendStage] = []
+        self.bound_shapes: list[tuple[int, int, int, int]] = []
+        """Every shape a stage was bound to, in order."""
+        self.enqueued_shapes: list[tuple[int, int, int, int]] = []
+        """The bound shape at every enqueue (captured ones included), in order."""
 
     def window_limits(self) -> tuple[int, int] | None:
         return self.backend.window_limits()
