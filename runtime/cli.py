@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .batch import add_batch_command, output_name
+from .batch import run_command as run_batch_command
 from .errors import MissingDependencyError, UpscaleError
 from .image_io import WRITE_FORMATS, is_image_path
 from .upscaler import DEFAULT_BATCH, DEFAULT_HALO, DEFAULT_TILE, Upscaler, default_model_path
@@ -148,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-file lines")
     up.add_argument("-v", "--verbose", action="store_true", help="log backend and tiling details")
 
+    add_batch_command(commands, up)
+
     demo = commands.add_parser(
         "demo",
         help="upscale the bundled photo and write a comparison with bicubic",
@@ -185,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _info(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "batch":
+            return run_batch_command(args)
         return _upscale(args)
     except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -222,8 +228,7 @@ def _plan_outputs(args: argparse.Namespace, images: list[Path], scale: int) -> l
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _UsageError(f"-o {out}: cannot create the output folder ({exc.strerror})") from exc
-    suffix = lambda src: ".png" if args.format == "png" else src.suffix.lower()  # noqa: E731
-    return [out / f"{src.stem}_x{scale}{suffix(src)}" for src in images]
+    return [out / output_name(src.name, scale, args.format) for src in images]
 
 
 def _progress(images: list[Path], quiet: bool) -> tuple[Any, Callable[..., None]]:
