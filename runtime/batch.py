@@ -247,6 +247,16 @@ def _in_process(
                 bar.close()
 
 
+def _say(line: str) -> None:
+    """Print on stderr above the progress bar (tqdm's write), or plainly without tqdm."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        print(line, file=sys.stderr)
+    else:
+        tqdm.write(line, file=sys.stderr)
+
+
 def run_batch(
     src: str,
     dst: str,
@@ -264,7 +274,7 @@ def run_batch(
     ``ray_options`` go to :func:`runtime.batch_ray.run_ray` (address, workers, cpus/gpus per
     worker). Raises :class:`~runtime.errors.InvalidArgumentError` for a bad SRC/DST or set-up.
     """
-    say = say or (lambda line: print(line, file=sys.stderr))
+    say = say or _say
     started = time.perf_counter()
     if use_ray:
         from . import batch_ray  # fails here, before any work, when ray is missing
@@ -357,6 +367,12 @@ def add_batch_command(commands: Any, upscale: argparse.ArgumentParser) -> argpar
         default=0.0,
         help="GPUs per actor (default 0; 1 for a GPU backend, 0.5 puts two actors on one GPU)",
     )
+    cluster.add_argument(
+        "--memory-per-worker",
+        type=_positive(float),
+        default=None,
+        help="GB of memory Ray reserves per actor (default: none reserved); see docs/usage.md for an estimate",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, no per-file lines")
     return parser
 
@@ -385,6 +401,7 @@ def run_command(args: argparse.Namespace) -> int:
                 "workers": args.workers,
                 "cpus_per_worker": args.cpus_per_worker,
                 "gpus_per_worker": args.gpus_per_worker,
+                "memory_per_worker_gb": args.memory_per_worker,
             }
         summary = run_batch(
             args.src,

@@ -157,6 +157,7 @@ def run_ray(
     workers: int = 1,
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
+    memory_per_worker_gb: float | None = None,
 ) -> tuple[Iterator[dict[str, Any]], float]:
     """Start the pipeline over ``items``; returns its result rows (streamed) and Ray's start-up seconds.
 
@@ -185,6 +186,8 @@ def run_ray(
     remote: dict[str, Any] = {"num_cpus": cpus_per_worker}
     if gpus_per_worker:
         remote["num_gpus"] = gpus_per_worker
+    if memory_per_worker_gb:
+        remote["memory"] = int(memory_per_worker_gb * 1e9)
     dataset = dataset.map_batches(
         UpscaleActor,
         fn_constructor_kwargs={"settings": settings, "output_fs": output_fs, "overwrite": overwrite},
