@@ -339,7 +339,11 @@ def add_batch_command(commands: Any, upscale: argparse.ArgumentParser) -> argpar
     parser = commands.add_parser(
         "batch",
         help="upscale a folder, glob, list file or bucket into a folder, resumably; --ray runs it on Ray Data",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description="Upscale every image of SRC (a folder, a glob, a list file with one path or URI a line, one "
+        "image, or a URI pyarrow opens: s3://, gs://, file://) into the folder DST, named and written as upscale "
+        "writes them. Existing outputs are skipped (--overwrite redoes them); failures go to DST/failures.jsonl "
+        "and the run goes on; the summary is printed and written to DST/batch_summary.json. --ray runs the images "
+        "on a Ray Data actor pool, one Upscaler per actor.",
         epilog="exit status: 0 all written or skipped, 1 some images failed (see DST/failures.jsonl), 2 usage error",
     )
     parser.add_argument("src", metavar="SRC", help="folder, glob, list file, image, or a URI of one (s3://, gs://...)")
