@@ -1,6 +1,6 @@
 """Peak resident memory of tiled upscaling: does it scale with the tile, not the image?
 
-    python benchmarks/memory.py                       # 2048×2048 RGB, tiny config, default tile/halo
+    python benchmarks/memory.py                       # 2048×2048 RGB, tiny config, tile auto, halo 16
     python benchmarks/memory.py --size 512 --budget-mb 500
     python benchmarks/memory.py --model runtime/models/eusr-compact-x4.onnx --tile 256
 
@@ -11,10 +11,12 @@ How: the "tiny" EUSR configuration (random weights, seeded: memory does not depe
 the weights' values) is exported to a temporary ONNX file (or --model is used as is);
 then a fresh Python subprocess that imports only ``runtime`` (never torch; the child
 records whether torch got imported) creates the Upscaler, makes a random uint8
-size×size×3 image, reads its baseline RSS (VmRSS), upscales, and reads its peak RSS
-(``getrusage(RUSAGE_SELF).ru_maxrss``, KiB on Linux). The budget applies to that
-absolute peak, interpreter, ONNX Runtime and input image included; the increase over
-the baseline is reported too.
+size×size×3 image, reads its baseline RSS (VmRSS), upscales, and reads its peak RSS: the
+kernel's high-water mark of the child's own memory (``VmHWM``; ``ru_maxrss`` where there is
+no /proc). Not ``ru_maxrss`` on Linux: exec carries the forking parent's mark into it, so a
+child of a 500 MB pytest process would report 500 MB whatever it used. The budget applies
+to that absolute peak, interpreter, ONNX Runtime and input image included; the increase
+over the baseline is reported too.
 
 Exit status: 0 within budget, 1 over budget, 2 bad arguments or a failed run.
 """
@@ -74,20 +76,25 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         tile=args.tile,
         halo=args.halo,
         batch=args.batch,
+        memory_budget_mb=args.memory_budget_mb,
     ) as up:
         rng = np.random.default_rng(args.seed)
         image = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
         rss_baseline = proc_status_kib("VmRSS")
-        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak_before = _peak_kib()
         t1 = time.perf_counter()
         out = up.upscale(image)
         upscale_s = time.perf_counter() - t1
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = _peak_kib()
         rss_after = proc_status_kib("VmRSS")
         io = up.backend.io.value
         scale = up.scale
+        plan = up.plan(args.size, args.size).describe()
+        upscaler = repr(up)
     return {
         "runtime_version": runtime.__version__,
+        "upscaler": upscaler,
+        "plan": plan,
         "model_io": io,
         "scale": scale,
         "input_shape": list(image.shape),
@@ -104,6 +111,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "torch_imported": "torch" in sys.modules,
         "onnxruntime_imported": "onnxruntime" in sys.modules,
     }
+
+
+def _peak_kib() -> int:
+    """This process's own peak RSS in KiB (VmHWM; ru_maxrss, which exec inherits, without /proc)."""
+    hwm = proc_status_kib("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 @contextlib.contextmanager
@@ -156,6 +169,8 @@ def run_child(args: argparse.Namespace, model: Path) -> dict[str, Any]:
         str(args.halo),
         "--batch",
         str(args.batch),
+        "--memory-budget-mb",
+        str(args.memory_budget_mb),
         "--seed",
         str(args.seed),
         "--backend",
@@ -189,6 +204,18 @@ def verdict(measured: dict[str, Any], budget_mb: float) -> dict[str, Any]:
     }
 
 
+def _tile_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        tile = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or an int >= 1, got {text!r}") from None
+    if tile < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or an int >= 1, got {text!r}")
+    return tile
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="memory.py",
@@ -196,6 +223,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     from runtime import DEFAULT_BATCH, DEFAULT_HALO, DEFAULT_TILE
+    from runtime.upscaler import DEFAULT_MEMORY_BUDGET_MB
 
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="input edge: a size x size x 3 uint8 image")
     p.add_argument(
@@ -210,7 +238,18 @@ def _parser() -> argparse.ArgumentParser:
         "--io", choices=("float32-nchw", "uint8-nhwc"), default="float32-nchw", help="I/O of the exported model"
     )
     p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo", help="torch.onnx exporter")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="Upscaler tile")
+    p.add_argument(
+        "--tile",
+        type=_tile_arg,
+        default="auto",
+        help=f"Upscaler tile: auto (the CPU default) or a core edge such as {DEFAULT_TILE}",
+    )
+    p.add_argument(
+        "--memory-budget-mb",
+        type=float,
+        default=DEFAULT_MEMORY_BUDGET_MB,
+        help="Upscaler(memory_budget_mb=): activations one call may take with --tile auto",
+    )
     p.add_argument("--halo", type=int, default=DEFAULT_HALO, help="Upscaler halo")
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="Upscaler tiles per call")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and of the random image")
@@ -222,11 +261,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    for name in ("size", "tile", "batch"):
+    for name in ("size", "batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
-    if args.halo < 0 or args.budget_mb < 0:
-        parser.error("--halo and --budget-mb must be >= 0")
+    if args.halo < 0 or args.budget_mb < 0 or not args.memory_budget_mb > 0:
+        parser.error("--halo and --budget-mb must be >= 0, --memory-budget-mb > 0")
     if args.child:
         print(json.dumps(child(args)))
         return 0
@@ -247,9 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tile": args.tile,
             "halo": args.halo,
             "batch": args.batch,
+            "memory_budget_mb": args.memory_budget_mb,
             "seed": args.seed,
             "budget_mb": args.budget_mb,
-            "checked": "absolute peak RSS (ru_maxrss) of the measuring subprocess",
+            "checked": "absolute peak RSS (VmHWM) of the measuring subprocess",
         },
         "measured": measured,
         "verdict": v,
@@ -270,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["peak / budget", f"margin {mib(v['margin_bytes'])}", f"{v['ratio']:.3f}"],
         ["verdict", "torch imported: " + str(measured["torch_imported"]), "PASS" if v["passed"] else "FAIL"],
     ]
+    rows.insert(0, ["tiles", measured["upscaler"], measured["plan"]])
     md = markdown_table(["quantity", "detail", "value"], rows)
     markdown = "\n\n".join(
         [

@@ -48,6 +48,10 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _tile(text: str) -> int | str:
+    return "auto" if text == "auto" else _int_at_least(1)(text)
+
+
 PRECISIONS = ("fp32", "int8")
 """The bundled model's variants (runtime/bundled.py)."""
 
@@ -118,9 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--tile",
-        type=_int_at_least(1),
-        default=DEFAULT_TILE,
-        help=f"tile edge in input pixels (default {DEFAULT_TILE})",
+        type=_tile,
+        default="auto",
+        help="tile edge in input pixels, or auto (the default): on the CPU the whole image when it fits the "
+        f"memory budget, else evenly split windows that do (-v shows them); on a GPU {DEFAULT_TILE}",
     )
     up.add_argument(
         "--halo",

@@ -20,6 +20,13 @@ particular plan:
   (reflect, then edge-replicate once reflection runs out) and the padding never reaches
   the output, because cores only cover the real image.
 
+How big: :func:`plan_tiles` takes the tile edge; :func:`plan_auto` (``tile="auto"``) picks
+the windows from the image size, the halo and the most pixels one window may have (what a
+memory budget allows): the whole image when it fits, otherwise the grid of windows that
+computes the fewest pixels, each axis split *evenly* (``n`` windows of
+``ceil((L - 2*halo) / n) + 2*halo``) so no row or column is a sliver or a window that mostly
+repeats its neighbour. Windows may be rectangular there.
+
 Everything here is a pure function of integers (plus :func:`pad_image` on an array) and
 is unit-tested without a model.
 """
@@ -34,7 +41,21 @@ import numpy as np
 from .errors import InvalidArgumentError
 from .utils import check_int
 
-__all__ = ["Box", "Tile", "TilePlan", "plan_tiles", "required_size", "pad_image"]
+__all__ = [
+    "Box",
+    "Tile",
+    "TilePlan",
+    "plan_tiles",
+    "plan_auto",
+    "even_window",
+    "required_size",
+    "pad_image",
+    "CALL_PIXELS",
+]
+
+CALL_PIXELS = 4096
+"""What one extra model call costs, in window pixels, when :func:`plan_auto` compares grids:
+between two grids that compute about as many pixels it takes the one with fewer calls."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +126,8 @@ class TilePlan:
     image_width: int
     input_height: int
     input_width: int
-    tile: int
+    tile_height: int
+    tile_width: int
     halo: int
     window_height: int
     window_width: int
@@ -117,6 +139,33 @@ class TilePlan:
     def window_shape(self) -> tuple[int, int]:
         """``(height, width)`` shared by every window: the model input's spatial shape."""
         return self.window_height, self.window_width
+
+    @property
+    def tile(self) -> int:
+        """The (larger) core edge asked for; see ``tile_height`` / ``tile_width``."""
+        return max(self.tile_height, self.tile_width)
+
+    @property
+    def window_pixels(self) -> int:
+        """Pixels the model computes for this image: windows × window area."""
+        return len(self.tiles) * self.window_height * self.window_width
+
+    @property
+    def overlap(self) -> float:
+        """Computed pixels over image pixels: what the halo costs (1.0 for one window)."""
+        return self.window_pixels / (self.image_height * self.image_width)
+
+    def describe(self) -> str:
+        """One line for logs and ``--verbose``: grid, window, halo, computed/image pixels."""
+        if len(self.tiles) == 1:
+            return (
+                f"{self.image_width}x{self.image_height}: one {self.window_width}x{self.window_height} window "
+                f"(whole image), overlap {self.overlap:.3f}"
+            )
+        return (
+            f"{self.image_width}x{self.image_height}: {self.cols}x{self.rows} windows of "
+            f"{self.window_width}x{self.window_height} (halo {self.halo}), overlap {self.overlap:.3f}"
+        )
 
     @property
     def needs_padding(self) -> bool:
@@ -160,23 +209,29 @@ def _plan_axis(length: int, padded: int, tile: int, window: int) -> list[tuple[i
     return spans
 
 
-def plan_tiles(height: int, width: int, tile: int, halo: int, *, min_size: int = 1) -> TilePlan:
+def plan_tiles(height: int, width: int, tile: int | tuple[int, int], halo: int, *, min_size: int = 1) -> TilePlan:
     """Plan the tiles of a ``height`` × ``width`` image.
 
-    ``tile`` is the core edge in low-resolution pixels, ``halo`` the context kept on each
-    side of a core (clipped at the image border), ``min_size`` the smallest input edge the
-    backend accepts (images smaller than that are padded; see :func:`pad_image`).
+    ``tile`` is the core edge in low-resolution pixels (or ``(tile_height, tile_width)``),
+    ``halo`` the context kept on each side of a core (clipped at the image border),
+    ``min_size`` the smallest input edge the backend accepts (images smaller than that are
+    padded; see :func:`pad_image`).
     """
     height = check_int("height", height, 1)
     width = check_int("width", width, 1)
-    tile = check_int("tile", tile, 1)
+    if isinstance(tile, tuple):
+        if len(tile) != 2:
+            raise InvalidArgumentError(f"tile must be an int or a (height, width) tuple, got {tile!r}")
+        tile_height, tile_width = check_int("tile height", tile[0], 1), check_int("tile width", tile[1], 1)
+    else:
+        tile_height = tile_width = check_int("tile", tile, 1)
     halo = check_int("halo", halo, 0)
     input_height, input_width = required_size(height, width, min_size=min_size)
 
-    window_height = min(tile + 2 * halo, input_height)
-    window_width = min(tile + 2 * halo, input_width)
-    row_spans = _plan_axis(height, input_height, tile, window_height)
-    col_spans = _plan_axis(width, input_width, tile, window_width)
+    window_height = min(tile_height + 2 * halo, input_height)
+    window_width = min(tile_width + 2 * halo, input_width)
+    row_spans = _plan_axis(height, input_height, tile_height, window_height)
+    col_spans = _plan_axis(width, input_width, tile_width, window_width)
 
     tiles: list[Tile] = []
     for row, (cy0, cy1, wy0, wy1) in enumerate(row_spans):
@@ -195,7 +250,8 @@ def plan_tiles(height: int, width: int, tile: int, halo: int, *, min_size: int =
         image_width=width,
         input_height=input_height,
         input_width=input_width,
-        tile=tile,
+        tile_height=tile_height,
+        tile_width=tile_width,
         halo=halo,
         window_height=window_height,
         window_width=window_width,
@@ -203,6 +259,83 @@ def plan_tiles(height: int, width: int, tile: int, halo: int, *, min_size: int =
         cols=len(col_spans),
         tiles=tuple(tiles),
     )
+
+
+def even_window(length: int, count: int, halo: int, *, min_size: int = 1) -> int:
+    """The window edge that splits an axis of ``length`` evenly into ``count`` windows.
+
+    The first and last cores own ``tile + halo`` pixels, inner ones ``tile``, so ``count``
+    windows of ``tile + 2*halo`` cover ``count*tile + 2*halo`` pixels: the smallest such tile
+    is ``ceil((length - 2*halo) / count)``. One window is the whole (padded) axis. The result
+    is at least ``min_size`` (the backend's smallest edge).
+    """
+    padded = max(length, min_size)
+    if count <= 1 or length - 2 * halo < count:
+        return padded
+    return min(max(-(-(length - 2 * halo) // count) + 2 * halo, min_size), padded)
+
+
+def plan_auto(
+    height: int,
+    width: int,
+    halo: int,
+    max_window_pixels: int,
+    *,
+    limits: tuple[int, int] | None = None,
+    call_pixels: int = CALL_PIXELS,
+) -> TilePlan:
+    """The tiles of ``tile="auto"``: the cheapest evenly split grid whose windows fit.
+
+    A window may have at most ``max_window_pixels`` pixels and, per edge, lie within
+    ``limits`` ``(min, max)`` (an engine's profile; smaller images are padded to ``min``). The
+    whole image is one window when it fits; otherwise every (rows, cols) grid is sized with
+    :func:`even_window` and the one computing the fewest pixels, plus ``call_pixels`` per
+    window for the cost of a call, wins. Raises :class:`InvalidArgumentError` when not even a
+    one-pixel core with its halo fits.
+    """
+    height = check_int("height", height, 1)
+    width = check_int("width", width, 1)
+    halo = check_int("halo", halo, 0)
+    max_window_pixels = check_int("max_window_pixels", max_window_pixels, 1)
+    low, high = (1, 1 << 30) if limits is None else (check_int("min edge", limits[0], 1), limits[1])
+    best: tuple[int, int, int, int, int] | None = None  # cost, rows, cols, window h, window w
+    for rows in range(1, height + 1):
+        wh = even_window(height, rows, halo, min_size=low)
+        if rows > 1 and wh == max(height, low):
+            break  # the axis cannot be split further (tile would drop below one pixel)
+        if wh > high:
+            continue
+        max_ww = min(high, max_window_pixels // wh)
+        if max_ww < max(low, 1):
+            continue
+        padded_w = max(width, low)
+        if padded_w <= max_ww:
+            cols = 1
+        elif max_ww > 2 * halo and width - 2 * halo >= 2:
+            cols = max(2, -(-(width - 2 * halo) // (max_ww - 2 * halo)))
+            if width - 2 * halo < cols:
+                continue
+        else:
+            continue
+        ww = even_window(width, cols, halo, min_size=low)
+        if ww > max_ww:
+            continue
+        cost = rows * cols * (wh * ww + call_pixels)
+        if best is None or cost < best[0]:
+            best = (cost, rows, cols, wh, ww)
+    if best is None:
+        raise InvalidArgumentError(
+            f"no window of at most {max_window_pixels} pixels (edges {low}..{high}) tiles a {width}x{height} "
+            f"image with halo {halo}: a core needs (1 + 2*halo)^2 = {(1 + 2 * halo) ** 2} pixels at least; "
+            "raise the memory budget or lower the halo"
+        )
+    _, rows, cols, wh, ww = best
+    tile_h = wh if rows == 1 else wh - 2 * halo
+    tile_w = ww if cols == 1 else ww - 2 * halo
+    plan = plan_tiles(height, width, (tile_h, tile_w), halo, min_size=low)
+    if (plan.rows, plan.cols) != (rows, cols):  # even_window's arithmetic is what plan_tiles does
+        raise AssertionError(f"plan_auto: planned {rows}x{cols}, plan_tiles made {plan.rows}x{plan.cols}")
+    return plan
 
 
 def pad_image(image: np.ndarray, height: int, width: int) -> np.ndarray:

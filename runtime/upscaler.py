@@ -4,8 +4,11 @@ How an image goes through (see docs/design.md, "One image through the runtime"):
 
 1. :func:`~runtime.image_io.read_image` turns a path, PIL image or array into an H×W×C
    view plus :class:`~runtime.image_io.ImageInfo` (arrays are not copied).
-2. :func:`~runtime.tiling.plan_tiles` cuts it into fixed-shape windows; tiny images are
-   padded to the backend's minimum size.
+2. :meth:`Upscaler.plan` cuts it into windows of one shape: on the CPU (``tile="auto"``)
+   the whole image when its activations fit ``memory_budget_mb``, else an evenly split
+   grid of the largest windows that do (:func:`~runtime.tiling.plan_auto`); with a fixed
+   ``tile`` (and on GPUs) :func:`~runtime.tiling.plan_tiles`. Tiny images are padded to the
+   backend's minimum size.
 3. Batches of ``batch`` windows are gathered into one reused buffer in the model's layout,
    run through the backend, and each tile's upscaled core is written into the output.
    Peak memory is the output array plus a few tile-sized buffers, whatever the image size.
@@ -60,13 +63,15 @@ from .host import HostDevice
 from .image_io import ImageInfo, ImageSource, check_output_path, read_image, write_image
 from .model_info import ModelInfo
 from .pipeline import DEFAULT_SLOTS, ImageJob, Pass, PipelineExecutor
-from .tiling import pad_image, plan_tiles
+from .tiling import TilePlan, pad_image, plan_auto, plan_tiles
 from .utils import check_int
 
 __all__ = [
     "Upscaler",
     "DEFAULT_TILE",
     "DEFAULT_HALO",
+    "DEFAULT_MEMORY_BUDGET_MB",
+    "window_bytes_per_pixel",
     "DEFAULT_BATCH",
     "DEFAULT_GPU_BATCH",
     "DEFAULT_SLOTS",
@@ -77,7 +82,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_TILE = 128
-"""Core edge of a tile, in low-resolution pixels."""
+"""Core edge of a tile, in low-resolution pixels, where the tile is fixed: on GPU backends
+(``tile="auto"`` resolves to it there) and for models whose activation size is unknown."""
+
+DEFAULT_MEMORY_BUDGET_MB = 256.0
+"""What one model call may take in activations on the CPU with ``tile="auto"`` (MB = 10^6
+bytes). Peak memory is then about the output array + this + the session; 256 keeps
+``benchmarks/memory.py`` (2048² image, output + 500 MB) passing with room to spare, and lets
+the bundled compact model take ~25k-pixel windows (whole 120×68 and 160×160 images)."""
+
+_ACTIVATION_TENSORS = 4
+"""Feature maps at the output resolution alive at once during a call, counted high: ONNX
+Runtime's peak for the bundled compact model is 3.4-5.5 of them per pixel (measured in
+fresh processes at 144² to 480×270), the paper configuration's 3.0-5.0."""
 
 DEFAULT_HALO = 16
 """Context kept around each tile, in low-resolution pixels, for models whose metadata
@@ -102,6 +119,22 @@ def default_model_path() -> Path:
     return Path(__file__).resolve().parent / "models" / DEFAULT_MODEL_NAME
 
 
+def window_bytes_per_pixel(info: ModelInfo) -> int | None:
+    """Activation bytes one input pixel of a window costs during a call, from the metadata.
+
+    An EUSR ×s network's largest tensors are its ``features`` channels at the output
+    resolution (the last upscaling module's pixel shuffle and the output convolution read
+    them): ``4 bytes × features × s²`` each, :data:`_ACTIVATION_TENSORS` of them, plus 2 KB for
+    the float32 input/output copies. None when the model's metadata gives no feature count
+    (an ONNX file exported elsewhere): ``tile="auto"`` then keeps today's window area.
+    """
+    config = info.metadata.get("config") if isinstance(info.metadata, Mapping) else None
+    features = config.get("features") if isinstance(config, Mapping) else None
+    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+        return None
+    return 4 * features * info.scale * info.scale * _ACTIVATION_TENSORS + 2048
+
+
 class _NoProgress:
     def update(self, n: int) -> None:
         pass
@@ -119,7 +152,12 @@ class Upscaler(Closing):
     slots=3)``, see :mod:`runtime.backends.options`), a name (``"auto"``, ``"onnxruntime"``,
     ``"tensorrt"``, ``"torch-cuda"``, ``"onnxruntime-cuda"``: that backend's defaults), or a
     ready :class:`~runtime.backends.StageFactory` (it stays the caller's to close).
-    ``tile``, ``halo`` and ``batch`` trade memory for speed, see :mod:`runtime.tiling`;
+    ``tile``, ``halo`` and ``batch`` trade memory for speed, see :mod:`runtime.tiling`:
+    ``tile="auto"`` (the default) on the CPU runs the whole image when its activations fit
+    ``memory_budget_mb`` (:data:`DEFAULT_MEMORY_BUDGET_MB`), else the evenly split grid of the
+    largest windows that fit; on a GPU it is :data:`DEFAULT_TILE` (one window shape for every
+    image: one engine profile, CUDA graphs that replay, no re-tuning); an int fixes the core
+    edge everywhere. :meth:`plan` shows the tiles an image gets, ``--verbose`` logs them.
     ``halo=None`` takes the model's ``recommended_halo`` (else :data:`DEFAULT_HALO`),
     ``batch=None`` :data:`DEFAULT_BATCH` on the host or :data:`DEFAULT_GPU_BATCH` on a GPU.
     ``progress`` shows a tqdm bar over tiles.
@@ -135,16 +173,33 @@ class Upscaler(Closing):
         model: str | os.PathLike[str] | Any | None = None,
         *,
         backend: str | BackendOptions | StageFactory = "auto",
-        tile: int = DEFAULT_TILE,
+        tile: int | str = "auto",
         halo: int | None = None,
         batch: int | None = None,
+        memory_budget_mb: float | None = None,
         progress: bool = False,
         backend_options: Mapping[str, Any] | None = None,
         slots: int | None = None,
         cuda_graphs: bool | None = None,
         device: int | Any | None = None,
     ) -> None:
-        self.tile = check_int("tile", tile, 1)
+        if tile != "auto":
+            if isinstance(tile, str):
+                raise InvalidArgumentError(f"tile must be 'auto' or an int >= 1, got {tile!r}")
+            check_int("tile", tile, 1)
+        self._tile_arg: int | str = tile
+        self.tile: int | str = tile
+        """The fixed core edge, or "auto" (windows from the image size and the memory budget)."""
+        self._auto_pixels: int | None = None
+        self._limits: tuple[int, int] | None = None
+        self._last_plan: TilePlan | None = None
+        if memory_budget_mb is not None and (
+            isinstance(memory_budget_mb, bool)
+            or not isinstance(memory_budget_mb, (int, float))
+            or not memory_budget_mb > 0
+        ):
+            raise InvalidArgumentError(f"memory_budget_mb must be a number > 0, got {memory_budget_mb!r}")
+        self.memory_budget_mb = DEFAULT_MEMORY_BUDGET_MB if memory_budget_mb is None else float(memory_budget_mb)
         if batch is not None:
             check_int("batch", batch, 1)
         if halo is not None:
@@ -279,23 +334,62 @@ class Upscaler(Closing):
             default_slots = options.slots if isinstance(options, GpuOptions) else DEFAULT_SLOTS
             self.slots = default_slots if slots is None else slots
             graphs = options.cuda_graphs if isinstance(options, GpuOptions) else bool(cuda_graphs)
-        window = self.tile + 2 * self.halo
         limits = factory.window_limits()
+        self._limits = limits
+        if self._tile_arg == "auto" and on_host:
+            self._auto_pixels = self._auto_window_pixels(limits)
+            self._executor = PipelineExecutor(
+                factory,
+                self._device,
+                window=None,
+                window_pixels=self._auto_pixels,
+                batch=self.batch,
+                slots=self.slots,
+                cuda_graphs=graphs,
+            )
+            return
+        if self._tile_arg == "auto":  # pipelined: one fixed window shape, inside the engine's edges
+            window = DEFAULT_TILE + 2 * self.halo
+            if limits is not None:
+                window = min(max(window, limits[0]), limits[1])
+            tile = max(window - 2 * self.halo, 1)
+        else:
+            tile = int(self._tile_arg)
+        self.tile = tile
+        window = tile + 2 * self.halo
         if limits is not None:
             low, high = limits
             if window > high:
                 raise InvalidArgumentError(
                     f"tile + 2*halo must be at most {high}, the largest input edge of the model's "
-                    f"engine, got {self.tile} + 2*{self.halo} = {window}; use tile <= {max(high - 2 * self.halo, 1)}"
+                    f"engine, got {tile} + 2*{self.halo} = {window}; use tile <= {max(high - 2 * self.halo, 1)}"
                 )
             if window < low:
                 raise InvalidArgumentError(
                     f"tile + 2*halo must be at least {low}, the smallest input edge of the model's "
-                    f"engine, got {self.tile} + 2*{self.halo} = {window}; use tile >= {low - 2 * self.halo}"
+                    f"engine, got {tile} + 2*{self.halo} = {window}; use tile >= {low - 2 * self.halo}"
                 )
         self._executor = PipelineExecutor(
             factory, self._device, window=(window, window), batch=self.batch, slots=self.slots, cuda_graphs=graphs
         )
+
+    def _auto_window_pixels(self, limits: tuple[int, int] | None) -> int:
+        """The most pixels one ``tile="auto"`` window may have: the budget over the model's
+        bytes per pixel and the batch, within the engine's largest edge squared."""
+        per_pixel = window_bytes_per_pixel(self.info)
+        if per_pixel is None:
+            pixels = (DEFAULT_TILE + 2 * self.halo) ** 2
+            log.info(
+                "tile='auto': the model's metadata gives no feature count, so windows keep the area of tile %d "
+                "(%d pixels)",
+                DEFAULT_TILE,
+                pixels,
+            )
+        else:
+            pixels = int(self.memory_budget_mb * 1e6) // (per_pixel * self.batch)
+        if limits is not None:
+            pixels = min(pixels, limits[1] * limits[1])
+        return max(pixels, 1)
 
     def _close_device(self) -> None:
         if self._owns_device and self._device is not None:
@@ -381,7 +475,26 @@ class Upscaler(Closing):
 
     def __repr__(self) -> str:
         extra = f", slots={self.slots}" if self.pipelined else ""
-        return f"Upscaler(backend={self.backend!r}, tile={self.tile}, halo={self.halo}, batch={self.batch}{extra})"
+        tile = (
+            f"'auto' (windows <= {self._auto_pixels} px, {self.memory_budget_mb:g} MB)"
+            if self._auto_pixels is not None
+            else str(self.tile)
+        )
+        return f"Upscaler(backend={self.backend!r}, tile={tile}, halo={self.halo}, batch={self.batch}{extra})"
+
+    def plan(self, height: int, width: int) -> TilePlan:
+        """The tiles a ``height`` × ``width`` image gets (``plan.describe()`` says it in one line)."""
+        last = self._last_plan
+        if last is not None and (last.image_height, last.image_width) == (height, width):
+            return last
+        if self._auto_pixels is not None:
+            plan = plan_auto(height, width, self.halo, self._auto_pixels, limits=self._limits)
+        else:
+            assert isinstance(self.tile, int)  # fixed unless _auto_pixels is set
+            plan = plan_tiles(height, width, self.tile, self.halo, min_size=self._min_input_size())
+        log.info("tiles: %s", plan.describe())  # once per image size: frames of one size log once
+        self._last_plan = plan
+        return plan
 
     # -- the pipeline ----------------------------------------------------------------
     def _check_dtype(self, info: ImageInfo) -> tuple[float, float]:
@@ -406,7 +519,7 @@ class Upscaler(Closing):
         """Plan the tiles and allocate the output of one image: everything but the compute."""
         input_scale, output_scale = self._check_dtype(info)
         height, width, channels = array.shape
-        plan = plan_tiles(height, width, self.tile, self.halo, min_size=self._min_input_size())
+        plan = self.plan(height, width)
         if plan.needs_padding:  # only images smaller than the backend's minimum input
             array = pad_image(array, plan.input_height, plan.input_width)
         scale = self.scale

@@ -8,7 +8,7 @@ import pytest
 from runtime.errors import InvalidArgumentError
 from runtime.model_info import ModelIO
 from runtime.stitching import allocate_batch, gather_windows, scatter_cores
-from runtime.tiling import pad_image, plan_tiles, required_size
+from runtime.tiling import CALL_PIXELS, even_window, pad_image, plan_auto, plan_tiles, required_size
 
 TILE, HALO = 16, 4
 SIZES = [
@@ -197,3 +197,88 @@ def test_gather_rejects_wrong_buffer() -> None:
         gather_windows(
             np.zeros((8, 8, 3), np.uint8), plan.tiles, np.zeros((1, 3, 8, 8), np.float32), io=ModelIO.UINT8_NHWC
         )
+
+
+# ------------------------------------------------------------------ tile="auto": plan_auto
+
+
+def plan_cost(plan, call_pixels: int = CALL_PIXELS) -> int:
+    return len(plan) * (plan.window_height * plan.window_width + call_pixels)
+
+
+AUTO_CASES = [
+    # height, width, halo, max window pixels, limits
+    (270, 480, 8, 31250, None),
+    (540, 960, 8, 31250, None),
+    (68, 120, 8, 31250, None),
+    (135, 240, 8, 31250, None),
+    (37, 53, 3, 300, None),
+    (5, 300, 2, 90, None),
+    (61, 9, 1, 40, None),
+    (100, 100, 4, 400, (16, 24)),
+    (3, 50, 4, 600, (24, 32)),
+    (1, 1, 0, 1, None),
+]
+
+
+@pytest.mark.parametrize("h,w,halo,pixels,limits", AUTO_CASES)
+def test_auto_plan_partitions_fits_and_splits_evenly(h: int, w: int, halo: int, pixels: int, limits) -> None:
+    plan = plan_auto(h, w, halo, pixels, limits=limits)
+    assert ownership(plan).min() == 1 == ownership(plan).max()
+    wh, ww = plan.window_shape
+    assert wh * ww <= pixels
+    if limits is not None:
+        assert all(limits[0] <= e <= limits[1] for e in (wh, ww))
+    for count, edge, length in ((plan.rows, wh, h), (plan.cols, ww, w)):
+        if count == 1:
+            continue
+        tile = edge - 2 * halo
+        # as few windows as that window needs, and the grid covers the axis with less than one
+        # pixel of slack per window: no sliver, no last window that mostly repeats its neighbour
+        assert count == windows_needed(length, tile, halo)
+        if limits is None or edge > limits[0]:  # a window raised to the engine's minimum edge may overlap more
+            assert 0 <= count * tile + 2 * halo - length < count
+    assert plan.overlap == pytest.approx(len(plan) * wh * ww / (h * w))
+
+
+@pytest.mark.parametrize("h,w,halo,pixels,limits", AUTO_CASES[4:])
+def test_auto_plan_is_the_cheapest_fixed_grid(h: int, w: int, halo: int, pixels: int, limits) -> None:
+    """No plan_tiles grid with any rectangular tile whose windows fit is cheaper."""
+    low, high = limits or (1, 1 << 30)
+    best = plan_auto(h, w, halo, pixels, limits=limits)
+    for th in range(1, max(h, low) + 1):
+        for tw in range(1, max(w, low) + 1):
+            plan = plan_tiles(h, w, (th, tw), halo, min_size=low)
+            wh, ww = plan.window_shape
+            if wh * ww <= pixels and all(low <= e <= high for e in (wh, ww)):
+                assert plan_cost(best) <= plan_cost(plan), (th, tw)
+
+
+def test_auto_plan_takes_the_whole_image_when_it_fits() -> None:
+    plan = plan_auto(135, 240, 8, 135 * 240)
+    assert len(plan) == 1 and plan.window_shape == (135, 240) and plan.overlap == 1.0
+    assert "whole image" in plan.describe()
+    tiled = plan_auto(135, 240, 8, 135 * 240 - 1)
+    assert len(tiled) == 2 and tiled.overlap < 1.1
+
+
+def test_auto_plan_beats_the_fixed_128_tile_on_the_named_sizes() -> None:
+    """The fixed 128 tile wastes windows on a last column; the even split computes less."""
+    for h, w in [(270, 480), (540, 960)]:
+        fixed = plan_tiles(h, w, 128, 8)
+        auto = plan_auto(h, w, 8, 144 * 144)  # no larger windows than the fixed plan's
+        assert auto.window_pixels < fixed.window_pixels
+    assert plan_tiles(270, 480, 128, 8).overlap == pytest.approx(1.28)
+    assert plan_auto(270, 480, 8, 144 * 144).overlap < 1.2
+
+
+def test_auto_plan_errors_and_rectangular_tiles() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"no window of at most 20 pixels.*halo 2.*\(1 \+ 2\*halo\)\^2 = 25"):
+        plan_auto(50, 50, 2, 20)
+    with pytest.raises(InvalidArgumentError, match="^max_window_pixels must be an integer"):
+        plan_auto(50, 50, 2, 0)
+    with pytest.raises(InvalidArgumentError, match="tile must be an int or a"):
+        plan_tiles(10, 10, (1, 2, 3), 0)  # type: ignore[arg-type]
+    plan = plan_tiles(40, 40, (8, 16), 2)
+    assert plan.window_shape == (12, 20) and (plan.tile_height, plan.tile_width) == (8, 16) and plan.tile == 16
+    assert even_window(480, 4, 8) == 132 and even_window(480, 1, 8) == 480 and even_window(10, 3, 8) == 10

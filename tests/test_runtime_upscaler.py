@@ -13,7 +13,7 @@ from _runtime_models import RECEPTIVE_RADIUS, export_model, reference
 from PIL import Image
 
 import runtime.upscaler
-from runtime import Upscaler
+from runtime import DEFAULT_TILE, Upscaler
 from runtime.backends import Backend, OnnxRuntime, create_backend, get_backend
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.errors import (
@@ -27,6 +27,8 @@ from runtime.errors import (
 )
 from runtime.image_io import read_image, write_image
 from runtime.model_info import ModelInfo, ModelIO
+from runtime.tiling import plan_tiles
+from runtime.upscaler import DEFAULT_MEMORY_BUDGET_MB
 
 
 def nearest4(a: np.ndarray) -> np.ndarray:
@@ -376,3 +378,129 @@ def test_images_below_the_backend_minimum_are_padded(rng: np.random.Generator, s
         out = up.upscale(image)
     np.testing.assert_array_equal(out, image.repeat(2, 0).repeat(2, 1))
     assert {s[2:] for s in backend.shapes} == {(16, 16)}  # one input shape for every call
+
+
+# ------------------------------------------------------------------ tile="auto"
+
+
+class FeatureBlur(Backend):
+    """A ×2 3×3 box blur whose metadata gives a feature count, so tile="auto" knows its memory."""
+
+    name = "feature-blur"
+
+    def __init__(self, features: int = 1) -> None:
+        super().__init__(
+            ModelInfo(
+                io=ModelIO.FLOAT32_NCHW,
+                scale=2,
+                input_name="lr",
+                output_name="sr",
+                recommended_halo=1,
+                metadata={"config": {"features": features}},
+            )
+        )
+        self.shapes: list[tuple[int, ...]] = []
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        self.shapes.append(batch.shape)
+        h, w = batch.shape[2:]
+        p = np.pad(batch, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+        y = sum(p[:, :, i : i + h, j : j + w] for i in range(3) for j in range(3)) / np.float32(9)
+        return y.repeat(2, 2).repeat(2, 3).astype(np.float32)
+
+
+def budget_for(pixels: int, backend: Backend) -> float:
+    """The memory_budget_mb that allows windows of ``pixels`` for ``backend``."""
+    per_pixel = runtime.upscaler.window_bytes_per_pixel(backend.info)
+    assert per_pixel == 4 * 1 * 2 * 2 * 4 + 2048
+    return pixels * per_pixel / 1e6
+
+
+def test_auto_tiles_fit_the_budget_split_evenly_and_equal_the_whole_image(
+    rng: np.random.Generator, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    with Upscaler(backend=FeatureBlur(), tile=999, halo=1) as whole:
+        expected = whole.upscale(image)
+    backend = FeatureBlur()
+    with (
+        caplog.at_level("INFO", logger="runtime.upscaler"),
+        Upscaler(backend=backend, memory_budget_mb=budget_for(150, backend)) as up,
+    ):
+        assert up.tile == "auto" and "tile='auto' (windows <= 150 px" in repr(up)
+        plan = up.plan(30, 41)
+        assert plan.window_height * plan.window_width <= 150 and len(plan) > 1
+        np.testing.assert_array_equal(up.upscale(image), expected)
+        np.testing.assert_array_equal(up.upscale(image), expected)
+    assert {s[2:] for s in backend.shapes} == {plan.window_shape}
+    assert len(backend.shapes) == 2 * len(plan)
+    assert caplog.text.count(f"tiles: {plan.describe()}") == 1  # logged once per image size
+
+
+def test_auto_runs_an_image_that_fits_as_one_window(rng: np.random.Generator) -> None:
+    image = rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    backend = FeatureBlur()
+    with Upscaler(backend=backend, memory_budget_mb=budget_for(30 * 41, backend)) as up:
+        out = up.upscale(image)
+        assert "whole image" in up.plan(30, 41).describe()
+        assert len(up.plan(31, 41)) == 2  # one row more does not fit
+    assert backend.shapes == [(1, 3, 30, 41)]
+    with Upscaler(backend=FeatureBlur(), tile=999, halo=1) as whole:
+        np.testing.assert_array_equal(out, whole.upscale(image))
+
+
+def test_auto_budget_scales_with_the_batch() -> None:
+    backend = FeatureBlur()
+    with Upscaler(backend=backend, memory_budget_mb=budget_for(400, backend), batch=4) as up:
+        plan = up.plan(100, 100)
+        assert plan.window_height * plan.window_width <= 100
+
+
+def test_auto_without_a_feature_count_keeps_the_fixed_tiles_area(conv_model: Path, rng: np.random.Generator) -> None:
+    image = rng.uniform(0, 255, (29, 31, 3)).astype(np.float32)
+    with Upscaler(conv_model, backend="onnxruntime") as up:
+        assert up.tile == "auto"
+        assert f"windows <= {(DEFAULT_TILE + 2 * up.halo) ** 2} px" in repr(up)
+        tiled = up.upscale(image)
+        assert len(up.plan(300, 300)) > 1
+    assert np.abs(tiled - whole_image(conv_model, image)).max() < 1e-4
+
+
+def test_the_bundled_model_gets_its_activation_size_from_its_metadata() -> None:
+    path = runtime.upscaler.default_model_path()
+    if not path.is_file():
+        pytest.fail(f"the bundled model {path} is missing from this checkout")
+    with Upscaler(backend="onnxruntime", batch=1) as up:
+        per_pixel = runtime.upscaler.window_bytes_per_pixel(up.info)
+        assert per_pixel == 4 * 32 * 4 * 4 * 4 + 2048  # compact: 32 features, x4
+        pixels = int(DEFAULT_MEMORY_BUDGET_MB * 1e6) // per_pixel
+        assert f"windows <= {pixels} px" in repr(up)
+        assert len(up.plan(120, 68)) == 1  # the smallest named size runs whole
+        plan = up.plan(270, 480)
+        assert plan.overlap < plan_tiles(270, 480, DEFAULT_TILE, up.halo).overlap
+
+
+def test_auto_on_a_pipelined_device_is_the_fixed_default_tile() -> None:
+    from runtime.testing import BackendStageFactory, EmulatedDevice
+
+    device = EmulatedDevice()
+    with Upscaler(backend=BackendStageFactory(FeatureBlur(), device), device=device) as up:
+        assert up.tile == DEFAULT_TILE and up.plan(300, 300).window_shape == (DEFAULT_TILE + 2, DEFAULT_TILE + 2)
+
+    class Limited(BackendStageFactory):
+        def window_limits(self) -> tuple[int, int]:
+            return (8, 24)
+
+    with Upscaler(backend=Limited(FeatureBlur(), device), device=device) as up:
+        assert up.tile == 22  # inside the engine's largest edge
+
+
+def test_auto_arguments() -> None:
+    with pytest.raises(InvalidArgumentError, match="^tile must be 'auto' or an int >= 1, got 'big'"):
+        Upscaler(backend=FeatureBlur(), tile="big")
+    for bad in (0, -1.0, "1", True):
+        with pytest.raises(InvalidArgumentError, match="^memory_budget_mb must be a number > 0"):
+            Upscaler(backend=FeatureBlur(), memory_budget_mb=bad)  # type: ignore[arg-type]
+    with Upscaler(backend=FeatureBlur(), memory_budget_mb=1e-4, halo=3) as up:
+        with pytest.raises(InvalidArgumentError, match=r"no window of at most 0*\d+ pixels.*raise the memory budget"):
+            up.upscale(np.zeros((20, 20, 3), np.uint8))
