@@ -4,6 +4,8 @@
     python benchmarks/throughput.py --configs compact --sizes 960x540 --repeats 5
     python benchmarks/throughput.py --configs compact --sizes 120x68 --sweep 64,128,256,512
     python benchmarks/throughput.py --configs tiny --sizes 32x24 --warmup 0 --repeats 1   # smoke test
+    python benchmarks/throughput.py --configs compact --sizes 480x270,960x540 --threads 2 --backend onnxruntime \
+        --modes ort-tiled,ort-auto,ort-whole --warmup 1 --repeats 5 --interleave   # tiles vs the halo arithmetic
     python benchmarks/throughput.py --configs compact --sizes 480x270 --threads 2 --tiles 64,128,256 \
         --halos 0,8,16 --batches 1,2,4 --io float32-nchw,uint8-nhwc --precisions fp32,fp16 \
         --name throughput_cpu_sweeps                                                    # tiling sweep
@@ -12,11 +14,13 @@ For each configuration (--configs: compact = the bundled checkpoint
 models/eusr-compact.safetensors; paper and tiny = build_eusr(name), random init seeded by
 --seed, since throughput does not depend on the weights' values) the ×4 path is exported
 once to a temporary float32-nchw ONNX file (TorchScript exporter) and, on a random uint8
-W×H×3 image of every --sizes entry, three modes are timed:
+W×H×3 image of every --sizes entry, four modes are timed:
 
-* ort-tiled   runtime.Upscaler, backend --backend, default tile (128) and halo (the
-              model's recommended halo: 8 for compact, as the bundled model, 16 otherwise),
-              end to end: uint8 in, tile gather, inference, stitching, uint8 out.
+* ort-tiled   runtime.Upscaler, backend --backend, fixed tile --tile (default 128) and halo
+              (the model's recommended halo: 8 for compact, as the bundled model, 16
+              otherwise), end to end: uint8 in, tile gather, inference, stitching, uint8 out.
+* ort-auto    the same with tile="auto", the CPU default: the whole image when it fits the
+              memory budget, else evenly split windows that do (the plan is in the row).
 * ort-whole   the same Upscaler with tile >= image and halo 0: one window, the whole image
               (close to engine-only time plus the uint8 <-> float32 conversions).
 * torch-eager the same model in PyTorch, whole image, float32, torch.inference_mode,
@@ -29,7 +33,17 @@ a p99 would be meaningless, so none is given), input and output megapixels per s
 and images per second (from the median), speedup = torch-eager median / this mode's
 median (same configuration and size, same run), the tiled overhead = ort-tiled median /
 ort-whole median, the largest |difference| of the uint8 output from torch-eager's, and
-the process's peak RSS (ru_maxrss) after the row. ru_maxrss only ever grows: it is the
+the process's peak RSS (ru_maxrss) after the row. For ort-tiled and ort-auto the row also
+has the plan, its overlap (window pixels computed / image pixels: what the halo arithmetic
+says tiling costs) and vs halo = median / (ort-whole median × overlap): 1.0 means the tiles
+cost exactly what the extra pixels cost, above that is per-call overhead (gather, pad, stitch,
+Python, and the backend being less efficient on smaller inputs).
+
+--interleave times the modes of a size round-robin (each mode's warm-up first, then one call
+of every mode per repeat) instead of one mode's repeats after the other, so that a shared
+machine's load drifts into every mode alike and the ratios of one run stay comparable.
+
+ru_maxrss only ever grows: it is the
 high-water mark of the whole process so far (models, torch and all earlier rows
 included), not the memory of that row alone; benchmarks/memory.py measures the
 upscaler's memory in a fresh process.
@@ -68,6 +82,8 @@ if __package__ in (None, ""):  # run as a script: make the repository's packages
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import contextlib
+import functools
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -127,7 +143,7 @@ __all__ = [
     "main",
 ]
 
-MODES = ("ort-tiled", "ort-whole", "torch-eager")
+MODES = ("ort-tiled", "ort-auto", "ort-whole", "torch-eager")
 DEFAULT_SIZES = "120x68,240x135,480x270"
 
 
@@ -173,6 +189,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing each mode")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per mode and size")
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time the modes of a size round-robin (one call of each per repeat) so machine load hits all alike",
+    )
     p.add_argument(
         "--sweep",
         type=parse_int_list,
@@ -231,33 +252,54 @@ def measure_config(
     rows: list[dict[str, Any]] = []
     sweep_rows: list[dict[str, Any]] = []
     rng = np.random.default_rng(args.seed)
-    with Upscaler(onnx_path, backend=opts, tile=tile, halo=args.halo) as tiled:
+    with contextlib.ExitStack() as upscalers:
+        tiled = upscalers.enter_context(Upscaler(onnx_path, backend=opts, tile=tile, halo=args.halo))
+        auto = (
+            upscalers.enter_context(Upscaler(onnx_path, backend=opts, tile="auto", halo=args.halo))
+            if "ort-auto" in args.modes
+            else None
+        )
         run_torch = torch_runner(model, args.threads) if "torch-eager" in args.modes else None
         for width, height in sizes:
             image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            with contextlib.ExitStack() as per_size:
+                runners: dict[str, tuple[Callable[[], np.ndarray], dict[str, Any]]] = {}
+                for mode in args.modes:
+                    if mode in ("ort-tiled", "ort-auto"):
+                        up = tiled if mode == "ort-tiled" else auto
+                        assert up is not None
+                        plan = up.plan(height, width)
+                        settings = {
+                            "tile": up.tile,
+                            "halo": up.halo,
+                            "plan": plan.describe(),
+                            "windows": len(plan),
+                            "window": list(plan.window_shape),
+                            "overlap": plan.overlap,
+                        }
+                        runners[mode] = (functools.partial(up.upscale, image), settings)
+                    elif mode == "ort-whole":
+                        whole_tile = max(width, height)
+                        per_size.enter_context(quiet_halo_warning())
+                        whole = per_size.enter_context(Upscaler(onnx_path, backend=opts, tile=whole_tile, halo=0))
+                        runners[mode] = (functools.partial(whole.upscale, image), {"tile": whole_tile, "halo": 0})
+                    else:
+                        assert run_torch is not None
+                        runners[mode] = (functools.partial(run_torch, image), {"threads": _torch_threads()})
+                timed = _time_modes({m: fn for m, (fn, _) in runners.items()}, args)
             results: dict[str, dict[str, Any]] = {}
             outputs: dict[str, np.ndarray] = {}
-            for mode in args.modes:
-                if mode == "ort-tiled":
-                    settings = {"tile": tiled.tile, "halo": tiled.halo}
-                    times, out = time_calls(lambda: tiled.upscale(image), args.warmup, args.repeats)  # noqa: B023 - called before the loop moves on
-                elif mode == "ort-whole":
-                    whole_tile = max(width, height)
-                    with quiet_halo_warning(), Upscaler(onnx_path, backend=opts, tile=whole_tile, halo=0) as whole:
-                        settings = {"tile": whole_tile, "halo": 0}
-                        times, out = time_calls(lambda: whole.upscale(image), args.warmup, args.repeats)  # noqa: B023 - called before the loop moves on
-                else:
-                    settings = {"threads": _torch_threads()}
-                    times, out = time_calls(lambda: run_torch(image), args.warmup, args.repeats)  # noqa: B023 - called before the loop moves on
+            for mode, (times, out) in timed.items():
                 outputs[mode] = out
                 results[mode] = {
                     **summarize(times, width, height, SCALE),
-                    "settings": settings,
+                    "settings": runners[mode][1],
                     "peak_rss_mib": peak_rss_mib(),
                 }
                 print(
                     f"  {group} {name} {width}x{height} {mode}: median {results[mode]['median_s'] * 1e3:.1f} ms, "
-                    f"{results[mode]['output_mp_per_s']:.3f} MP/s out",
+                    f"{results[mode]['output_mp_per_s']:.3f} MP/s out"
+                    + (f", {runners[mode][1]['plan']}" if "plan" in runners[mode][1] else ""),
                     file=sys.stderr,
                     flush=True,
                 )
@@ -281,8 +323,13 @@ def measure_config(
                 row["ort_whole_median_s"] = whole_med
                 row["tiled_overhead"] = (
                     r["median_s"] / whole_med
-                    if mode == "ort-tiled" and whole_med is not None and whole_med > 0
+                    if mode in ("ort-tiled", "ort-auto") and whole_med is not None and whole_med > 0
                     else None
+                )
+                overlap = r["settings"].get("overlap")
+                row["overlap"] = overlap
+                row["vs_halo_arithmetic"] = (
+                    row["tiled_overhead"] / overlap if row["tiled_overhead"] is not None and overlap else None
                 )
                 row["max_abs_diff_vs_torch"] = (
                     int(np.max(np.abs(outputs[mode].astype(np.int16) - outputs["torch-eager"].astype(np.int16))))
@@ -297,6 +344,25 @@ def measure_config(
                     name, onnx_paths, image, refs, args, default_tile=tiled.tile, default_halo=tiled.halo
                 )
     return rows, sweep_rows
+
+
+def _time_modes(
+    runners: dict[str, Callable[[], np.ndarray]], args: argparse.Namespace
+) -> dict[str, tuple[list[float], np.ndarray]]:
+    """Each mode's timed calls and last output: mode after mode, or round-robin with --interleave."""
+    if not args.interleave:
+        return {mode: time_calls(fn, args.warmup, args.repeats) for mode, fn in runners.items()}  # type: ignore[misc]
+    outputs = {}
+    for mode, fn in runners.items():
+        for _ in range(args.warmup):
+            outputs[mode] = fn()
+    times: dict[str, list[float]] = {mode: [] for mode in runners}
+    for _ in range(args.repeats):
+        for mode, fn in runners.items():
+            t0 = time.perf_counter()
+            outputs[mode] = fn()
+            times[mode].append(time.perf_counter() - t0)
+    return {mode: (times[mode], outputs[mode]) for mode in runners}
 
 
 def _torch_threads() -> int:
@@ -321,6 +387,8 @@ TABLE_HEADERS = [
     "img/s",
     "speedup vs torch",
     "tiled overhead",
+    "overlap",
+    "vs halo",
     "max abs Δ vs torch",
     "peak RSS MiB",
 ]
@@ -343,6 +411,8 @@ def table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
                 fmt_float(r["images_per_s"], 2),
                 fmt_float(r["speedup_vs_torch"], 2),
                 fmt_float(r["tiled_overhead"], 3),
+                fmt_float(r.get("overlap"), 3),
+                fmt_float(r.get("vs_halo_arithmetic"), 3),
                 "-" if r["max_abs_diff_vs_torch"] is None else str(r["max_abs_diff_vs_torch"]),
                 fmt_float(r["peak_rss_mib"], 0),
             ]
@@ -388,7 +458,7 @@ def plot(
     if not main_panel:
         rows = []
     ax = next(panels) if main_panel else None
-    styles = {"ort-tiled": "o-", "ort-whole": "s--", "torch-eager": "^:"}
+    styles = {"ort-tiled": "o-", "ort-auto": "D-", "ort-whole": "s--", "torch-eager": "^:"}
     if ax is not None:
         for config in dict.fromkeys(r["config"] for r in rows):
             for mode in MODES:
@@ -489,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "modes": args.modes,
             "warmup": args.warmup,
             "repeats": args.repeats,
+            "interleave": args.interleave,
             "sweep": args.sweep,
             "tile": args.tile,
             "halo": args.halo,
@@ -497,7 +568,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scale": SCALE,
             "notes": [
                 "speedup_vs_torch = torch_median_s / median_s of the same config and size",
-                "tiled_overhead = ort-tiled median_s / ort-whole median_s",
+                "tiled_overhead = ort-tiled (or ort-auto) median_s / ort-whole median_s",
+                "overlap = window pixels computed / image pixels of the row's plan (the halo arithmetic)",
+                "vs_halo_arithmetic = tiled_overhead / overlap: 1.0 = tiles cost exactly their extra pixels",
                 "peak_rss_mib = ru_maxrss of the whole process after the row (a running high-water mark)",
                 "p90 is linear-interpolated from few repeats; no p99 is reported",
             ],
@@ -519,7 +592,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{env['threads']['onnxruntime_intra_op']}, torch {env['threads']['torch']}; onnxruntime "
         f"{env['versions']['onnxruntime']}, torch {env['versions']['torch']}. Warm-up {args.warmup}, "
         f"{args.repeats} timed repeats per row (min/median/p90/max; no p99 from so few). Speedup = torch-eager "
-        f"median / row median; tiled overhead = ort-tiled / ort-whole median; peak RSS is the process's running "
+        f"median / row median; tiled overhead = ort-tiled (ort-auto) / ort-whole median; overlap = window pixels / "
+        f"image pixels; vs halo = tiled overhead / overlap{'; modes timed round-robin' if args.interleave else ''}; "
+        "peak RSS is the process's running "
         f"high-water mark. Total {total_s:.1f} s.",
     ]
     if sweep_rows:

@@ -60,7 +60,7 @@ def test_cli_runs_and_writes_results(tiny_run) -> None:
     assert ENV_KEYS <= set(data["environment"])
     assert data["models"]["tiny"]["config_name"] == "tiny"
     # The Markdown table is printed last and lists every mode.
-    table = [ln for ln in res.stdout.rstrip().splitlines()[-5:] if ln.startswith("|")]
+    table = [ln for ln in res.stdout.rstrip().splitlines()[-(2 + len(throughput.MODES)) :] if ln.startswith("|")]
     assert len(table) == 2 + len(throughput.MODES)
     assert all(any(mode in ln for ln in table) for mode in throughput.MODES)
 
@@ -87,6 +87,11 @@ def test_rows_per_mode_and_ratios(tiny_run) -> None:
     tiled = by_mode["ort-tiled"]
     assert math.isclose(tiled["tiled_overhead"], tiled["median_s"] / by_mode["ort-whole"]["median_s"], rel_tol=1e-9)
     assert by_mode["ort-whole"]["settings"] == {"tile": 32, "halo": 0}
+    auto = by_mode["ort-auto"]
+    assert auto["settings"]["tile"] == "auto" and auto["settings"]["windows"] == 1  # 32x24 fits: one window
+    assert auto["overlap"] == 1.0 and "whole image" in auto["settings"]["plan"]
+    assert math.isclose(auto["vs_halo_arithmetic"], auto["tiled_overhead"], rel_tol=1e-9)
+    assert math.isclose(tiled["vs_halo_arithmetic"], tiled["tiled_overhead"] / tiled["overlap"], rel_tol=1e-9)
 
 
 @pytest.mark.parametrize("sizes", ["12y3", "0x5", "abc", "32x", ","])
