@@ -57,10 +57,13 @@ import numpy as np
 
 from ._deps import require
 from .backends import BackendOptions, GpuOptions, StageFactory, resolve, with_overrides
+from .bundled import BUNDLED_FILES, bundled_model, models_dir, resolve_model
 from .closing import Closing
-from .errors import InvalidArgumentError, ModelError
+from .errors import ImageWriteError, InvalidArgumentError, ModelError
+from .frames import FRAME_FORMATS, read_frames, write_frames
 from .host import HostDevice
 from .image_io import ImageInfo, ImageSource, check_output_path, read_image, write_image
+from .layout import Precision
 from .model_info import ModelInfo
 from .pipeline import DEFAULT_SLOTS, ImageJob, Pass, PipelineExecutor
 from .tiling import TilePlan, pad_image, plan_auto, plan_tiles
@@ -111,12 +114,12 @@ DEFAULT_GPU_BATCH = 8
 windows per launch to fill a GPU with 128-pixel tiles, while the buffers of three slots
 stay around 0.1 GB (float32 I/O, ×4, halo 16)."""
 
-DEFAULT_MODEL_NAME = "eusr-compact-x4.onnx"
+DEFAULT_MODEL_NAME = BUNDLED_FILES[Precision.FP32]
 
 
 def default_model_path() -> Path:
     """Where the bundled default model lives (package data; may be absent in a checkout)."""
-    return Path(__file__).resolve().parent / "models" / DEFAULT_MODEL_NAME
+    return models_dir() / DEFAULT_MODEL_NAME
 
 
 def window_bytes_per_pixel(info: ModelInfo) -> int | None:
@@ -152,6 +155,9 @@ class Upscaler(Closing):
     slots=3)``, see :mod:`runtime.backends.options`), a name (``"auto"``, ``"onnxruntime"``,
     ``"tensorrt"``, ``"torch-cuda"``, ``"onnxruntime-cuda"``: that backend's defaults), or a
     ready :class:`~runtime.backends.StageFactory` (it stays the caller's to close).
+    ``precision="int8"`` picks the bundled gated INT8 model (fast on OpenVINO, which
+    ``"auto"`` picks on the CPU when installed); with a named ONNX file it checks the
+    precision the file records instead (never a silent swap). Default: the exact fp32 model.
     ``tile``, ``halo`` and ``batch`` trade memory for speed, see :mod:`runtime.tiling`:
     ``tile="auto"`` (the default) on the CPU runs the whole image when its activations fit
     ``memory_budget_mb`` (:data:`DEFAULT_MEMORY_BUDGET_MB`), else the evenly split grid of the
@@ -173,6 +179,7 @@ class Upscaler(Closing):
         model: str | os.PathLike[str] | Any | None = None,
         *,
         backend: str | BackendOptions | StageFactory = "auto",
+        precision: Precision | str | None = None,
         tile: int | str = "auto",
         halo: int | None = None,
         batch: int | None = None,
@@ -214,14 +221,14 @@ class Upscaler(Closing):
         """The backend's options (None when a ready StageFactory was given)."""
 
         if isinstance(backend, StageFactory):
-            if model is not None or backend_options:
+            if model is not None or backend_options or precision is not None:
                 raise InvalidArgumentError(
-                    "model and backend_options cannot be given together with a Backend instance; "
+                    "model, precision and backend_options cannot be given together with a Backend instance; "
                     "the backend already holds its model"
                 )
             self._factory: StageFactory = backend
         elif isinstance(backend, (str, BackendOptions)):
-            source = self._model_source(model)
+            source = self._model_source(model, precision)
             options = resolve(backend, source if isinstance(source, Path) else None)
             if backend_options:
                 warnings.warn(
@@ -255,9 +262,13 @@ class Upscaler(Closing):
             raise
 
     @staticmethod
-    def _model_source(model: Any) -> Any:
-        """A path for file models (the bundled default when None), else the object (a module)."""
+    def _model_source(model: Any, precision: Precision | str | None = None) -> Any:
+        """A path for file models (the bundled model of ``precision`` when None), else the
+        object (a module). With a file and a precision, the file must record that precision:
+        a named model is never swapped for another (runtime/bundled.py)."""
         if model is None:
+            if precision is not None:
+                return bundled_model(precision)  # a clear ModelError when that variant is missing
             path = default_model_path()
             if not path.is_file():
                 raise ModelError(
@@ -266,7 +277,9 @@ class Upscaler(Closing):
                 )
             return path
         if isinstance(model, (str, os.PathLike)):
-            return Path(model)
+            return Path(model) if precision is None else resolve_model(model, precision, what="precision")
+        if precision is not None:
+            raise InvalidArgumentError(f"precision= applies to ONNX file models, not a {type(model).__name__}")
         return model
 
     @staticmethod
@@ -447,9 +460,19 @@ class Upscaler(Closing):
         """
         dst = Path(dst)
         check_output_path(dst, overwrite=overwrite)
-        array, info = read_image(src)
-        result = self._upscale_array(array, info)
-        return write_image(dst, result, info, overwrite=overwrite)
+        frames, finfo = read_frames(src)
+        if len(frames) == 1:  # exactly read_image's array and ImageInfo
+            check_output_path(dst, overwrite=overwrite, info=finfo.image)  # depth/alpha before compute
+            result = self._upscale_array(frames[0], finfo.image)
+            return write_image(dst, result, finfo.image, overwrite=overwrite)
+        if dst.suffix.lower() not in FRAME_FORMATS:
+            raise ImageWriteError(
+                dst,
+                f"{src} has {len(frames)} frames; write {', '.join(sorted(FRAME_FORMATS))} to keep them all "
+                f"(got {dst.suffix or 'no suffix'})",
+            )
+        results = list(self.upscale_many(frames))  # GPU backends pipeline across frames
+        return write_frames(dst, results, finfo, overwrite=overwrite)
 
     def upscale_many(self, images: Iterable[ImageSource]) -> Iterator[np.ndarray]:
         """Upscale each image of ``images`` in order, yielding results one at a time.

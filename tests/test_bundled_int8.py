@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from calibration.gate import run_gate
+from runtime import Upscaler
 from runtime.bundled import BUNDLED_FILES, GATE_SUFFIX, bundled_model, recorded_precision, resolve_model
 from runtime.cli import main
 from runtime.errors import InvalidArgumentError, ModelError
@@ -190,3 +191,21 @@ def test_demo_precision_int8(tmp_path: Path, photo: Path, capsys: pytest.Capture
     assert "PSNR-Y" in capsys.readouterr().out
     assert main(["demo", "-o", str(tmp_path), "--photo", str(photo), "--precision", "fp32", "--model", str(INT8)]) == 2
     assert "records precision int8 (expected fp32)" in capsys.readouterr().err
+
+
+def test_upscaler_precision_picks_the_bundled_variant_and_checks_a_named_file(photos_dir: Path) -> None:
+    from runtime import OnnxRuntime
+
+    image = np.asarray(Image.open(photos_dir / "test" / "coins.png").convert("RGB"))[100:148, 100:164]  # a real crop
+    with (
+        Upscaler(backend=OnnxRuntime(threads=1)) as fp32,
+        Upscaler(backend=OnnxRuntime(threads=1), precision="int8") as int8,
+    ):
+        a, b = fp32.upscale(image), int8.upscale(image)
+    assert not np.array_equal(a, b) and psnr(b.astype(float), a.astype(float)) >= 40
+    with Upscaler(INT8, backend=OnnxRuntime(threads=1), precision="int8") as named:
+        np.testing.assert_array_equal(named.upscale(image), b)
+    with pytest.raises(InvalidArgumentError, match="records precision fp32"):
+        Upscaler(FP32, precision="int8")
+    with pytest.raises((InvalidArgumentError, ModelError), match="fp16"):
+        Upscaler(precision="fp16")

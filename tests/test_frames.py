@@ -182,6 +182,29 @@ def test_upscaled_gif_comes_back_animated_with_every_frame_upscaled(
         np.testing.assert_array_equal(got, nearest4(want))
 
 
+def test_upscale_file_keeps_every_frame_of_an_animation_and_every_tiff_page(
+    nearest_model: Path, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """What `python -m runtime upscale anim.gif -o anim_x4.gif` does: every frame upscaled,
+    durations and loop kept; a multi-page TIFF keeps its pages; a single-frame format is
+    refused before any compute instead of silently keeping one frame."""
+    frames = palette_frames(rng, 3, (8, 10))
+    src = pil_animation(tmp_path / "in.gif", frames, duration=[30, 60, 90], loop=0)
+    pages = [rng.integers(0, 256, (6, 7, 3), dtype=np.uint8) for _ in range(3)]
+    tif = write_frames(tmp_path / "pages.tif", pages)
+    with Upscaler(nearest_model, backend="onnxruntime", tile=4, halo=1) as up:
+        again, info = read_frames(up.upscale_file(src, tmp_path / "out.gif"))
+        assert info.animated and info.durations == (30.0, 60.0, 90.0) and info.loop == 0
+        for got, want in zip(again, frames, strict=True):
+            np.testing.assert_array_equal(got, nearest4(want))
+        got_pages, _ = read_frames(up.upscale_file(tif, tmp_path / "out.tif"))
+        for got, want in zip(got_pages, pages, strict=True):
+            np.testing.assert_array_equal(got, nearest4(want))
+        with pytest.raises(ImageWriteError, match=r"has 3 frames.*\.gif"):
+            up.upscale_file(src, tmp_path / "out.jpg")
+    assert not (tmp_path / "out.jpg").exists()
+
+
 def test_gif_palette_is_shared_and_good_on_a_photo(tmp_path: Path) -> None:
     photo, _ = read_image(PHOTO)
     photo = np.ascontiguousarray(photo[:96, :96, :3])
