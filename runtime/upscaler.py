@@ -56,10 +56,10 @@ from typing import Any
 import numpy as np
 
 from ._deps import require
-from .backends import BackendOptions, GpuOptions, StageFactory, resolve, with_overrides
+from .backends import BackendOptions, GpuOptions, StageFactory, resolve, resolve_auto, with_overrides
 from .bundled import BUNDLED_FILES, bundled_model, models_dir, resolve_model
 from .closing import Closing
-from .errors import ImageWriteError, InvalidArgumentError, ModelError
+from .errors import BackendUnavailableError, ImageWriteError, InvalidArgumentError, ModelError
 from .frames import FRAME_FORMATS, read_frames, write_frames
 from .host import HostDevice
 from .image_io import ImageInfo, ImageSource, check_output_path, read_image, write_image
@@ -244,6 +244,15 @@ class Upscaler(Closing):
             if options.pipelined and not _is_device(device):
                 self._device, self._owns_device = self._cuda_device(options), True
             try:
+                self._factory = options.create(source)
+            except BackendUnavailableError as exc:
+                self._close_device()
+                if backend != "auto" or not options.pipelined or _is_device(device):
+                    raise
+                # "auto" chose a GPU backend that cannot start here (e.g. ONNX Runtime's CUDA
+                # provider without cuDNN): say why and move on to the CPU's best backend.
+                log.warning("backend 'auto': %s cannot start (%s); using the CPU instead", options.name, exc)
+                self.options = options = resolve_auto(source if isinstance(source, Path) else None, pipelined=False)
                 self._factory = options.create(source)
             except BaseException:
                 self._close_device()

@@ -504,3 +504,33 @@ def test_auto_arguments() -> None:
     with Upscaler(backend=FeatureBlur(), memory_budget_mb=1e-4, halo=3) as up:
         with pytest.raises(InvalidArgumentError, match=r"no window of at most 0*\d+ pixels.*raise the memory budget"):
             up.upscale(np.zeros((20, 20, 3), np.uint8))
+
+
+def test_auto_moves_on_to_the_cpu_when_its_gpu_backend_cannot_start(
+    monkeypatch: pytest.MonkeyPatch, nearest_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A GPU box whose ONNX Runtime CUDA provider cannot load (here: the CPU-only wheel, the
+    provider's real refusal) still upscales with backend="auto", and the log says why; an
+    explicit backend name is never replaced."""
+    import logging
+
+    from runtime.backends import OnnxRuntimeCuda
+    from runtime.testing import EmulatedDevice
+
+    real_resolve = runtime.upscaler.resolve
+    monkeypatch.setattr(
+        runtime.upscaler, "resolve", lambda b, p=None: OnnxRuntimeCuda() if b == "auto" else real_resolve(b, p)
+    )
+    devices: list[EmulatedDevice] = []
+    monkeypatch.setattr(
+        Upscaler, "_cuda_device", staticmethod(lambda options: devices.append(EmulatedDevice()) or devices[-1])
+    )
+    caplog.set_level(logging.WARNING, logger="runtime.upscaler")
+    image = np.arange(6 * 7 * 3, dtype=np.uint8).reshape(6, 7, 3)
+    with Upscaler(nearest_model) as up:
+        assert not up.pipelined and up.options is not None and up.options.name in ("openvino", "onnxruntime")
+        np.testing.assert_array_equal(up.upscale(image), image.repeat(4, 0).repeat(4, 1))
+    assert "onnxruntime-cuda cannot start" in caplog.text and "CUDAExecutionProvider" in caplog.text
+    assert len(devices) == 1  # one device for the GPU attempt (closed on the refusal); the CPU path opens none
+    with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider"):
+        Upscaler(nearest_model, backend="onnxruntime-cuda")
