@@ -42,6 +42,8 @@ REFERENCES: dict[int, dict[str, object]] = {
         "data_sha256": "6c2b620267f4a17cd73bfe8f178fd515ac08b025354e481a30dd23cdecb4178b",
         "torch": "2.13.0+cpu",
         "cpu_capability": "AVX512",
+        "cpu_vendor": "AuthenticAMD",
+        "amx": "no",
     },
     5: {
         "state_sha256": "973fb6fd24fbc6308ee07979e4b0dc2b7d0b7b7681f6533e104ad91563ca2d1e",
@@ -49,15 +51,37 @@ REFERENCES: dict[int, dict[str, object]] = {
         "data_sha256": "6c2b620267f4a17cd73bfe8f178fd515ac08b025354e481a30dd23cdecb4178b",
         "torch": "2.13.0+cpu",
         "cpu_capability": "AVX512",
+        "cpu_vendor": "AuthenticAMD",
+        "amx": "no",
     },
 }
 
 
+def _cpuinfo() -> tuple[str, set[str]]:
+    """The CPU's vendor and flags from /proc/cpuinfo ('' and none elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "", set()
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return fields.get("vendor_id", ""), set(fields.get("flags", "").split())
+
+
 def environment() -> dict[str, str]:
-    """What decides the floating-point results besides the code: torch and the CPU kernels it picks."""
+    """What decides the floating-point results besides the code: torch and the CPU kernels it
+    picks. torch's capability says AVX512 on both of this workplace's CPU kinds, but oneDNN's
+    convolutions differ between an AMD EPYC and an Intel Xeon with AMX (seen: the 5-step state
+    differs, the first loss in its 7th digit), so the vendor and AMX count too."""
     import torch
 
-    return {"torch": torch.__version__, "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
+    vendor, flags = _cpuinfo()
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "cpu_vendor": vendor,
+        "amx": "yes" if "amx_tile" in flags else "no",
+    }
 
 
 def data_digest() -> str:
