@@ -42,7 +42,7 @@ import numpy as np
 
 from benchmarks.naive_tiler import tile_boxes, tile_process
 from benchmarks.rss import peak_rss_mib, reset_peak_rss, row_peak_rss_mib
-from benchmarks.throughput_models import quiet_halo_warning
+from benchmarks.throughput_models import quiet_halo_warning, torch_uint8_runner
 from benchmarks.timing import summarize
 
 __all__ = ["ROW_KINDS", "WHOLE_OF", "Runner", "load_image", "measure_group", "main"]
@@ -244,12 +244,7 @@ def _torch_runner(kind: str, module: Any, image: np.ndarray, scale: int, tile: i
             "tiles": len(boxes),
         }
 
-    def run_uint8(img: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            x = torch.from_numpy(img).permute(2, 0, 1).unsqueeze(0).to(torch.float32).contiguous()
-            y = forward(x)
-            y = y.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous()
-        return y.numpy()
+    run_uint8 = torch_uint8_runner(forward)
 
     def run_float(img: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

@@ -107,7 +107,14 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.rss import peak_rss_mib
-from benchmarks.throughput_models import CONFIGS, DEFAULT_VARIANT, SCALE, prepared_config, quiet_halo_warning
+from benchmarks.throughput_models import (
+    CONFIGS,
+    DEFAULT_VARIANT,
+    SCALE,
+    prepared_config,
+    quiet_halo_warning,
+    torch_uint8_runner,
+)
 from benchmarks.throughput_sweep import (
     SWEEP_FLAGS,
     TILING_HEADERS,
@@ -222,14 +229,7 @@ def torch_runner(module: Any, threads: int | None) -> Callable[[np.ndarray], np.
     if threads is not None:
         torch.set_num_threads(threads)
 
-    def run(image: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).to(torch.float32).contiguous()
-            y = module(x)
-            y = y.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous()
-        return y.numpy()
-
-    return run
+    return torch_uint8_runner(module)
 
 
 def measure_config(

@@ -27,6 +27,7 @@ __all__ = [
     "build_config",
     "prepared_config",
     "quiet_halo_warning",
+    "torch_uint8_runner",
 ]
 
 SCALE = 4
@@ -135,3 +136,21 @@ def quiet_halo_warning() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def torch_uint8_runner(forward: Any) -> Any:
+    """``image -> image`` for a torch ``forward`` (N×3×H×W float32 in 0..255): an H×W×3 uint8
+    in, rounded and clamped H×W×3 uint8 out, as the runtime's uint8 path returns it, so the
+    eager rows of every benchmark time the same conversions."""
+    import numpy as np
+    import torch
+
+    def run(image: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).to(torch.float32).contiguous()
+            y = forward(x)
+            y = y.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous()
+        out: np.ndarray = y.numpy()
+        return out
+
+    return run
