@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import InvalidArgumentError
 from .layout import ModelIO
-from .tiling import Tile
+from .tiling import BORDER_MODE, BorderMode, Tile, index_map
 
 __all__ = ["LUMA_BT601", "batch_shape", "allocate_batch", "gather_windows", "scatter_cores"]
 
@@ -42,11 +42,15 @@ def gather_windows(
     *,
     io: ModelIO,
     input_scale: float = 1.0,
+    border_mode: BorderMode = BORDER_MODE,
 ) -> np.ndarray:
     """Copy the windows of ``tiles`` from ``source`` into ``out[:len(tiles)]``.
 
     ``source`` is H×W×1 (gray, replicated to RGB here) or H×W×3. Values are multiplied by
     ``input_scale`` on the way into a float32 batch (1/257 maps uint16 onto 0..255).
+    Window pixels outside ``source`` (border context, tiny images) are mirrored in from
+    the image (``border_mode``, a :func:`numpy.pad` mode) through an index map: a
+    window-sized temporary for border windows only, never a padded copy of the image.
     Returns the filled view ``out[:len(tiles)]``.
     """
     if source.ndim != 3 or source.shape[2] not in (1, 3):
@@ -61,10 +65,17 @@ def gather_windows(
             f"a {io.value} model takes {io.dtype} pixels, got {source.dtype}; use a float32-nchw model"
         )
     scale = None if input_scale == 1.0 else out.dtype.type(input_scale)
+    height, width = source.shape[:2]
     for i, tile in enumerate(tiles):
-        # io.hwc is a view and copyto broadcasts 1 channel to 3: no temporaries.
+        # io.hwc is a view and copyto broadcasts 1 channel to 3: no temporaries inside the image.
         dst = io.hwc(out[i])
-        np.copyto(dst, source[tile.window.slices], casting="unsafe")
+        w = tile.window
+        if w.y0 >= 0 and w.x0 >= 0 and w.y1 <= height and w.x1 <= width:
+            np.copyto(dst, source[w.slices], casting="unsafe")
+        else:
+            rows = index_map(w.y0, w.y1, height, border_mode)
+            cols = index_map(w.x0, w.x1, width, border_mode)
+            np.copyto(dst, source[rows[:, None], cols[None, :]], casting="unsafe")
         if scale is not None:
             dst *= scale
     return out[: len(tiles)]

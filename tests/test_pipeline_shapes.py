@@ -61,12 +61,14 @@ def test_every_bind_and_enqueue_of_an_image_has_one_shape(io: ModelIO, schedule:
 def test_each_image_keeps_its_own_single_shape() -> None:
     rng = np.random.default_rng(8)
     big = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    small = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)  # one 6x7 window, padded to a batch of 4
+    small = rng.integers(
+        0, 256, (6, 7, 3), dtype=np.uint8
+    )  # one 8x9 window (6x7 plus the mirrored halo), padded to a batch of 4
     device = EmulatedDevice("random", seed=1)
     factory = BackendStageFactory(BlurUp(), device, max_batch=4)
     with Upscaler(backend=factory, device=device, tile=8, halo=1, batch=4, slots=3) as up:
         outs = list(up.upscale_many([big, small, big]))
-    assert factory.enqueued_shapes == [(4, 3, 10, 10)] * 7 + [(4, 3, 6, 7)] + [(4, 3, 10, 10)] * 7
+    assert factory.enqueued_shapes == [(4, 3, 10, 10)] * 7 + [(4, 3, 8, 9)] + [(4, 3, 10, 10)] * 7
     for out, image in zip(outs, [big, small, big], strict=True):
         np.testing.assert_array_equal(out, sequential(image, tile=8, halo=1, batch=4))
 

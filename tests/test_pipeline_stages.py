@@ -19,6 +19,7 @@ from runtime.backends.onnxruntime_cuda import OrtCudaStageFactory
 from runtime.errors import BackendUnavailableError, InvalidArgumentError, ModelError
 from runtime.model_info import ModelIO
 from runtime.testing.emulated import DeferredStageFactory, EmulatedDevice
+from runtime.tiling import BORDER_MODE
 
 torch = pytest.importorskip("torch")
 
@@ -77,17 +78,20 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_eusr) -> Path
     return save_checkpoint(path, tiny_eusr, config=tiny_eusr.config.to_dict(), config_name="tiny")
 
 
-def torch_whole(model, image: np.ndarray) -> np.ndarray:
+def torch_whole(model, image: np.ndarray, border: int = 0) -> np.ndarray:
+    """The whole image through ``model`` with ``border`` mirrored pixels of context (cropped off)."""
+    padded = np.pad(image, ((border, border), (border, border), (0, 0)), mode=BORDER_MODE)
     with torch.inference_mode():
-        x = torch.from_numpy(image.astype(np.float32).transpose(2, 0, 1)[None].copy())
-        return model(x, 4)[0].numpy().transpose(1, 2, 0)
+        x = torch.from_numpy(padded.astype(np.float32).transpose(2, 0, 1)[None].copy())
+        out = model(x, 4)[0].numpy().transpose(1, 2, 0)
+    return out[4 * border : out.shape[0] - 4 * border, 4 * border : out.shape[1] - 4 * border]
 
 
 def test_torch_stage_float32_matches_pytorch_whole_image(
     single_thread_torch, tiny_eusr, rng: np.random.Generator
 ) -> None:
     image = rng.uniform(0, 255, (37, 45, 3)).astype(np.float32)
-    expected = torch_whole(tiny_eusr, image)
+    expected = torch_whole(tiny_eusr, image, border=16)
     from runtime.backends.torch_cuda import TorchCudaStageFactory
 
     for channels_last in (True, False):
@@ -106,7 +110,7 @@ def test_torch_stage_uint8_io_from_a_checkpoint(
     from runtime.backends.torch_cuda import TorchCudaStageFactory
 
     image = rng.integers(0, 256, (30, 26, 3), dtype=np.uint8)
-    expected = np.clip(np.round(torch_whole(tiny_eusr, image)), 0, 255)
+    expected = np.clip(np.round(torch_whole(tiny_eusr, image, border=16)), 0, 255)
     factory = TorchCudaStageFactory(tiny_checkpoint, device="cpu", io="uint8-nhwc", halo=16)
     assert factory.info.io is ModelIO.UINT8_NHWC and factory.info.config_name == "tiny"
     with factory, emulated(factory, tile=12, batch=2, slots=2) as up:

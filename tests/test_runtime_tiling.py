@@ -5,10 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from runtime import tiling
 from runtime.errors import InvalidArgumentError
 from runtime.model_info import ModelIO
 from runtime.stitching import allocate_batch, gather_windows, scatter_cores
-from runtime.tiling import CALL_PIXELS, even_window, pad_image, plan_auto, plan_tiles, required_size
+from runtime.tiling import CALL_PIXELS, TilePlan, even_window, pad_image, required_size
+
+
+def plan_tiles(*args: object, border: int = 0, **kwargs: object) -> TilePlan:
+    """The planner's geometry without mirrored border context (tests/test_borders.py covers border=halo)."""
+    return tiling.plan_tiles(*args, border=border, **kwargs)  # type: ignore[arg-type]
+
+
+def plan_auto(*args: object, border: int = 0, **kwargs: object) -> TilePlan:
+    """:func:`runtime.tiling.plan_auto` without mirrored border context, like :func:`plan_tiles` here."""
+    return tiling.plan_auto(*args, border=border, **kwargs)  # type: ignore[arg-type]
+
 
 TILE, HALO = 16, 4
 SIZES = [
@@ -131,7 +143,8 @@ def test_numpy_integers_are_accepted() -> None:
 def test_min_size_pads_small_images_but_cores_stay_real() -> None:
     plan = plan_tiles(3, 50, 16, 4, min_size=24)
     assert (plan.input_height, plan.input_width) == (24, 50)
-    assert plan.needs_padding and plan.window_shape == (24, 24)
+    # The gather mirrors the missing rows in (tests/test_borders.py): no padded copy needed.
+    assert not plan.needs_padding and plan.window_shape == (24, 24)
     assert ownership(plan).min() == 1 == ownership(plan).max()
     assert all(t.core.y1 <= 3 for t in plan)
     assert required_size(3, 50, min_size=24) == (24, 50)
@@ -278,7 +291,7 @@ def test_auto_plan_errors_and_rectangular_tiles() -> None:
     with pytest.raises(InvalidArgumentError, match="^max_window_pixels must be an integer"):
         plan_auto(50, 50, 2, 0)
     with pytest.raises(InvalidArgumentError, match="tile must be an int or a"):
-        plan_tiles(10, 10, (1, 2, 3), 0)  # type: ignore[arg-type]
+        plan_tiles(10, 10, (1, 2, 3), 0)
     plan = plan_tiles(40, 40, (8, 16), 2)
     assert plan.window_shape == (12, 20) and (plan.tile_height, plan.tile_width) == (8, 16) and plan.tile == 16
     assert even_window(480, 4, 8) == 132 and even_window(480, 1, 8) == 480 and even_window(10, 3, 8) == 10
