@@ -64,6 +64,7 @@ __all__ = [
     "PreparedModel",
     "prepared_model",
     "backend_for",
+    "with_border",
     "import_pyplot",
     # from runtime.results / runtime.evaluation, one copy for benchmarks and train.evaluate
     "GitState",
@@ -245,3 +246,21 @@ def backend_for(name: str, threads: int | None, model: str | os.PathLike[str] | 
     if threads is not None and "threads" in {f.name for f in dataclasses.fields(options)}:
         options = dataclasses.replace(options, threads=threads)
     return options
+
+
+def with_border(run: Callable[[Any], Any], border: int, scale: int) -> Callable[[Any], Any]:
+    """``run`` (H×W×C -> sH×sW×C) as the Upscaler computes it: on the image with ``border``
+    pixels of mirrored context (:func:`runtime.tiling.pad_border`), cropped back. A
+    whole-image reference for a runtime whose border context is ``border`` (its halo);
+    ``border`` 0 returns ``run`` itself."""
+    from runtime.tiling import pad_border
+
+    if border == 0:
+        return run
+    crop = scale * border
+
+    def bordered(image: Any) -> Any:
+        out = run(pad_border(image, border))
+        return out[crop:-crop, crop:-crop]
+
+    return bordered

@@ -6,7 +6,8 @@
     python benchmarks/parity.py --backend torch-cuda --fp16 --precision fp16 data/photos/test   # GPU pipeline
 
 Reference: the ×scale path of the ``--reference`` checkpoint (``train.checkpoint.load_model``)
-run in PyTorch float32 on the whole image. Candidate: ``runtime.Upscaler(--model,
+run in PyTorch float32 on the whole image, given the same mirrored border context as the
+runtime's border tiles (the halo: ``runtime.tiling.pad_border``, output cropped back). Candidate: ``runtime.Upscaler(--model,
 backend=--backend)`` (GPU backends: the pipelined executor; torch-cuda runs the
 ``--reference`` checkpoint unless ``--model`` is another checkpoint) fed the same float32 array (0..255), so its raw float output comes
 back unrounded (needs a float32-nchw model); once on the whole image (tile >= the image's
@@ -60,6 +61,7 @@ from benchmarks.common import (
     markdown_table,
     prepared_model,
     require_clean_tree,
+    with_border,
     write_results,
 )
 from runtime.errors import UpscaleError
@@ -207,9 +209,11 @@ def load_input(path: Path, max_size: int | None = None) -> np.ndarray:
 
 
 class TorchReference:
-    """Whole-image PyTorch float32 output of a checkpoint's ×scale path (H×W×3 in, float out)."""
+    """Whole-image PyTorch float32 output of a checkpoint's ×scale path (H×W×3 in, float out),
+    on the image with ``border`` pixels of mirrored context (the runtime's halo: what its
+    border tiles see, :func:`benchmarks.common.with_border`), cropped back."""
 
-    def __init__(self, checkpoint: Path, scale: int, threads: int | None = None) -> None:
+    def __init__(self, checkpoint: Path, scale: int, threads: int | None = None, *, border: int = 0) -> None:
         try:
             import torch
 
@@ -229,6 +233,8 @@ class TorchReference:
         self._torch = torch
         self._path = model.path(scale).float().eval()
         self.scale = scale
+        self.border = border
+        self._run = with_border(self._forward, border, scale)
         self.info = {
             "path": str(checkpoint),
             "sha256": file_sha256(Path(checkpoint)),
@@ -236,9 +242,13 @@ class TorchReference:
             "config": model.config.to_dict(),
             "torch_threads": torch.get_num_threads(),
             "runner": "torch float32, whole image",
+            "border": border,
         }
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        return np.asarray(self._run(image))
+
+    def _forward(self, image: np.ndarray) -> np.ndarray:
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None]
         with torch.inference_mode():
@@ -317,7 +327,8 @@ def upscaler_candidate(
                     f"output), this one has {tiled.info.io.value} I/O"
                 )
             extra = {"batch": 1, "slots": 1, "device": tiled.device} if tiled.pipelined else {}
-            whole = Upscaler(backend=tiled.backend, tile=whole_tile, halo=tiled.halo, **extra)  # one tile: halo unused
+            # one window; the halo is its mirrored border context, as for the tiles
+            whole = Upscaler(backend=tiled.backend, tile=whole_tile, halo=tiled.halo, **extra)
             ups = {"whole": whole, "tiled": tiled}
 
             def candidate(image: np.ndarray, mode: str) -> np.ndarray:
@@ -453,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fp16=args.fp16,
             allow_tf32=args.allow_tf32,
         ) as (candidate, model):
-            reference = TorchReference(args.reference, model["scale"], args.threads)
+            reference = TorchReference(args.reference, model["scale"], args.threads, border=model["halo"])
             print(
                 f"parity: {model['path']} on {model['backend']} ({args.precision}) vs PyTorch float32 "
                 f"{args.reference}; {len(images)} images; PSNR >= {thresholds.min_psnr:g} dB, "

@@ -16,8 +16,10 @@ runs them row by row instead, each row closed before the next: one row's memory 
    machine load hits every row alike and the ratios of one size compare like for like.
 3. **Accuracy**: each row once more on the float32 copy of the image (the runtime then
    returns the raw model output, unrounded), against PyTorch eager float32 on the whole
-   image: PSNR (peak 255) and max |Δ|; tiled rows also against their own backend's whole
-   image row (the seam check), and the timed uint8 output against torch's rounded one.
+   image with the row's mirrored border context (the runtime's halo; none for whole rows
+   and torch): PSNR (peak 255) and max |Δ|; tiled rows also against their own backend in
+   one window with the same border (the seam check; the naive tiler against torch-whole),
+   and the timed uint8 output against torch's rounded one.
 """
 
 from __future__ import annotations
@@ -115,6 +117,9 @@ class Runner:
     precision: str = "fp32"
     close: Callable[[], None] = lambda: None
     extra: dict[str, Any] = field(default_factory=dict)
+    seam_reference: Callable[[np.ndarray], np.ndarray] | None = None
+    """Float output of the same backend, model and border context in one window (tiled
+    Upscaler rows): what the row computes without seams."""
 
 
 def _options_record(options: Any) -> dict[str, Any]:
@@ -155,6 +160,7 @@ def _upscaler_runner(kind: str, up: Any, image: np.ndarray, precision: str, extr
         "batch": up.batch,
         "tiles": len(plan) if plan is not None else None,
         "window": [plan.window_height, plan.window_width] if plan is not None else None,
+        "border": getattr(plan, "border", 0) if plan is not None else 0,
         "repr": repr(up),
     }
     return Runner(
@@ -208,7 +214,16 @@ def _fixed_runner(kind: str, model: str, options: Any, image: np.ndarray, tile: 
             up = Upscaler(model, backend=options, tile=max(width, height), halo=0)
     else:
         up = Upscaler(model, backend=options, tile=tile)
-    return _upscaler_runner(kind, up, image, "int8" if "int8" in kind else "fp32", {"model": model})
+    runner = _upscaler_runner(kind, up, image, "int8" if "int8" in kind else "fp32", {"model": model})
+    if tile is not None:
+
+        def seam_reference(img: np.ndarray) -> np.ndarray:
+            # one window of the image plus the row's mirrored border: made after the timing
+            with Upscaler(model, backend=options, tile=max(img.shape[:2]), halo=up.halo) as whole:
+                return np.asarray(whole.upscale(img))
+
+        runner.seam_reference = seam_reference
+    return runner
 
 
 def _torch_module(spec: dict[str, Any]) -> Any:
@@ -228,7 +243,7 @@ def _torch_runner(kind: str, module: Any, image: np.ndarray, scale: int, tile: i
             return module(x)
 
         computed = height * width
-        settings: dict[str, Any] = {"threads": torch.get_num_threads(), "tiler": None}
+        settings: dict[str, Any] = {"threads": torch.get_num_threads(), "tiler": None, "border": 0}
     else:
 
         def forward(x: Any) -> Any:
@@ -242,6 +257,7 @@ def _torch_runner(kind: str, module: Any, image: np.ndarray, scale: int, tile: i
             "tile": tile,
             "pad": pad,
             "tiles": len(boxes),
+            "border": 0,  # zero padding at the image edge, as Real-ESRGAN's tiler does
         }
 
     run_uint8 = torch_uint8_runner(forward)
@@ -349,28 +365,43 @@ def _set_up(
 
 
 class _Accuracy:
-    """The float32 outputs a row is compared with: torch-whole's, and each backend's whole-image one."""
+    """The float32 outputs a row is compared with: torch-whole's, given the same mirrored
+    border context as the row (``settings["border"]``: the runtime's halo, 0 for whole rows
+    and torch), and the seam reference (the row's backend in one window, or for the naive
+    tiler torch-whole itself)."""
 
-    def __init__(self, image: np.ndarray) -> None:
+    def __init__(self, image: np.ndarray, scale: int) -> None:
         self.image_f = image.astype(np.float32)
-        self.ref: np.ndarray | None = None
-        self.ref_u8: np.ndarray | None = None
+        self.scale = scale
+        self.torch_float: Callable[[np.ndarray], np.ndarray] | None = None
+        self.refs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.wholes: dict[str, np.ndarray] = {}
+
+    def _reference(self, border: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(float64, uint8) torch-whole output with ``border`` pixels of mirrored context."""
+        from benchmarks.common import with_border
+
+        if border not in self.refs and self.torch_float is not None:
+            out = np.asarray(with_border(self.torch_float, border, self.scale)(self.image_f), np.float64)
+            self.refs[border] = (out, np.clip(np.rint(out), 0, 255).astype(np.uint8))
+        return self.refs.get(border)
 
     def measure(self, kind: str, runner: Runner, row: dict[str, Any], last_u8: np.ndarray) -> None:
         out = np.asarray(runner.run_float(self.image_f), dtype=np.float32)
         if kind == "torch-whole":
-            self.ref, self.ref_u8 = out.astype(np.float64), last_u8
-        row["accuracy_vs_torch"] = _accuracy(out, self.ref) if self.ref is not None else None
+            self.torch_float = runner.run_float
+            self.refs[0] = (out.astype(np.float64), last_u8)
+        ref = self._reference(int(runner.settings.get("border", 0)))
+        row["accuracy_vs_torch"] = _accuracy(out, ref[0]) if ref is not None else None
         if kind in WHOLE_OF.values():
             self.wholes[kind] = out
         sibling = WHOLE_OF.get(kind)
-        if sibling in self.wholes:
+        if runner.seam_reference is not None:
+            row["accuracy_vs_whole"] = _accuracy(out, runner.seam_reference(self.image_f).astype(np.float64))
+        elif sibling in self.wholes:
             row["accuracy_vs_whole"] = _accuracy(out, self.wholes[sibling].astype(np.float64))
         row["uint8_max_abs_diff_vs_torch"] = (
-            int(np.max(np.abs(last_u8.astype(np.int16) - self.ref_u8.astype(np.int16))))
-            if self.ref_u8 is not None
-            else None
+            int(np.max(np.abs(last_u8.astype(np.int16) - ref[1].astype(np.int16)))) if ref is not None else None
         )
 
 
@@ -404,7 +435,7 @@ def measure_group(spec: dict[str, Any]) -> dict[str, Any]:
         label = f"[{spec['config']} t{threads} {width}x{height}]"
         image, image_desc = load_image(spec, width, height)
         kinds = [k for k in spec["kinds"] if k not in spec.get("skip_rows", {}).get(f"{width}x{height}", ())]
-        acc = _Accuracy(image)
+        acc = _Accuracy(image, spec["scale"])
         done: dict[str, dict[str, Any]] = {}
         if spec.get("order", "round-robin") == "blocks":
             for kind in _accuracy_order(kinds):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,9 +158,11 @@ def measure_tiling_sweep(
     *,
     default_tile: int,
     default_halo: int,
+    torch_at: Callable[[int], np.ndarray | None] | None = None,
 ) -> list[dict[str, Any]]:
     """ort-tiled on ``image`` for every sweep combination; ratios against the sweep's own default
-    row and against the torch-eager / ort-whole medians of the same image (``refs``)."""
+    row and against the torch-eager / ort-whole medians of the same image (``refs``); uint8
+    agreement against ``torch_at(border)``, torch-eager given the row's mirrored border (its halo)."""
     from runtime import Upscaler
     from runtime.tiling import plan_tiles
 
@@ -196,6 +198,7 @@ def measure_tiling_sweep(
             "nominal_overlap": (combo["tile"] + 2 * combo["halo"]) ** 2 / combo["tile"] ** 2,
             "actual_overlap": window_px / (width * height),
             "ms_per_window_mp": row_ms_per_window_mp(times, window_px),
+            "border": plan.border,
             "peak_rss_mib": peak if peak is not None else peak_rss_mib(),
             "rss_before_mib": rss_before,
             "peak_rss_kind": "row (VmHWM after a clear_refs reset)" if peak is not None else "process (ru_maxrss)",
@@ -210,7 +213,7 @@ def measure_tiling_sweep(
             flush=True,
         )
     default_med = next(r["median_s"] for r in rows if r["varied"] == "default")
-    torch_med, torch_out = refs.get("torch-eager", (None, None))
+    torch_med = refs["torch-eager"][0] if "torch-eager" in refs else None
     whole_med = refs["ort-whole"][0] if "ort-whole" in refs else None
     tiled_main = refs["ort-tiled"][0] if "ort-tiled" in refs else None
     for row, out in zip(rows, outputs):
@@ -222,6 +225,7 @@ def measure_tiling_sweep(
         row["ort_whole_median_s"] = whole_med
         row["time_vs_whole"] = med / whole_med if whole_med else None
         row["main_table_tiled_median_s"] = tiled_main
+        torch_out = torch_at(row["border"]) if torch_at is not None else None
         row["max_abs_diff_vs_torch"] = (
             int(np.max(np.abs(out.astype(np.int16) - torch_out.astype(np.int16)))) if torch_out is not None else None
         )

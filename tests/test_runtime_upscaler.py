@@ -27,7 +27,7 @@ from runtime.errors import (
 )
 from runtime.image_io import read_image, write_image
 from runtime.model_info import ModelInfo, ModelIO
-from runtime.tiling import plan_tiles
+from runtime.tiling import BORDER_MODE, plan_tiles
 from runtime.upscaler import DEFAULT_MEMORY_BUDGET_MB
 
 
@@ -35,10 +35,18 @@ def nearest4(a: np.ndarray) -> np.ndarray:
     return a.repeat(4, 0).repeat(4, 1)
 
 
-def whole_image(model: Path, image: np.ndarray) -> np.ndarray:
-    """Reference: the whole H×W×3 float image through onnxruntime in one call, as HWC."""
-    nchw = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
-    return reference(model, nchw)[0].transpose(1, 2, 0)
+def with_border(image: np.ndarray, border: int) -> np.ndarray:
+    """``image`` with ``border`` mirrored pixels on each side, the context the tiler gives the borders."""
+    return np.pad(image, ((border, border), (border, border), (0, 0)), mode=BORDER_MODE)
+
+
+def whole_image(model: Path, image: np.ndarray, border: int = 0) -> np.ndarray:
+    """Reference: the whole H×W×3 float image, with ``border`` mirrored context, through onnxruntime
+    in one call, as HWC with the border cropped off."""
+    nchw = np.ascontiguousarray(with_border(image, border).transpose(2, 0, 1)[None], dtype=np.float32)
+    out = reference(model, nchw)[0].transpose(1, 2, 0)
+    s = out.shape[0] // (image.shape[0] + 2 * border) * border
+    return out[s : out.shape[0] - s, s : out.shape[1] - s]
 
 
 # ------------------------------------------------------------------ tiling correctness
@@ -62,7 +70,7 @@ def test_tiled_equals_whole_image(
     image = rng.uniform(0, 255, (height, width, 3)).astype(np.float32)
     with Upscaler(conv_model, backend="onnxruntime", tile=tile, halo=halo, batch=batch) as up:
         tiled = up.upscale(image)
-    expected = whole_image(conv_model, image)
+    expected = whole_image(conv_model, image, border=halo)
     assert tiled.dtype == np.float32 and tiled.shape == expected.shape
     err = np.abs(tiled - expected).max()
     assert err < 1e-4, f"max abs error {err} between tiled and whole-image output"
@@ -71,8 +79,8 @@ def test_tiled_equals_whole_image(
 def test_halo_zero_shows_seams(conv_model: Path, rng: np.random.Generator) -> None:
     """Negative control: without enough context the comparison above must fail."""
     image = rng.uniform(0, 255, (23, 41, 3)).astype(np.float32)
-    expected = whole_image(conv_model, image)
     for halo in (0, RECEPTIVE_RADIUS - 1):
+        expected = whole_image(conv_model, image, border=halo)
         with Upscaler(conv_model, backend="onnxruntime", tile=8, halo=halo) as up:
             err = np.abs(up.upscale(image) - expected).max()
         assert err > 0.1, f"halo={halo} should differ from whole-image output, max error {err}"
@@ -82,7 +90,7 @@ def test_uint8_output_is_rounded_and_clipped_whole_image(conv_model: Path, rng: 
     image = rng.integers(0, 256, (19, 26, 3), dtype=np.uint8)
     with Upscaler(conv_model, backend="onnxruntime", tile=8, halo=4, batch=3) as up:
         out = up.upscale(image)
-    expected = np.clip(np.rint(whole_image(conv_model, image.astype(np.float32))), 0, 255)
+    expected = np.clip(np.rint(whole_image(conv_model, image.astype(np.float32), border=4)), 0, 255)
     assert out.dtype == np.uint8
     # float32 summation order differs between tile shapes: allow a flip at .5 boundaries
     assert np.abs(out.astype(int) - expected).max() <= 1
@@ -97,7 +105,7 @@ def test_uint8_nhwc_model_tiled_equals_whole(conv_uint8_model: Path, rng: np.ran
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(conv_uint8_model), providers=["CPUExecutionProvider"])
-    expected = session.run(["sr"], {"lr": image[None]})[0][0]
+    expected = session.run(["sr"], {"lr": with_border(image, 4)[None]})[0][0][16:-16, 16:-16]
     assert out.dtype == np.uint8 and np.abs(out.astype(int) - expected).max() <= 1
 
 
@@ -139,7 +147,7 @@ def test_constant_alpha_skips_the_model(
         original = up.backend.infer
         monkeypatch.setattr(up.backend, "infer", lambda b: calls.append(len(b)) or original(b))
         out = up.upscale(image)
-    assert sum(calls) == 6  # 2×3 tiles (windows of 6 with halo 1), colour pass only
+    assert sum(calls) == 9  # 3×3 tiles (cores of 4 with halo 1, mirrored at the borders), colour pass only
     assert (out[:, :, 3] == 255).all()
 
 
@@ -440,11 +448,11 @@ def test_auto_tiles_fit_the_budget_split_evenly_and_equal_the_whole_image(
 def test_auto_runs_an_image_that_fits_as_one_window(rng: np.random.Generator) -> None:
     image = rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)
     backend = FeatureBlur()
-    with Upscaler(backend=backend, memory_budget_mb=budget_for(30 * 41, backend)) as up:
+    with Upscaler(backend=backend, memory_budget_mb=budget_for(32 * 43, backend)) as up:
         out = up.upscale(image)
         assert "whole image" in up.plan(30, 41).describe()
         assert len(up.plan(31, 41)) == 2  # one row more does not fit
-    assert backend.shapes == [(1, 3, 30, 41)]
+    assert backend.shapes == [(1, 3, 32, 43)]  # the image plus its mirrored halo of 1
     with Upscaler(backend=FeatureBlur(), tile=999, halo=1) as whole:
         np.testing.assert_array_equal(out, whole.upscale(image))
 
@@ -463,7 +471,7 @@ def test_auto_without_a_feature_count_keeps_the_fixed_tiles_area(conv_model: Pat
         assert f"windows <= {(DEFAULT_TILE + 2 * up.halo) ** 2} px" in repr(up)
         tiled = up.upscale(image)
         assert len(up.plan(300, 300)) > 1
-    assert np.abs(tiled - whole_image(conv_model, image)).max() < 1e-4
+    assert np.abs(tiled - whole_image(conv_model, image, border=up.halo)).max() < 1e-4
 
 
 def test_the_bundled_model_gets_its_activation_size_from_its_metadata() -> None:
