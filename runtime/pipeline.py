@@ -60,6 +60,8 @@ import numpy as np
 
 from .backends.contract import Stage, StageFactory
 from .closing import Closing
+from .device_arrays import DeviceImage
+from .device_tiles import DeviceTarget, gather_on_device, scatter_on_device
 from .errors import InvalidArgumentError, UpscaleError
 from .layout import ModelIO
 from .stitching import gather_windows, scatter_cores
@@ -103,13 +105,22 @@ class Device(Protocol):
     def begin_capture(self, stream: Any) -> None: ...
     def end_capture(self, stream: Any) -> Any: ...
 
+    # Devices that take frames already in their memory (runtime.device_arrays) also have
+    # copy_2d(dst, dst_pitch, src, src_pitch, width_bytes, height, stream) (device to device)
+    # and synchronize_handle(stream_handle) (wait for a producer's stream).
+
 
 @dataclass(frozen=True)
 class Pass:
-    """One trip of an image through the model: ``source`` (H×W×1 or ×3) into ``target``."""
+    """One trip of an image through the model: ``source`` (H×W×1 or ×3) into ``target``.
 
-    source: np.ndarray
-    target: np.ndarray
+    Either side may be on the GPU (a :class:`~runtime.device_arrays.DeviceImage` source, a
+    :class:`~runtime.device_tiles.DeviceTarget` target): its windows or cores then move by
+    device-to-device copies on the slot's stream instead of through the host buffers.
+    """
+
+    source: np.ndarray | DeviceImage
+    target: np.ndarray | DeviceTarget
     to_gray: bool = False
 
 
@@ -124,7 +135,7 @@ class ImageJob:
 
     plan: TilePlan
     passes: Sequence[Pass]
-    result: np.ndarray
+    result: Any  # the output array (or a 2-D view of it), or a DeviceFrame
     input_scale: float = 1.0
     output_scale: float = 1.0
 
@@ -336,31 +347,58 @@ class PipelineExecutor(Closing):
         rows = self.batch if self.pad_batches else n
         in_shape = self.io.batch_shape(rows, wh, ww)
         out_shape = self.io.batch_shape(rows, wh * self.scale, ww * self.scale)
-        batch_in = slot.host_in.view(self.dtype, in_shape)
-        gather_windows(p.source, tiles, batch_in, io=self.io, input_scale=job.input_scale)
-        if rows > n:
-            batch_in[n:] = 0
+        device_in = isinstance(p.source, DeviceImage)
+        device_out = isinstance(p.target, DeviceTarget)
+        if device_in:  # padded windows of a device batch stay as they are: their results are dropped
+            copy_2d = self._device_copies("read device frames")
+            assert isinstance(p.source, DeviceImage)
+            gather_on_device(copy_2d, p.source, tiles, slot.dev_in.ptr, (wh, ww), slot.stream)
+        else:
+            assert isinstance(p.source, np.ndarray)
+            batch_in = slot.host_in.view(self.dtype, in_shape)
+            gather_windows(p.source, tiles, batch_in, io=self.io, input_scale=job.input_scale)
+            if rows > n:
+                batch_in[n:] = 0
         if slot.bound != in_shape:
             slot.stage.bind(slot.dev_in.ptr, slot.dev_out.ptr, in_shape)
             slot.bound = in_shape
             slot.warm = None  # a new shape: its first run is plain, whatever was captured before
         in_bytes = math.prod(in_shape) * self.dtype.itemsize
         out_bytes = math.prod(out_shape) * self.dtype.itemsize
-        graph = self._graph_for(slot, in_shape, in_bytes, out_bytes) if self.cuda_graphs else None
+        # Device frames change pointers every batch: their copies are never captured.
+        graphs = self.cuda_graphs and not (device_in or device_out)
+        graph = self._graph_for(slot, in_shape, in_bytes, out_bytes) if graphs else None
         if graph is not None:
             graph.launch(slot.stream)
         else:
-            self._enqueue(slot, in_bytes, out_bytes)
+            self._enqueue(slot, 0 if device_in else in_bytes, 0 if device_out else out_bytes)
+        if device_out:
+            copy_2d = self._device_copies("write device frames")
+            assert isinstance(p.target, DeviceTarget)
+            scatter_on_device(copy_2d, slot.dev_out.ptr, tiles, p.target, self.scale, (wh, ww), slot.stream)
         slot.event.record(slot.stream)
         return _InFlight(slot, job, p, tiles, out_shape, last)
 
     def _enqueue(self, slot: _Slot, in_bytes: int, out_bytes: int) -> None:
+        """H2D copy, stage, D2H copy; a copy of 0 bytes (that side is on the device) is left out."""
         if self._unified:
             slot.stage.enqueue(slot.stream.handle)
             return
-        self.device.copy_h2d(slot.dev_in, slot.host_in, in_bytes, slot.stream)
+        if in_bytes:
+            self.device.copy_h2d(slot.dev_in, slot.host_in, in_bytes, slot.stream)
         slot.stage.enqueue(slot.stream.handle)
-        self.device.copy_d2h(slot.host_out, slot.dev_out, out_bytes, slot.stream)
+        if out_bytes:
+            self.device.copy_d2h(slot.host_out, slot.dev_out, out_bytes, slot.stream)
+
+    def _device_copies(self, what: str) -> Callable[..., None]:
+        """The device's ``copy_2d`` (device-to-device 2-D copy), which only GPU devices have."""
+        copy_2d = getattr(self.device, "copy_2d", None)
+        if self._unified or copy_2d is None:
+            raise InvalidArgumentError(
+                f"cannot {what} on the {getattr(self.device, 'name', self.device.kind)} device: frames on a "
+                "GPU need a GPU backend (tensorrt, torch-cuda, onnxruntime-cuda); pass a host array instead"
+            )
+        return copy_2d
 
     def _graph_for(self, slot: _Slot, key: tuple[int, ...], in_bytes: int, out_bytes: int) -> Any:
         """The slot's graph for this shape: replayed once captured; otherwise None (the caller
@@ -394,8 +432,12 @@ class PipelineExecutor(Closing):
 
     def _complete(self, item: _InFlight, on_batch: Callable[[int], None] | None) -> np.ndarray | None:
         item.slot.event.synchronize()
-        results = item.slot.host_out.view(self.dtype, item.out_shape)
         p = item.pass_
+        if isinstance(p.target, DeviceTarget):  # its cores were copied on the device in _submit
+            if on_batch is not None:
+                on_batch(len(item.tiles))
+            return item.job.result if item.last else None
+        results = item.slot.host_out.view(self.dtype, item.out_shape)
         scatter_cores(
             results,
             item.tiles,

@@ -59,6 +59,8 @@ from ._deps import require
 from .backends import BackendOptions, GpuOptions, StageFactory, resolve, resolve_auto, with_overrides
 from .bundled import BUNDLED_FILES, bundled_model, models_dir, resolve_model
 from .closing import Closing
+from .device_arrays import DeviceFrame, device_image, host_array_from_dlpack, is_device_source, is_host_dlpack
+from .device_tiles import DeviceTarget, check_device_io
 from .errors import BackendUnavailableError, ImageWriteError, InvalidArgumentError, ModelError
 from .frames import FRAME_FORMATS, read_frames, write_frames
 from .host import HostDevice
@@ -216,6 +218,7 @@ class Upscaler(Closing):
         self._tqdm = require("tqdm", pip="tqdm", purpose="progress=True").tqdm if progress else None
         self._executor: PipelineExecutor | None = None
         self._device: Any = None
+        self._ingest: Any = None  # the stream device frames are handed over on (made on first use)
         self._owns_backend = self._owns_device = False
         self.options: BackendOptions | None = None
         """The backend's options (None when a ready StageFactory was given)."""
@@ -449,13 +452,26 @@ class Upscaler(Closing):
         return self._device
 
     # -- public API ------------------------------------------------------------------
-    def upscale(self, image: ImageSource) -> np.ndarray:
-        """Upscale ``image`` (path, PIL image or H×W / H×W×C array).
+    def upscale(self, image: ImageSource | Any, *, output: str | None = None) -> Any:
+        """Upscale ``image`` (path, PIL image, H×W / H×W×C array, or a frame on the GPU).
 
         Returns a (scale·H)×(scale·W)[×C] array with the dtype and channel layout of the
-        input: a 2-D gray array (or gray file) gives a 2-D result.
+        input: a 2-D gray array (or gray file) gives a 2-D result. A frame on the GPU
+        (``__cuda_array_interface__`` or CUDA ``__dlpack__``: CuPy, torch, a decoder's
+        surface; H×W×3 uint8 with a uint8-nhwc model) is read in place, without a trip
+        through host memory, and gives a :class:`~runtime.device_arrays.DeviceFrame` on the
+        same GPU. ``output="host"`` or ``"device"`` asks for the other side (see the
+        contract in :mod:`runtime.device_arrays`). Host DLPack producers work like arrays.
         """
+        if output not in (None, "host", "device"):
+            raise InvalidArgumentError(f"output must be None, 'host' or 'device', got {output!r}")
+        if is_device_source(image):
+            return self._upscale_device(image, output or "device")
+        if is_host_dlpack(image):
+            image = host_array_from_dlpack(image)
         array, info = read_image(image)
+        if output == "device":
+            return self._upscale_device_output(array, info)
         return self._upscale_array(array, info)
 
     def upscale_file(
@@ -501,6 +517,9 @@ class Upscaler(Closing):
         """Release the executor, and the backend and device if this Upscaler created them."""
         if self._executor is not None:
             self._executor.close()
+        if self._ingest is not None:
+            self._ingest.close()
+            self._ingest = None
         if self._owns_backend and getattr(self, "_factory", None) is not None:
             self._factory.close()
         self._close_device()
@@ -567,6 +586,65 @@ class Upscaler(Closing):
         log.debug("upscaling %dx%d %s %s in %d tiles", width, height, info.layout.value, info.dtype, len(plan))
         result = output[:, :, 0] if info.ndim == 2 else output
         return ImageJob(plan, passes, result, input_scale, output_scale)
+
+    # -- frames on the GPU -------------------------------------------------------------
+    def _device_frame(self, height: int, width: int) -> tuple[DeviceFrame, DeviceTarget]:
+        scale = self.scale
+        shape = (height * scale, width * scale, 3)
+        buffer = self._device.alloc_device(shape[0] * shape[1] * 3)
+        return DeviceFrame(buffer, shape, np.uint8, self._device), DeviceTarget(buffer.ptr, *shape)
+
+    def _check_device_capable(self, what: str) -> None:
+        if not self.pipelined or not hasattr(self._device, "copy_2d"):
+            raise InvalidArgumentError(
+                f"{what} needs a GPU backend (tensorrt, torch-cuda or onnxruntime-cuda), but this Upscaler "
+                f"runs {self.backend.name} on the CPU; pass a host array (e.g. cupy.asnumpy(frame) or "
+                "tensor.cpu().numpy()) or create Upscaler(backend='tensorrt')"
+            )
+
+    def _upscale_device(self, frame: Any, output: str) -> Any:
+        """A frame on the GPU: windows gathered by device copies, result on the device or host."""
+        self._check_device_capable(f"a {type(frame).__name__} on the GPU")
+        if self._ingest is None:
+            self._ingest = self._device.create_stream()
+        image, ready = device_image(frame, stream=self._ingest.handle)
+        check_device_io(self.info.io, image)
+        if ready is not None:  # the producer's pending work on the frame comes first
+            self._device.synchronize_handle(ready)
+        plan = self.plan(image.height, image.width)
+        scale = self.scale
+        result: Any
+        target: Any
+        if output == "device":
+            result, target = self._device_frame(image.height, image.width)
+        else:
+            result = target = np.empty((image.height * scale, image.width * scale, 3), np.uint8)
+        job = ImageJob(plan, [Pass(image, target)], result)
+        try:
+            return self._run_one(job)
+        finally:
+            release = getattr(image.owner, "release", None)  # a consumed DLPack capsule: hand it back now
+            if release is not None:
+                release()
+
+    def _upscale_device_output(self, array: np.ndarray, info: ImageInfo) -> DeviceFrame:
+        self._check_device_capable("output='device'")
+        if array.dtype != np.uint8 or array.shape[2] != 3:
+            raise InvalidArgumentError(
+                f"output='device' gives H×W×3 uint8 frames, got a {info.layout.value} {info.dtype} image"
+            )
+        job = self._prepare(array, info)
+        frame, target = self._device_frame(*array.shape[:2])
+        job = dataclasses.replace(job, passes=[Pass(job.passes[0].source, target)], result=frame)
+        return self._run_one(job)
+
+    def _run_one(self, job: ImageJob) -> Any:
+        bar = self._progress(len(job.plan) * len(job.passes))
+        try:
+            (result,) = self.executor.run([job], on_batch=bar.update)
+            return result
+        finally:
+            bar.close()
 
     def _upscale_array(self, array: np.ndarray, info: ImageInfo) -> np.ndarray:
         job = self._prepare(array, info)

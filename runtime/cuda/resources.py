@@ -317,6 +317,27 @@ class CudaDevice:
         rt = cudart()
         call(rt.cudaMemcpyAsync, dst.ptr, src.ptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.raw)
 
+    def copy_2d(
+        self, dst: int, dst_pitch: int, src: int, src_pitch: int, width: int, height: int, stream: Stream
+    ) -> None:
+        """Queue a device-to-device copy of ``height`` rows of ``width`` bytes (device frames)."""
+        rt = cudart()
+        call(
+            rt.cudaMemcpy2DAsync,
+            dst,
+            dst_pitch,
+            src,
+            src_pitch,
+            width,
+            height,
+            rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice,
+            stream.raw,
+        )
+
+    def synchronize_handle(self, handle: int) -> None:
+        """Wait for a stream this process did not create (a producer's, by its handle)."""
+        call(cudart().cudaStreamSynchronize, int(handle))
+
     def begin_capture(self, stream: Stream) -> None:
         """Start recording ``stream``'s work into a graph instead of running it."""
         rt = cudart()

@@ -280,6 +280,32 @@ class EmulatedDevice:
 
         stream._enqueue(_Op(run, "d2h", on_queue=poison))
 
+    def copy_2d(
+        self, dst: int, dst_pitch: int, src: int, src_pitch: int, width: int, height: int, stream: EmulatedStream
+    ) -> None:
+        """Queue a device-to-device 2-D copy; both sides must lie in emulated device memory."""
+        self._tick()
+        if not (0 < width <= min(dst_pitch, src_pitch) and height > 0):
+            raise InvalidArgumentError(
+                f"2-D copy of {height} rows x {width} bytes does not fit pitches {src_pitch} -> {dst_pitch}"
+            )
+        span = lambda pitch: (height - 1) * pitch + width  # noqa: E731
+        target = self.array_at(dst, np.uint8, (span(dst_pitch),))  # checked when queued, as CUDA does
+        source = self.array_at(src, np.uint8, (span(src_pitch),))
+
+        def run() -> None:
+            for r in range(height):
+                target[r * dst_pitch : r * dst_pitch + width] = source[r * src_pitch : r * src_pitch + width]
+
+        stream._enqueue(_Op(run, "d2d"))
+
+    def synchronize_handle(self, handle: int) -> None:
+        """Wait for a producer's stream by handle; 1 and 2 (legacy/per-thread default) hold nothing here."""
+        if handle in self._streams:
+            self._streams[handle].synchronize()
+        elif handle not in (1, 2):
+            raise InvalidArgumentError(f"no emulated stream with handle {handle!r}")
+
     @staticmethod
     def _check_copy(dst: HostBuffer, src: HostBuffer, nbytes: int) -> None:
         if dst.array is None or src.array is None:
