@@ -170,6 +170,7 @@ def install_server(*, quiet: bool = True) -> Path:
         if "Usage: tritonserver" not in usage.stdout + usage.stderr:
             raise RuntimeError(f"the unpacked tritonserver does not run: {(usage.stdout + usage.stderr)[-500:]}")
         (tmp / "INSTALLED").write_text(json.dumps({**_stamp(), "wheel": wheel.name}, indent=1, sort_keys=True))
+        tmp.chmod(0o755)  # mkdtemp made it private
         final = server_dir()
         if final.exists():
             shutil.rmtree(final)
