@@ -53,6 +53,8 @@ __all__ = [
     "MultiFrameWarning",
     "READ_EXTENSIONS",
     "WRITE_FORMATS",
+    "FLOAT_RANGE",
+    "check_float_range",
     "check_output_path",
     "is_image_path",
     "read_image",
@@ -189,11 +191,51 @@ def _from_array(array: np.ndarray) -> tuple[np.ndarray, ImageInfo]:
     if array.dtype not in _ARRAY_DTYPES:
         raise InvalidArgumentError(
             f"image array dtype must be uint8, uint16 or float32 (values 0..255), got "
-            f"{array.dtype}; convert it, e.g. np.clip(a * 255, 0, 255).astype(np.float32) for "
-            "floats in 0..1"
+            f"{array.dtype}; convert it, e.g. (a * 255).astype(np.float32) for floats in 0..1, "
+            "a.astype(np.float32) for floats in 0..255"
         )
+    if array.dtype == np.float32:
+        check_float_range(array)
     layout = ChannelLayout.from_channels(array.shape[2])
     return array, ImageInfo(layout=layout, dtype=array.dtype, ndim=ndim)
+
+
+FLOAT_RANGE = (0.0, 255.0)
+"""The value range of float32 image arrays, in and out: the model's own (uint8's levels)."""
+
+_FLOAT_SLACK = 0.5
+"""How far outside :data:`FLOAT_RANGE` an input value may lie: half a level, what earlier
+float arithmetic leaves on a 0..255 image (255.2, -1e-5); it rounds into the range."""
+
+
+def check_float_range(array: np.ndarray, *, what: str = "float32 image array") -> None:
+    """Refuse float pixels that are not finite or not in 0..255 (:data:`FLOAT_RANGE`).
+
+    The model computes in 0..255, so anything else gives silent garbage: NaN spreads into
+    every window it touches, -280..647 comes back as -294..660, and the common 0..1
+    convention comes back as noise around 0. Values in 0..1 are named as such. Two passes
+    over the array (min and max, which propagate NaN), no copy.
+    """
+    low, high = float(array.min()), float(array.max())
+    lo, hi = FLOAT_RANGE
+    if not (np.isfinite(low) and np.isfinite(high)):
+        bad = "NaN" if np.isnan(low) or np.isnan(high) else "infinite values"
+        raise InvalidArgumentError(
+            f"{what} holds {bad}; pixels must be finite numbers in {lo:g}..{hi:g}, e.g. "
+            "np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0) if those pixels may be black or white"
+        )
+    if low < lo - _FLOAT_SLACK or high > hi + _FLOAT_SLACK:
+        raise InvalidArgumentError(
+            f"{what} has values in {low:g}..{high:g}, outside {lo:g}..{hi:g} (the model's range, "
+            "as uint8 levels); rescale it, e.g. np.clip(a, 0, 255) if it only overshoots, or "
+            "(a - a.min()) * (255 / (a.max() - a.min())) for data of another range"
+        )
+    if 0.0 < high <= 1.0:
+        raise InvalidArgumentError(
+            f"{what} has values in {low:g}..{high:g}: that looks like the 0..1 convention, but "
+            f"float pixels here are in {lo:g}..{hi:g} (as uint8 levels); pass a * 255 (the result "
+            "is in 0..255 too: divide it by 255); a 0..255 image this dark: pass it as uint8"
+        )
 
 
 def _read_path(path: Path) -> tuple[np.ndarray, ImageInfo]:

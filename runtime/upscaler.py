@@ -38,9 +38,11 @@ Channel layouts and dtypes, decided once here:
   opaque case) is copied as that constant without running the model.
 * **uint8** is the model's native range. **uint16** is divided by 257 onto 0..255,
   processed in float32 and multiplied back with rounding and clipping to 0..65535; it
-  needs a float32-nchw model. **float32** arrays are taken to be in 0..255 (the model's
-  range) and come back unrounded and unclipped: the raw model output, handy for parity
-  checks; they too need a float32-nchw model.
+  needs a float32-nchw model. **float32** arrays are in 0..255 (the model's range, as
+  uint8 levels; :data:`~runtime.image_io.FLOAT_RANGE`): NaN, infinities, values outside it
+  and the 0..1 convention are refused with an :class:`~runtime.errors.InvalidArgumentError`
+  that says what was seen and how to convert. They come back unrounded, clamped to 0..255
+  (the model overshoots a little at bright and dark edges); they too need a float32-nchw model.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from .device_tiles import DeviceTarget, check_device_io
 from .errors import BackendUnavailableError, ImageWriteError, InvalidArgumentError, ModelError
 from .frames import FRAME_FORMATS, read_frames, write_frames
 from .host import HostDevice
-from .image_io import ImageInfo, ImageSource, check_output_path, read_image, write_image
+from .image_io import FLOAT_RANGE, ImageInfo, ImageSource, check_output_path, read_image, write_image
 from .layout import Precision
 from .model_info import ModelInfo
 from .pipeline import DEFAULT_SLOTS, ImageJob, Pass, PipelineExecutor
@@ -509,7 +511,8 @@ class Upscaler(Closing):
         bar = self._progress(None)
         try:
             jobs = (self._prepare(*read_image(image)) for image in images)
-            yield from self.executor.run(jobs, on_batch=bar.update)
+            for result in self.executor.run(jobs, on_batch=bar.update):
+                yield _clamp_float(result)
         finally:
             bar.close()
 
@@ -651,7 +654,7 @@ class Upscaler(Closing):
         bar = self._progress(len(job.plan) * len(job.passes))
         try:
             (result,) = self.executor.run([job], on_batch=bar.update)
-            return result
+            return _clamp_float(result)
         finally:
             bar.close()
 
@@ -659,6 +662,13 @@ class Upscaler(Closing):
         if self._tqdm is None:
             return _NoProgress()
         return self._tqdm(total=total, unit="tile", leave=False)
+
+
+def _clamp_float(result: Any) -> Any:
+    """A float32 result clamped in place to 0..255 (integer results are clipped when stitched)."""
+    if isinstance(result, np.ndarray) and result.dtype == np.float32:
+        np.clip(result, *FLOAT_RANGE, out=result)
+    return result
 
 
 def _is_device(device: Any) -> bool:
