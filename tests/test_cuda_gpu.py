@@ -40,15 +40,25 @@ def eusr():
     return load_model(CHECKPOINT)
 
 
+HALO = 16
+"""The halo every test here runs with: also the mirrored border context of border tiles."""
+
+
 @pytest.fixture(scope="module")
 def reference(eusr):
-    """PyTorch float32 whole image on the GPU with TF32 off: the ground truth."""
+    """PyTorch float32 whole image on the GPU with TF32 off, given the same mirrored border
+    context (HALO) as the runtime's border tiles: the ground truth."""
+    from runtime.tiling import pad_border
+
     net = eusr.path(4).to("cuda").float().eval()
+    crop = 4 * HALO
 
     def run(image: np.ndarray) -> np.ndarray:
+        padded = pad_border(image, HALO)
         with tf32_scope(torch, False), torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None].cuda()
-            return net(x)[0].float().cpu().numpy().transpose(1, 2, 0)
+            x = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32))[None].cuda()
+            out = net(x)[0].float().cpu().numpy().transpose(1, 2, 0)
+        return out[crop:-crop, crop:-crop]
 
     return run
 
@@ -223,3 +233,42 @@ def test_onnxruntime_cuda_stage(rng: np.random.Generator) -> None:
     with Upscaler(model, backend="onnxruntime-cuda", tile=64, batch=4, slots=2) as up:
         got = up.upscale(image)
     assert psnr(got, expected) >= 60.0
+
+
+class _DLPackOnly:
+    """A CUDA frame that speaks only DLPack (no __cuda_array_interface__), like some decoders."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+        self.streams: list[object] = []
+
+    def __dlpack__(self, stream: object = None):
+        self.streams.append(stream)
+        return self.tensor.__dlpack__(stream=stream)
+
+    def __dlpack_device__(self):
+        return self.tensor.__dlpack_device__()
+
+
+def test_frames_on_the_gpu_in_and_out(eusr, rng: np.random.Generator) -> None:
+    """torch CUDA tensors in (packed, pitched, DLPack-only), DeviceFrames out: the same pixels
+    as the host path of the same Upscaler, without host copies of the frame."""
+    image = photo(rng, 150, 203).astype(np.uint8)
+    with Upscaler(CHECKPOINT, tile=64, halo=HALO, batch=4, slots=2, backend=TorchCuda(io="uint8-nhwc")) as up:
+        expected = up.upscale(image)
+        frame = torch.from_numpy(image).cuda()
+        wide = torch.zeros((150, 203 + 37, 3), dtype=torch.uint8, device="cuda")
+        wide[:, :203] = frame  # a pitched view: rows 240*3 bytes apart
+        dlpack = _DLPackOnly(frame)
+        for source in (frame, wide[:, :203], dlpack):
+            out = up.upscale(source)
+            got = torch.as_tensor(out, device="cuda").cpu().numpy()
+            assert got.shape == expected.shape and got.dtype == np.uint8
+            diff = np.abs(got.astype(np.int16) - expected.astype(np.int16))
+            assert diff.max() <= 1 and np.mean(diff > 0) < 1e-3, type(source).__name__
+            out.close()
+        assert dlpack.streams and all(s is not None for s in dlpack.streams)  # our stream was named
+        host = up.upscale(frame, output="host")
+        assert isinstance(host, np.ndarray) and np.abs(host.astype(np.int16) - expected).max() <= 1
+        back = up.upscale(image, output="device")
+        assert np.abs(torch.as_tensor(back, device="cuda").cpu().numpy().astype(np.int16) - expected).max() <= 1
