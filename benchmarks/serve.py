@@ -135,6 +135,29 @@ def run_load(
     }
 
 
+def local_rate(up: Upscaler, images: Sequence[np.ndarray], *, clients: int, requests: int) -> dict[str, Any]:
+    """The same request mix in this process, one Upscaler, one image after another: the server's baseline.
+
+    Each image's time is the median of 3 runs; the mix's serial time weights them by how
+    often :func:`run_load` sends each image. ``images_per_s`` x instances is what the server
+    could reach with no overhead and perfect parallel scaling.
+    """
+    medians = []
+    for image in images:
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            up.upscale(image)
+            times.append(time.perf_counter() - t0)
+        medians.append(float(np.median(times)))
+    counts = [0] * len(images)
+    for c in range(clients):
+        for j in range(requests):
+            counts[(c + j) % len(images)] += 1
+    serial = sum(n * t for n, t in zip(counts, medians))
+    return {"image_seconds": medians, "images_per_s": sum(counts) / serial if serial > 0 else None}
+
+
 def _markdown(data: dict[str, Any]) -> str:
     s = data["settings"]
     rows = [
@@ -163,7 +186,8 @@ def _markdown(data: dict[str, Any]) -> str:
             f"{s['instances']} instance(s) x {s['threads']} thread(s), tile {s['tile']}; image sizes "
             f"{', '.join(s['sizes'])} (crops of the demo photo, RGB uint8), each response checked pixel for pixel "
             "against the local Upscaler (a mismatch is an error). Start-up: "
-            f"{s['server_start_s']:.1f} s.",
+            f"{s['server_start_s']:.1f} s. In-process baseline (one Upscaler, {s['threads']} thread(s), the same "
+            f"mix one image after another): {data['local']['images_per_s']:.2f} images/s.",
             "",
             markdown_table(
                 ["protocol", "clients x requests", "responses", "errors", "p50 ms", "p99 ms", "images/s", "out MP/s"],
@@ -207,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = crops(sizes)
     with Upscaler(backend=OnnxRuntime(threads=args.threads), tile=tile) as up:
         references = [up.upscale(im) for im in images]
+        local = local_rate(up, images, clients=args.clients, requests=args.requests)
     protocols = ["http", "grpc"] if args.protocol == "both" else [args.protocol]
     with tempfile.TemporaryDirectory(prefix="serve-bench-repo-") as repo:
         write_repository(
@@ -254,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "triton_home": home,
             "server_start_s": started,
         },
+        "local": local,
         "runs": runs,
     }
     paths = write_results(out, args.name, data, _markdown(data))
