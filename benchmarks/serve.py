@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the repository's packages
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -52,8 +53,6 @@ KIT = Path(__file__).resolve().parents[1] / ".cache" / "triton"
 
 def default_triton_home() -> Path | None:
     """The kit's Triton home when ``$FOURPP_TRITON_HOME`` is unset and the kit is installed, else None (search)."""
-    import os
-
     if os.environ.get("FOURPP_TRITON_HOME"):
         return None
     homes = sorted(KIT.glob("*/pytriton/tritonserver/bin/tritonserver"))
@@ -187,7 +186,9 @@ def _markdown(data: dict[str, Any]) -> str:
             f"{', '.join(s['sizes'])} (crops of the demo photo, RGB uint8), each response checked pixel for pixel "
             "against the local Upscaler (a mismatch is an error). Start-up: "
             f"{s['server_start_s']:.1f} s. In-process baseline (one Upscaler, {s['threads']} thread(s), the same "
-            f"mix one image after another): {data['local']['images_per_s']:.2f} images/s.",
+            f"mix one image after another): {data['local']['images_per_s']:.2f} images/s. Load average (1 min) "
+            f"{data['load_average_1min']['before']:.1f} before, {data['load_average_1min']['after']:.1f} after "
+            "(other jobs share the cores).",
             "",
             markdown_table(
                 ["protocol", "clients x requests", "responses", "errors", "p50 ms", "p99 ms", "images/s", "out MP/s"],
@@ -250,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.start()
             started = time.perf_counter() - t0
             runs = []
+            load_before = os.getloadavg()
             for protocol in protocols:
                 url = server.http_url if protocol == "http" else server.grpc_url
                 run = run_load(
@@ -267,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
             home = str(server.home)
+            load_after = os.getloadavg()
     data = {
         "environment": environment(threads=args.threads, git=git),
         "settings": {
@@ -279,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "triton_home": home,
             "server_start_s": started,
         },
+        # The machine's 1-minute load average around the runs: other jobs share these cores.
+        "load_average_1min": {"before": load_before[0], "after": load_after[0]},
         "local": local,
         "runs": runs,
     }
