@@ -185,7 +185,7 @@ def check_output(args: argparse.Namespace, model: Path, src: Path, dst: Path, si
     from runtime.streaming import read_region
 
     with tifffile.TiffFile(dst) as tif:
-        page = tif.pages[0]
+        page: Any = tif.pages[0]  # a TiffPage: the file was just written with one page
         opened = {
             "shape": list(page.shape),
             "dtype": str(page.dtype),
