@@ -365,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         env = environment(threads=args.threads, git=require_clean_tree(args.allow_dirty))
         work = Path(tempfile.mkdtemp(prefix="bench-large-", dir=args.work_dir))
-        out_dir = Path(args.out) if args.out is not None else work
+        out_dir = Path(args.out) if args.out is not None else Path(tempfile.mkdtemp(prefix="large_image-results-"))
         rows = []
         measured: list[dict[str, Any]] = []
         try:
@@ -419,8 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     dst.unlink()
         finally:
             if not args.keep:
-                for p in work.glob("*.tif"):
-                    p.unlink()
+                shutil.rmtree(work, ignore_errors=True)
     except UpscaleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -479,8 +479,9 @@ def _stream(
                 passes.append(Pass(band_src[:, :, channels - 1 :], out[:, :, channels - 1 :], True))
             job = ImageJob(band_plan, passes, out, input_scale, output_scale)
             (result,) = upscaler.executor.run([job])
-            del chunk, band_src, job
+            del chunk, band_src, job, passes
             yield result[(core0 - top) * scale :]
+            del out, result  # before the next band's arrays: one band alive at a time
             if on_band is not None:
                 on_band(done, len(bands))
 
@@ -500,6 +501,7 @@ def _stream(
                 if filled == tile:
                     yield from _cut(carry, tile)
                     filled = 0
+            del piece  # else the loop holds this band while the next one is made
         if filled:
             yield from _cut(carry[:filled], tile)
 
@@ -568,6 +570,10 @@ def read_region(path: str | os.PathLike[str], box: Box | Sequence[int]) -> np.nd
 
 
 # --------------------------------------------------------------------------- the hook
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / MB:.3g} MB"
 
 
 def default_output_budget_mb() -> float:
@@ -650,9 +656,9 @@ def stream_if_large(
     if dst.suffix.lower() not in TIFF_SUFFIXES:
         raise ImageWriteError(
             dst,
-            f"the {width * upscaler.scale}x{height * upscaler.scale} output of {src} takes {nbytes / 1e9:.1f} GB, "
-            f"more than the {budget / 1000:.1f} GB memory budget; write it as .tif (streamed to disk tile row by "
+            f"the {width * upscaler.scale}x{height * upscaler.scale} output of {src} takes {_size(nbytes)}, "
+            f"more than the {_size(budget * MB)} memory budget; write it as .tif (streamed to disk tile row by "
             "tile row) or raise the budget",
         )
-    log.info("output %.1f GB > budget %.1f GB: streaming to %s", nbytes / 1e9, budget / 1000, dst)
+    log.info("output %s > budget %s: streaming to %s", _size(nbytes), _size(budget * MB), dst)
     return upscale_to_tiff(upscaler, src, dst, memory_budget_mb=band_budget_mb, overwrite=overwrite)

@@ -153,6 +153,24 @@ def test_memory_is_a_band_not_the_output(rng: np.random.Generator, tmp_path: Pat
     assert streamed < 0.25 * output, f"streaming peak {streamed} bytes vs output {output}"
 
 
+def test_one_band_alive_at_a_time(rng: np.random.Generator, tmp_path: Path) -> None:
+    """The budget holds: a band is freed before the next is made (measured 2.3 MB for 2 MB;
+    3.7 MB when the previous band's output stayed referenced)."""
+    image = _image(rng, (2400, 100, 3))
+    src = _write_tiff(tmp_path / "in.tif", image)
+    with Upscaler(backend=BlurUp(), tile=32, halo=2) as up:
+        up.plan(2400, 100)
+        tracemalloc.start()
+        try:
+            result = upscale_to_tiff(up, src, tmp_path / "out.tif", memory_budget_mb=2.0)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert len(result.bands) > 2
+    padded_tile = 256 * 256 * 3  # tifffile pads each partial TIFF tile into a copy
+    assert peak < 2.0e6 + 2 * padded_tile, f"peak {peak} bytes for a 2 MB band budget"
+
+
 def test_plan_bands_keeps_to_the_budget(upscaler: Upscaler) -> None:
     plan = upscaler.plan(200, 50)
     for budget in (1, 1e5, 1.5e5, 1e9):
