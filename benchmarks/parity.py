@@ -211,7 +211,8 @@ def load_input(path: Path, max_size: int | None = None) -> np.ndarray:
 class TorchReference:
     """Whole-image PyTorch float32 output of a checkpoint's ×scale path (H×W×3 in, float out),
     on the image with ``border`` pixels of mirrored context (the runtime's halo: what its
-    border tiles see, :func:`benchmarks.common.with_border`), cropped back."""
+    border tiles see, :func:`benchmarks.common.with_border`), cropped back, and clamped to
+    0..255 like the runtime's float results."""
 
     def __init__(self, checkpoint: Path, scale: int, threads: int | None = None, *, border: int = 0) -> None:
         try:
@@ -246,7 +247,8 @@ class TorchReference:
         }
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        return np.asarray(self._run(image))
+        # clamped to 0..255 as the runtime returns float results (its array convention)
+        return np.clip(np.asarray(self._run(image)), 0.0, 255.0)
 
     def _forward(self, image: np.ndarray) -> np.ndarray:
         torch = self._torch

@@ -383,11 +383,13 @@ class _Accuracy:
 
         if border not in self.refs and self.torch_float is not None:
             out = np.asarray(with_border(self.torch_float, border, self.scale)(self.image_f), np.float64)
-            self.refs[border] = (out, np.clip(np.rint(out), 0, 255).astype(np.uint8))
+            out = np.clip(out, 0.0, 255.0)  # the runtime clamps its float results to 0..255
+            self.refs[border] = (out, np.rint(out).astype(np.uint8))
         return self.refs.get(border)
 
     def measure(self, kind: str, runner: Runner, row: dict[str, Any], last_u8: np.ndarray) -> None:
-        out = np.asarray(runner.run_float(self.image_f), dtype=np.float32)
+        # every row clamped to 0..255, as the runtime returns float results
+        out = np.clip(np.asarray(runner.run_float(self.image_f), dtype=np.float32), 0.0, 255.0)
         if kind == "torch-whole":
             self.torch_float = runner.run_float
             self.refs[0] = (out.astype(np.float64), last_u8)

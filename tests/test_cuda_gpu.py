@@ -47,7 +47,8 @@ HALO = 16
 @pytest.fixture(scope="module")
 def reference(eusr):
     """PyTorch float32 whole image on the GPU with TF32 off, given the same mirrored border
-    context (HALO) as the runtime's border tiles: the ground truth."""
+    context (HALO) as the runtime's border tiles and clamped like its float results: the
+    ground truth."""
     from runtime.tiling import pad_border
 
     net = eusr.path(4).to("cuda").float().eval()
@@ -58,7 +59,7 @@ def reference(eusr):
         with tf32_scope(torch, False), torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32))[None].cuda()
             out = net(x)[0].float().cpu().numpy().transpose(1, 2, 0)
-        return out[crop:-crop, crop:-crop]
+        return np.clip(out[crop:-crop, crop:-crop], 0.0, 255.0)  # float results are clamped to 0..255
 
     return run
 
