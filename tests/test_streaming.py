@@ -95,8 +95,10 @@ def test_constant_alpha_is_kept_as_is(upscaler: Upscaler, rng: np.random.Generat
         {"compression": "zlib", "rowsperstrip": 3},
         {"compression": "zlib", "tile": (16, 16)},
         {"tile": (32, 16)},
+        {"byteorder": ">"},
+        {"byteorder": ">", "compression": "zlib", "tile": (16, 32)},
     ],
-    ids=["contiguous", "strips", "zlib-strips", "zlib-tiles", "tiles"],
+    ids=["contiguous", "strips", "zlib-strips", "zlib-tiles", "tiles", "big-endian", "big-endian-zlib-tiles"],
 )
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_tiff_inputs_are_read_lazily(
