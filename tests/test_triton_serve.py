@@ -368,3 +368,38 @@ def test_serve_command_prints_endpoints_and_ctrl_c_stops_cleanly(
             proc.kill()
             proc.wait(timeout=30)
     assert _no_process_left(str(repo.resolve())), "a tritonserver or stub process outlived serve"
+
+
+# --------------------------------------------------------------------------- gpu_check's Triton step
+
+
+def test_triton_check_probe_says_why_it_cannot_run_here(triton_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.triton_check import main, probe
+
+    why = probe(str(triton_home))
+    assert why is not None and f"the Triton at {triton_home} has no TensorRT backend" in why
+    assert main(["--probe", "--triton-home", str(triton_home)]) == 1
+    assert "has no TensorRT backend" in capsys.readouterr().out
+
+
+def test_triton_check_reports_tritons_reason_for_a_model_that_did_not_load(server: TritonServer) -> None:
+    from benchmarks.common import BenchmarkError
+    from benchmarks.triton_check import require_ready
+
+    states = server.model_states()
+    require_ready(states, "upscale")
+    if {m["name"]: m for m in states}["eusr_onnx"]["state"] != "READY":
+        with pytest.raises(BenchmarkError, match=r"could not load 'eusr_onnx': UNAVAILABLE: .*onnxruntime"):
+            require_ready(states, "eusr_onnx")
+    with pytest.raises(BenchmarkError, match=r"did not list model 'eusr_tensorrt'"):
+        require_ready(states, "eusr_tensorrt")
+
+
+@pytest.mark.parametrize("io", ["uint8-nhwc", "float32-nchw"])
+def test_triton_check_batch_has_the_profiles_opt_shape(io: str) -> None:
+    from benchmarks.triton_check import window_batch
+
+    sidecar = _sidecar(io)
+    batch, layout = window_batch(sidecar)
+    assert list(batch.shape) == sidecar["profiles"][0]["opt"] and layout.value == io
+    assert batch.dtype == (np.uint8 if io == "uint8-nhwc" else np.float32) and batch.std() > 1  # photo content
