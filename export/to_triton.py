@@ -193,7 +193,6 @@ def _onnx_tensors(path: Path) -> tuple[ModelInfo, list[dict[str, Any]], list[dic
                 input_shape=inputs[0]["dims"],
                 output_name=outputs[0]["name"],
                 output_shape=outputs[0]["dims"],
-                scale=4,
             )
     except UpscaleError as exc:
         raise TritonRepositoryError(str(exc)) from None

@@ -2,7 +2,8 @@
 
 The server is the ``tritonserver`` binary of nvidia-pytriton unpacked by
 ``tests/triton_kit/install.py`` (CPU, Python backend only; no mock), started once per module
-on loopback with free ports and always stopped in the fixture's ``finally``. Each config the
+on loopback with free ports and always stopped in the fixture's ``finally``. The tests that
+need a server are marked slow (its start-up counts); the config tests are not. Each config the
 generator writes is parsed with Triton's own ``ModelConfig`` protobuf schema (tritonclient).
 """
 
@@ -120,6 +121,27 @@ def test_every_generated_config_parses_with_tritons_schema(repository: Path) -> 
     assert list(onnx.dynamic_batching.preferred_batch_size) == [8]
 
 
+@pytest.mark.parametrize("metadata", [True, False])
+def test_onnx_config_follows_a_uint8_nhwc_graph(tmp_path: Path, metadata: bool) -> None:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from tests.trt_kit.onnx_models import write_onnx
+
+    onnx = write_onnx(tmp_path / "u8.onnx", io="uint8-nhwc", metadata=metadata)
+    if not metadata:  # dynamic shapes and no metadata: the scale is unknown, said with the file's name
+        with pytest.raises(TritonRepositoryError, match=r"u8\.onnx: lacks 'fourpp_eusr' metadata .*scale is unknown"):
+            write_repository(tmp_path / "r", onnx=onnx)
+        return
+    written = write_repository(tmp_path / "r", onnx=onnx, onnx_model=OnnxModel(max_batch_size=4))
+    config = validate_config((written["eusr_onnx"] / "config.pbtxt").read_text())
+    assert [(t.name, list(t.dims), mc.DataType.Name(t.data_type)) for t in (*config.input, *config.output)] == [
+        ("lr", [-1, -1, 3], "TYPE_UINT8"),
+        ("sr", [-1, -1, 3], "TYPE_UINT8"),
+    ]
+    upscale_params = validate_config((written["upscale"] / "config.pbtxt").read_text()).parameters
+    assert upscale_params["model_io"].string_value == "uint8-nhwc" and upscale_params["scale"].string_value == "4"
+
+
 def test_validate_config_names_a_bad_field() -> None:
     with pytest.raises(TritonRepositoryError, match=r"bad\.pbtxt: not a valid Triton ModelConfig.*max_batch"):
         validate_config('name: "x"\nmax_batchsize: 4\n', name="bad.pbtxt")
@@ -199,6 +221,7 @@ def test_onnx_gpu_config_with_the_tensorrt_accelerator(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the real server
 
 
+@pytest.mark.slow  # the module's server starts in ~4 s
 def test_models_load_and_the_onnx_model_says_why_not(server: TritonServer) -> None:
     states = {m["name"]: m for m in server.model_states()}
     assert states["upscale"]["state"] == "READY"
@@ -207,6 +230,7 @@ def test_models_load_and_the_onnx_model_says_why_not(server: TritonServer) -> No
     assert onnx["state"] == "READY" or "onnxruntime" in onnx.get("reason", ""), onnx
 
 
+@pytest.mark.slow  # the module's server starts in ~4 s
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_responses_equal_the_local_upscaler_pixel_for_pixel(
     server: TritonServer, local: Upscaler, protocol: str
@@ -231,6 +255,7 @@ def _raw(client: UpscaleClient, name: str, array: np.ndarray, datatype: str) -> 
     client.infer([tensor])
 
 
+@pytest.mark.slow  # the module's server starts in ~4 s
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(
     server: TritonServer, local: Upscaler, protocol: str
@@ -289,6 +314,7 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(
     assert np.array_equal(upscale(url, photo), want)
 
 
+@pytest.mark.slow  # the module's server starts in ~4 s
 def test_client_refuses_bad_arguments_before_sending(server: TritonServer) -> None:
     from runtime.errors import InvalidArgumentError
 
@@ -300,6 +326,7 @@ def test_client_refuses_bad_arguments_before_sending(server: TritonServer) -> No
         upscale(server.http_url, "nope.png")
 
 
+@pytest.mark.slow  # the module's server starts in ~4 s
 def test_concurrent_clients_all_get_correct_images(server: TritonServer, local: Upscaler) -> None:
     from benchmarks.serve import crops, run_load
 
@@ -326,6 +353,7 @@ def _no_process_left(marker: str) -> bool:
     return marker not in out
 
 
+@pytest.mark.slow  # the module's server starts in ~4 s
 def test_serve_command_prints_endpoints_and_ctrl_c_stops_cleanly(
     repository: Path, triton_home: Path, tmp_path: Path
 ) -> None:
@@ -382,6 +410,7 @@ def test_triton_check_probe_says_why_it_cannot_run_here(triton_home: Path, capsy
     assert "has no TensorRT backend" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # the module's server starts in ~4 s
 def test_triton_check_reports_tritons_reason_for_a_model_that_did_not_load(server: TritonServer) -> None:
     from benchmarks.common import BenchmarkError
     from benchmarks.triton_check import require_ready
