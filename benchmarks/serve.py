@@ -6,8 +6,8 @@
 
 Writes a repository (``export/to_triton.py``'s ``write_repository``: the bundled model,
 ``--instances`` instances of ``--threads`` ONNX Runtime threads each), starts a real
-``tritonserver`` on loopback (``runtime.serve.TritonServer``; ``--triton-home`` or the kit of
-``tests/triton_kit/install.py``), and sends crops of mixed sizes (``--sizes``) of the
+``tritonserver`` on loopback (``runtime.serve.TritonServer``; ``--triton-home``, else found as
+``runtime/serve.py`` says, the kit of ``tests/triton_kit/install.py`` last), and sends crops of mixed sizes (``--sizes``) of the
 bundled demo photo from ``--clients`` threads, each with its own connection, each sending
 ``--requests`` requests one after another. Every response is compared pixel for pixel with
 the local ``runtime.Upscaler`` on the same model and options; a mismatch counts as an error.
@@ -47,16 +47,6 @@ from runtime.image_io import read_image
 from runtime.results import add_allow_dirty, environment, git_state, markdown_table, require_clean_tree, write_results
 
 DEFAULT_SIZES = "32x24,48x48,64x40,96x64"
-KIT = Path(__file__).resolve().parents[1] / ".cache" / "triton"
-"""Where ``tests/triton_kit/install.py`` unpacks the CPU server; used when no other Triton is named."""
-
-
-def default_triton_home() -> Path | None:
-    """The kit's Triton home when ``$FOURPP_TRITON_HOME`` is unset and the kit is installed, else None (search)."""
-    if os.environ.get("FOURPP_TRITON_HOME"):
-        return None
-    homes = sorted(KIT.glob("*/pytriton/tritonserver/bin/tritonserver"))
-    return homes[-1].parents[1] if homes else None
 
 
 def crops(sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
@@ -244,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         with TritonServer(
             repo,
-            triton_home=args.triton_home or default_triton_home(),
+            triton_home=args.triton_home,
             models=["upscale"],
             log=Path(repo) / "server.log",
         ) as server:

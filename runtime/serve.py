@@ -11,8 +11,9 @@ after ``--stop-timeout`` s).
 Which ``tritonserver``: ``--triton-home DIR`` (a folder with ``bin/tritonserver`` and
 ``backends/``), else ``$FOURPP_TRITON_HOME``, else ``tritonserver`` on ``PATH`` (as in NVIDIA's
 containers, ``/opt/tritonserver``), else the server bundled in an installed
-``nvidia-pytriton`` (CPU, Python backend only); ``python tests/triton_kit/install.py``
-unpacks that one into ``.cache/triton/`` without installing pytriton's numpy<2 package.
+``nvidia-pytriton`` (CPU, Python backend only), else the one ``python
+tests/triton_kit/install.py`` unpacks from that wheel into a checkout's ``.cache/triton/``
+(without installing pytriton's numpy<2 package).
 
 The Python backend runs each ``model.py`` in a stub process that embeds libpython. The
 server's environment gets this interpreter's ``LIBDIR`` first on ``LD_LIBRARY_PATH`` (else
@@ -95,14 +96,16 @@ def find_triton_home(explicit: str | os.PathLike[str] | None = None) -> Path:
     spec = importlib.util.find_spec("pytriton")  # finds the package without importing it (numpy<2)
     if spec is not None and spec.submodule_search_locations:
         candidates += [Path(p) / "tritonserver" for p in spec.submodule_search_locations]
+    # A development checkout's kit (python tests/triton_kit/install.py), e.g. .cache/triton/0.7.0/...
+    kit = Path(__file__).resolve().parents[1] / ".cache" / "triton"
+    candidates += sorted((p.parents[1] for p in kit.glob("*/pytriton/tritonserver/bin/tritonserver")), reverse=True)
     for home in candidates:
         if _home_ok(home):
             return home.resolve()
     raise TritonServerError(
         "no Triton Inference Server found (tried --triton-home, $FOURPP_TRITON_HOME, tritonserver on PATH, "
-        "/opt/tritonserver, the nvidia-pytriton package); use NVIDIA's Triton container, or unpack the CPU "
-        "server from nvidia-pytriton with `python tests/triton_kit/install.py` and pass "
-        '--triton-home "$(python tests/triton_kit/install.py --print-home)"'
+        f"/opt/tritonserver, the nvidia-pytriton package, {kit}); use NVIDIA's Triton container, or unpack "
+        "the CPU server from nvidia-pytriton with `python tests/triton_kit/install.py` in a checkout"
     )
 
 
