@@ -193,6 +193,24 @@ def test_tensorrt_config_comes_from_the_engine_sidecar(tmp_path: Path, io, dims,
     assert (written["eusr_tensorrt"] / "1" / "model.plan").read_bytes() == engine.read_bytes()
 
 
+def test_upscale_model_on_tensorrt_carries_the_engine_and_gpu_instances(tmp_path: Path) -> None:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    engine = tmp_path / "m.plan"
+    engine.write_bytes(b"plan bytes")
+    (tmp_path / "m.plan.json").write_text(json.dumps(_sidecar("uint8-nhwc")))
+    written = write_repository(
+        tmp_path / "repo", engine=engine, upscale=UpscaleModel(backend="tensorrt", instances=2), onnx_model=None
+    )
+    assert set(written) == {"upscale", "eusr_tensorrt"}
+    config = validate_config((written["upscale"] / "config.pbtxt").read_text())
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU and config.instance_group[0].count == 2
+    assert config.parameters["backend"].string_value == "tensorrt"
+    assert config.parameters["model_file"].string_value == "model.plan"
+    version = written["upscale"] / "1"
+    assert (version / "model.plan").read_bytes() == b"plan bytes" and (version / "model.plan.json").is_file()
+
+
 def test_repository_refuses_bad_input_by_name(tmp_path: Path) -> None:
     with pytest.raises(TritonRepositoryError, match=r"--engine .*nope\.plan: no such file"):
         write_repository(tmp_path / "r", engine=tmp_path / "nope.plan")
