@@ -190,7 +190,15 @@ QUICK_ARGS=()
 gpu_step throughput "$PY" benchmarks/throughput_gpu.py ${QUICK_ARGS[@]+"${QUICK_ARGS[@]}"} \
     ${PASS_ON[@]+"${PASS_ON[@]}"} --out "$OUT" --name throughput_gpu
 
-# 5. gpu_check.json and the parity/throughput tables (from whatever results exist).
+# 5. Triton: the tensorrt_plan model export/to_triton.py generates, loaded by a real Triton
+#    (NVIDIA's container has the TensorRT backend) and compared with ONNX Runtime CPU.
+if TRITON_WHY=$("$PY" benchmarks/triton_check.py --probe 2>&1); then
+    gpu_step triton_tensorrt "$PY" benchmarks/triton_check.py ${PASS_ON[@]+"${PASS_ON[@]}"} --out "$OUT"
+else
+    skip_step triton_tensorrt "$(printf '%s' "$TRITON_WHY" | tail -n 1 | tr '\t\n' '  ')"
+fi
+
+# 6. gpu_check.json and the parity/throughput tables (from whatever results exist).
 run_step summary "$PY" - "$OUT" <<'EOF'
 import json, sys
 from pathlib import Path

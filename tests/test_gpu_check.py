@@ -19,7 +19,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
-STEPS = ["preflight", "environment", "gpu_tests", "parity_fp32", "parity_fp16", "parity_ort_cuda", "throughput"]
+STEPS = [
+    "preflight",
+    "environment",
+    "gpu_tests",
+    "parity_fp32",
+    "parity_fp16",
+    "parity_ort_cuda",
+    "throughput",
+    "triton_tensorrt",
+]
 
 
 def no_gpu_here() -> None:
@@ -56,7 +65,7 @@ def test_a_failed_preflight_still_writes_the_summary(tmp_path: Path) -> None:
     got = statuses(tmp_path)
     assert list(got) == [*STEPS, "summary"]
     assert got["preflight"] == "1" and got["summary"] == "0"
-    assert {got[s] for s in ("gpu_tests", "parity_fp32", "parity_fp16", "throughput")} == {"skipped"}
+    assert {got[s] for s in ("gpu_tests", "parity_fp32", "parity_fp16", "throughput", "triton_tensorrt")} == {"skipped"}
     assert "sees no CUDA GPU" in (tmp_path / "preflight.log").read_text()
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
     assert [s["step"] for s in summary["steps"]] == STEPS  # the summary step records itself after
