@@ -91,7 +91,8 @@ def test_torch_stage_float32_matches_pytorch_whole_image(
     single_thread_torch, tiny_eusr, rng: np.random.Generator
 ) -> None:
     image = rng.uniform(0, 255, (37, 45, 3)).astype(np.float32)
-    expected = torch_whole(tiny_eusr, image, border=16)
+    # clamped to 0..255 like the runtime's float results (the random tiny net spans ±2000)
+    expected = np.clip(torch_whole(tiny_eusr, image, border=16), 0, 255)
     from runtime.backends.torch_cuda import TorchCudaStageFactory
 
     for channels_last in (True, False):
@@ -101,7 +102,7 @@ def test_torch_stage_float32_matches_pytorch_whole_image(
             assert up.halo == 16  # the factory's halo is the model's recommended halo
             got = up.upscale(image)
         assert got.dtype == np.float32 and got.shape == expected.shape
-        assert np.abs(got - expected).max() < 1e-2  # float32 summation order; values span ±300
+        assert np.abs(got - expected).max() < 1e-2  # float32 summation order
 
 
 def test_torch_stage_uint8_io_from_a_checkpoint(
