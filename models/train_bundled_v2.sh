@@ -11,7 +11,7 @@
 # git-ignored) and the committed state (models/bundled_v2), trains in chunks of 1000 (stage 1)
 # or 250 steps (one `python -m train.pretrain --resume` each; resume is bit-exact, so how a run is cut
 # into pieces and chunks does not change a single weight), starts no chunk it cannot finish
-# inside the budget, and at the end copies checkpoint and logs to models/bundled_v2.
+# inside the budget, and copies checkpoint and logs to models/bundled_v2 after every chunk.
 #
 # Schedule (compact, batch 16, 48×48 LR patches, seed 0, 2 threads, patches drawn by area,
 # moving average of the weights with decay 0.999 throughout):
@@ -191,6 +191,9 @@ while :; do
     rate_ms=$(( (SECONDS - c0) * 1000 / (target - cur) ))   # start-up, validation and evaluation included
     [ "$rate_ms" -gt 0 ] || rate_ms=1
     measured_stage=$stage
+    # publish after every chunk: a piece killed later (a session that ends) still leaves its
+    # finished chunks in the committed state, not only in the git-ignored run folder
+    if [ -n "$STATE" ]; then copy_state "$RUN" "$STATE"; fi
 done
 
 # --- record the piece and publish -----------------------------------------------------------
