@@ -3,7 +3,8 @@
 Batch-friendly: each image that fails prints one ``error: <file>: <reason>`` line on
 stderr and the others are still processed. Exit status: 0 when every image was written,
 1 when some failed, 2 for usage or set-up errors (bad options, no images, unloadable
-model) where nothing could be attempted.
+model) where nothing could be attempted, 130 after Ctrl-C and 143 after SIGTERM (one line,
+no traceback; the write in progress leaves no temporary file).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,18 +24,61 @@ from . import __version__
 from .batch import add_batch_command, output_name
 from .batch import run_command as run_batch_command
 from .errors import MissingDependencyError, UpscaleError
-from .image_io import WRITE_FORMATS, is_image_path
-from .upscaler import DEFAULT_BATCH, DEFAULT_HALO, DEFAULT_TILE, Upscaler, default_model_path
+from .image_io import READ_EXTENSIONS, WRITE_FORMATS, is_image_path, pixel_limit
+from .upscaler import (
+    DEFAULT_BATCH,
+    DEFAULT_HALO,
+    DEFAULT_MAX_OVERHEAD,
+    DEFAULT_TILE,
+    WARN_OVERHEAD,
+    Upscaler,
+    check_model_kind,
+    default_model_path,
+)
 
 __all__ = ["main", "build_parser"]
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM: what shells report
+
+DEFAULT_MAX_PIXELS = 178_956_970
+"""Pixels an input may have (``--max-pixels``): where Pillow refuses by default (twice its
+``MAX_IMAGE_PIXELS``), without the "could be decompression bomb" warning below it."""
+
+TILE_BAR_DELAY_S = 1.0
+"""On a terminal, an image that takes longer than this gets a bar over its tiles (ETA)."""
+
+IMAGE_LIKE_SUFFIXES = READ_EXTENSIONS | {
+    ".apng", ".avif", ".heic", ".heif", ".jxl", ".jp2", ".j2k", ".exr", ".hdr", ".ico", ".psd", ".svg", ".dng",
+}  # fmt: skip
+"""Extensions that make ``-o`` look like an image file name, writable (WRITE_FORMATS) or not."""
 
 
 class _UsageError(Exception):
     """A problem with the command line as a whole: exit status 2."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks (temporary files) run."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+def _float_at_least(minimum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"expected a number >= {minimum:g}, got {text}")
+        return value
+
+    return parse
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -81,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fourpp-eusr",
         description="4PP-EUSR super-resolution: upscale images with a tiled ONNX model.",
-        epilog="exit status: 0 all written, 1 some images failed, 2 usage or set-up error",
+        epilog="exit status: 0 all written, 1 some images failed, 2 usage or set-up error, 130 Ctrl-C, 143 SIGTERM",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -145,6 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="GPU backends: batches in flight, each with its own CUDA stream and buffers (default 3)",
     )
+    up.add_argument(
+        "--max-pixels",
+        type=_int_at_least(1),
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse input images (all frames together) of more pixels, a guard against decompression bombs "
+        f"(default: {DEFAULT_MAX_PIXELS:,}, about 13400x13400)",
+    )
+    up.add_argument(
+        "--max-overhead",
+        type=_float_at_least(1),
+        default=DEFAULT_MAX_OVERHEAD,
+        help="refuse an image whose tiles compute more than this many times its pixels (small --tile, large "
+        f"--halo); above {WARN_OVERHEAD:g}x a warning (default: {DEFAULT_MAX_OVERHEAD:g})",
+    )
     up.add_argument("--overwrite", action="store_true", help="replace existing output files")
     up.add_argument(
         "--format",
@@ -152,7 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="png",
         help="output format in a folder: png (default) or the same as the input",
     )
-    up.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-file lines")
+    up.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars, no per-file lines (on a terminal, an image that takes over a second shows a "
+        "bar over its tiles with ETA; several images also a bar over the images)",
+    )
     up.add_argument("-v", "--verbose", action="store_true", help="log backend and tiling details")
 
     add_batch_command(commands, up)
@@ -173,7 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", default="auto", help="inference backend (default: auto)")
 
     info = commands.add_parser("info", help="print a model's I/O contract and metadata")
-    info.add_argument("model", type=Path, metavar="MODEL", help="ONNX model file")
+    info.add_argument(
+        "model", type=Path, nargs="?", metavar="MODEL", help="ONNX model file (default: the bundled compact x4 model)"
+    )
+    _add_precision(info)
     info.add_argument("--json", action="store_true", help="print the raw metadata JSON only")
     return parser
 
@@ -189,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s: %(message)s",
     )
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         if args.command == "info":
             return _info(args)
@@ -200,6 +271,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # one line, not a traceback; the atomic writer removed its temporary file
+        print("interrupted (Ctrl-C): the files written so far are complete, none is half-written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        print("terminated (SIGTERM): the files written so far are complete, none is half-written", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 # --------------------------------------------------------------------------- upscale
@@ -220,9 +300,18 @@ def _expand_inputs(paths: Sequence[Path]) -> list[Path]:
 
 def _plan_outputs(args: argparse.Namespace, images: list[Path], scale: int) -> list[Path]:
     out: Path = args.output
-    single_file = len(args.images) == 1 and not args.images[0].is_dir() and out.suffix.lower() in WRITE_FORMATS
+    suffix = out.suffix.lower()
+    single_file = (
+        len(args.images) == 1 and not args.images[0].is_dir() and suffix in WRITE_FORMATS and not out.is_dir()
+    )  # an existing folder is a folder, whatever its name
     if single_file:
         return [out]
+    if suffix in IMAGE_LIKE_SUFFIXES - WRITE_FORMATS.keys() and not out.is_dir():
+        raise _UsageError(
+            f"-o {out}: looks like an image file name, but {suffix} is not a format this writes "
+            f"({', '.join(sorted(WRITE_FORMATS))}); name the file with one of those, or give a folder "
+            "name without an image extension (or create that folder first)"
+        )
     if out.suffix.lower() in WRITE_FORMATS and not out.is_dir():
         raise _UsageError(
             f"-o {out}: several images or a folder were given, so OUT must be a folder, not an image file name"
@@ -234,6 +323,20 @@ def _plan_outputs(args: argparse.Namespace, images: list[Path], scale: int) -> l
     except OSError as exc:
         raise _UsageError(f"-o {out}: cannot create the output folder ({exc.strerror})") from exc
     return [out / output_name(src.name, scale, args.format) for src in images]
+
+
+def _tile_progress(quiet: bool) -> bool | dict[str, Any]:
+    """Upscaler's ``progress``: on a terminal a bar over the tiles of each image that takes
+    over a second (so a large image shows its ETA, small ones stay quiet), else none."""
+    if quiet or not sys.stderr.isatty():
+        return False
+    try:
+        from ._deps import require
+
+        require("tqdm", pip="tqdm", purpose="the progress bar")
+    except MissingDependencyError:
+        return False  # _progress says so once
+    return {"delay": TILE_BAR_DELAY_S, "file": sys.stderr, "dynamic_ncols": True}
 
 
 def _progress(images: list[Path], quiet: bool) -> tuple[Any, Callable[..., None]]:
@@ -274,9 +377,24 @@ def _upscale(args: argparse.Namespace) -> int:
     try:
         extra = {} if args.slots is None else {"slots": args.slots}
         backend = _with_threads(args.backend, args.model, args.threads)
-        upscaler = Upscaler(args.model, backend=backend, tile=args.tile, halo=args.halo, batch=args.batch, **extra)
+        upscaler = Upscaler(
+            args.model,
+            backend=backend,
+            tile=args.tile,
+            halo=args.halo,
+            batch=args.batch,
+            max_overhead=args.max_overhead,
+            progress=_tile_progress(args.quiet),
+            **extra,
+        )
     except UpscaleError as exc:
         raise _UsageError(str(exc)) from exc
+    with pixel_limit(args.max_pixels):
+        return _upscale_all(args, images, upscaler)
+
+
+def _upscale_all(args: argparse.Namespace, images: list[Path], upscaler: Upscaler) -> int:
+    from PIL import Image
 
     failed = 0
     with upscaler:
@@ -291,6 +409,7 @@ def _upscale(args: argparse.Namespace) -> int:
             claimed[dst] = src
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
+                warnings.simplefilter("error", Image.DecompressionBombWarning)  # pixel_limit's, "always" undid it
                 try:
                     upscaler.upscale_file(src, dst, overwrite=args.overwrite)
                 except UpscaleError as exc:
@@ -337,7 +456,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
+    args.model = _model_for(args) or default_model_path()
     try:
+        check_model_kind(args.model, "onnxruntime")
         with OnnxRuntimeBackend(args.model) as backend:
             info = backend.info
     except UpscaleError as exc:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import ImageReadError, ImageWriteError
 from .image_io import read_image, write_image
 from .imresize import imresize
 from .metrics import psnr_y, ssim_y
@@ -35,6 +36,20 @@ class DemoResult:
     psnr_y_bicubic: float
     ssim_y_model: float
     ssim_y_bicubic: float
+
+
+MIN_PHOTO_SCALES = 4
+"""The smallest photo edge, in multiples of the scale: its LR version is then at least 4x4."""
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """``mkdir -p folder``; returns the folders it created, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageWriteError(folder, f"cannot create the output folder ({exc.strerror})") from exc
+    return missing
 
 
 def _label(img: Image.Image, text: str) -> Image.Image:
@@ -92,15 +107,21 @@ def run_demo(
 
     photo = Path(photo) if photo else DEMO_PHOTO
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    hr, _info = read_image(photo)
+    hr, _info = read_image(photo)  # an ImageReadError names the photo
     hr = np.asarray(hr)
     if hr.dtype != np.uint8:
-        raise ValueError(f"{photo}: the demo expects an 8-bit photo, got {hr.dtype}")
+        raise ImageReadError(photo, f"the demo takes an 8-bit photo, this one is {hr.dtype}; pass an 8-bit copy")
     if hr.ndim == 3 and hr.shape[2] == 4:
         hr = hr[..., :3]
     with Upscaler(model, backend=backend) as up:
         scale = up.scale
+        if min(hr.shape[:2]) < MIN_PHOTO_SCALES * scale:
+            raise ImageReadError(
+                photo,
+                f"{hr.shape[1]}x{hr.shape[0]} pixels is too small for the demo, which shrinks it x1/{scale} and "
+                f"upscales it back: give a photo of at least {MIN_PHOTO_SCALES * scale}x{MIN_PHOTO_SCALES * scale} "
+                "(a few hundred pixels show the difference)",
+            )
         hr = hr[: hr.shape[0] - hr.shape[0] % scale, : hr.shape[1] - hr.shape[1] % scale]
         lr = imresize(hr, 1.0 / scale)
         sr = up.upscale(lr)
@@ -109,8 +130,15 @@ def run_demo(
     lr_path = out_dir / f"{stem}_lr.png"
     sr_path = out_dir / f"{stem}_x{scale}.png"
     cmp_path = out_dir / f"{stem}_comparison.png"
-    for path, arr in ((lr_path, lr), (sr_path, sr)):
-        write_image(path, arr, overwrite=overwrite)
+    created = _make_folder(out_dir)  # only now, when there is something to write
+    try:
+        for path, arr in ((lr_path, lr), (sr_path, sr)):
+            write_image(path, arr, overwrite=overwrite)
+    except BaseException:
+        for folder in reversed(created):  # leave nothing behind that this call made
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     scores = dict(
         psnr_y_model=psnr_y(sr, hr, border=scale),
         psnr_y_bicubic=psnr_y(bicubic, hr, border=scale),

@@ -20,6 +20,7 @@ __all__ = [
     "ModelError",
     "BackendUnavailableError",
     "MissingDependencyError",
+    "OutOfMemoryError",
 ]
 
 
@@ -62,3 +63,7 @@ class MissingDependencyError(UpscaleError, ImportError):
 
 class BackendUnavailableError(UpscaleError):
     """The requested inference backend is unknown, not implemented, or cannot run here."""
+
+
+class OutOfMemoryError(UpscaleError, MemoryError):
+    """An allocation failed; the message says how big it was and which option makes it smaller."""

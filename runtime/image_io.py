@@ -26,15 +26,17 @@ every frame.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import re
 import secrets
 import struct
 import sys
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -57,6 +59,7 @@ __all__ = [
     "check_float_range",
     "check_output_path",
     "is_image_path",
+    "pixel_limit",
     "read_image",
     "write_image",
 ]
@@ -276,8 +279,44 @@ def check_readable(path: Path) -> None:
         raise ImageReadError(path, "file is empty (0 bytes); it is not an image")
 
 
+_PIXEL_LIMIT: int | None = None
+
+
+@contextlib.contextmanager
+def pixel_limit(limit: int) -> Iterator[None]:
+    """Refuse images of more than ``limit`` pixels inside the block, with the message of
+    :func:`open_image`; Pillow alone warns above its ``MAX_IMAGE_PIXELS`` and refuses only
+    above twice it. Sets that knob to ``limit`` and makes its warning an error; restored
+    after. Not thread-safe (Pillow's limit is global): the CLI's ``--max-pixels``."""
+    global _PIXEL_LIMIT
+    saved = Image.MAX_IMAGE_PIXELS, _PIXEL_LIMIT
+    Image.MAX_IMAGE_PIXELS = _PIXEL_LIMIT = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS, _PIXEL_LIMIT = saved
+
+
 def _bomb_message(path: Path, exc: Exception) -> ImageReadError:
-    return ImageReadError(path, f"{exc}; raise PIL.Image.MAX_IMAGE_PIXELS if you trust it")
+    """Pillow's decompression-bomb refusal in words a CLI user and a caller can act on."""
+    numbers = [int(n) for n in re.findall(r"\((\d+) pixels\)|limit of (\d+)", str(exc)) for n in n if n]
+    if len(numbers) != 2:
+        return ImageReadError(
+            path,
+            f"{exc}; if you trust the file, raise the limit: --max-pixels on the command "
+            "line, PIL.Image.MAX_IMAGE_PIXELS in Python",
+        )
+    pixels, limit = numbers
+    if _PIXEL_LIMIT is not None:
+        limit = _PIXEL_LIMIT  # Pillow says 2x MAX_IMAGE_PIXELS when it refuses by itself
+    return ImageReadError(
+        path,
+        f"{pixels:,} pixels is above the limit of {limit:,} (a guard against decompression bombs: small files "
+        f"that decode to gigabytes); if you trust the file, raise the limit: --max-pixels {pixels} on the "
+        f"command line, PIL.Image.MAX_IMAGE_PIXELS = {pixels} in Python",
+    )
 
 
 def open_image(path: Path) -> ImageFile.ImageFile:
@@ -290,7 +329,7 @@ def open_image(path: Path) -> ImageFile.ImageFile:
             f"not a recognised image: Pillow cannot identify its format (is it really a "
             f"{path.suffix.lstrip('.').upper() or 'image'} file?)",
         ) from None
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning: made an error
         raise _bomb_message(path, exc) from exc
     except MemoryError as exc:
         raise ImageReadError(path, "too large to open in the memory available") from exc
@@ -313,10 +352,10 @@ class decoding:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+            raise _bomb_message(self.path, exc) from exc
         if exc is None or isinstance(exc, (UpscaleError, Warning)) or not isinstance(exc, Exception):
             return  # success, an error already explained, a warning made an error, or KeyboardInterrupt
-        if isinstance(exc, Image.DecompressionBombError):
-            raise _bomb_message(self.path, exc) from exc
         if isinstance(exc, MemoryError):
             raise ImageReadError(self.path, "too large to decode in the memory available") from exc
         raise ImageReadError(

@@ -63,7 +63,7 @@ from .bundled import BUNDLED_FILES, bundled_model, models_dir, resolve_model
 from .closing import Closing
 from .device_arrays import DeviceFrame, device_image, host_array_from_dlpack, is_device_source, is_host_dlpack
 from .device_tiles import DeviceTarget, check_device_io
-from .errors import BackendUnavailableError, ImageWriteError, InvalidArgumentError, ModelError
+from .errors import BackendUnavailableError, ImageWriteError, InvalidArgumentError, ModelError, OutOfMemoryError
 from .frames import FRAME_FORMATS, read_frames, write_frames
 from .host import HostDevice
 from .image_io import FLOAT_RANGE, ImageInfo, ImageSource, check_output_path, read_image, write_image
@@ -83,7 +83,11 @@ __all__ = [
     "DEFAULT_GPU_BATCH",
     "DEFAULT_SLOTS",
     "DEFAULT_MODEL_NAME",
+    "DEFAULT_MAX_OVERHEAD",
+    "WARN_OVERHEAD",
+    "OverheadWarning",
     "default_model_path",
+    "check_model_kind",
 ]
 
 log = logging.getLogger(__name__)
@@ -119,6 +123,25 @@ windows per launch to fill a GPU with 128-pixel tiles, while the buffers of thre
 stay around 0.1 GB (float32 I/O, ×4, halo 16)."""
 
 DEFAULT_MODEL_NAME = BUNDLED_FILES[Precision.FP32]
+
+WARN_OVERHEAD = 2.0
+"""Above this many computed window pixels per image pixel (:attr:`TilePlan.overlap`) an image
+gets an :class:`OverheadWarning`: the halo costs more than the image itself."""
+
+DEFAULT_MAX_OVERHEAD = 16.0
+"""Above this overlap an image is refused unless ``max_overhead`` allows it: ``--tile 4
+--halo 100`` computes 2,600× the image (minutes of silence for a 1500² photo), never what
+anyone wants; the sane plans computed here are 1.0-1.6×."""
+
+_OVERHEAD_FLOOR_PIXELS = 1 << 16
+"""Extra window pixels below which overlap is not worth a word: a tiny image in a window of
+the model's minimum size or with its halo of context computes many times its own pixels
+(a 1×1 image in a 17×17 window: 289×), and 65k extra pixels cost the bundled model about a
+second on two CPU cores."""
+
+
+class OverheadWarning(UserWarning):
+    """The tile plan computes more than :data:`WARN_OVERHEAD` × the image's pixels."""
 
 
 def default_model_path() -> Path:
@@ -170,7 +193,12 @@ class Upscaler(Closing):
     edge everywhere. :meth:`plan` shows the tiles an image gets, ``--verbose`` logs them.
     ``halo=None`` takes the model's ``recommended_halo`` (else :data:`DEFAULT_HALO`),
     ``batch=None`` :data:`DEFAULT_BATCH` on the host or :data:`DEFAULT_GPU_BATCH` on a GPU.
-    ``progress`` shows a tqdm bar over tiles.
+    ``progress`` shows a tqdm bar over tiles, with ETA (a mapping: extra tqdm arguments, such
+    as ``{"delay": 1}`` to show it only for images that take over a second).
+    A plan computing over :data:`WARN_OVERHEAD` × an image's pixels (small tiles, a large
+    halo) gets an :class:`OverheadWarning`, one over ``max_overhead``
+    (:data:`DEFAULT_MAX_OVERHEAD`; None: no limit) an :class:`~runtime.errors.InvalidArgumentError`
+    before any compute.
 
     ``slots``, ``cuda_graphs`` and ``device`` override the GPU options of the same names
     (``device`` may also be a device object, such as :class:`runtime.testing.EmulatedDevice`);
@@ -188,7 +216,8 @@ class Upscaler(Closing):
         halo: int | None = None,
         batch: int | None = None,
         memory_budget_mb: float | None = None,
-        progress: bool = False,
+        max_overhead: float | None = DEFAULT_MAX_OVERHEAD,
+        progress: bool | Mapping[str, Any] = False,
         backend_options: Mapping[str, Any] | None = None,
         slots: int | None = None,
         cuda_graphs: bool | None = None,
@@ -211,6 +240,11 @@ class Upscaler(Closing):
         ):
             raise InvalidArgumentError(f"memory_budget_mb must be a number > 0, got {memory_budget_mb!r}")
         self.memory_budget_mb = DEFAULT_MEMORY_BUDGET_MB if memory_budget_mb is None else float(memory_budget_mb)
+        if max_overhead is not None and (
+            isinstance(max_overhead, bool) or not isinstance(max_overhead, (int, float)) or not max_overhead >= 1
+        ):
+            raise InvalidArgumentError(f"max_overhead must be a number >= 1 or None (no limit), got {max_overhead!r}")
+        self.max_overhead = max_overhead
         if batch is not None:
             check_int("batch", batch, 1)
         if halo is not None:
@@ -218,6 +252,7 @@ class Upscaler(Closing):
         if slots is not None:
             check_int("slots", slots, 1)
         self._tqdm = require("tqdm", pip="tqdm", purpose="progress=True").tqdm if progress else None
+        self._progress_options = dict(progress) if isinstance(progress, Mapping) else {}
         self._executor: PipelineExecutor | None = None
         self._device: Any = None
         self._ingest: Any = None  # the stream device frames are handed over on (made on first use)
@@ -246,6 +281,7 @@ class Upscaler(Closing):
             self.options = options = self._merge_gpu_arguments(
                 options, slots=slots, cuda_graphs=cuda_graphs, device=device
             )
+            check_model_kind(source, options.name)
             if options.pipelined and not _is_device(device):
                 self._device, self._owns_device = self._cuda_device(options), True
             try:
@@ -365,15 +401,22 @@ class Upscaler(Closing):
         self._limits = limits
         if self._tile_arg == "auto" and on_host:
             self._auto_pixels = self._auto_window_pixels(limits)
-            self._executor = PipelineExecutor(
-                factory,
-                self._device,
-                window=None,
-                window_pixels=self._auto_pixels,
-                batch=self.batch,
-                slots=self.slots,
-                cuda_graphs=graphs,
-            )
+            try:
+                self._executor = PipelineExecutor(
+                    factory,
+                    self._device,
+                    window=None,
+                    window_pixels=self._auto_pixels,
+                    batch=self.batch,
+                    slots=self.slots,
+                    cuda_graphs=graphs,
+                )
+            except MemoryError as exc:
+                raise OutOfMemoryError(
+                    f"the buffers for batch={self.batch} windows of {self._auto_pixels} pixels (tile='auto', "
+                    f"memory_budget_mb={self.memory_budget_mb:g}) could not be allocated; lower memory_budget_mb "
+                    "or batch"
+                ) from exc
             return
         if self._tile_arg == "auto":  # pipelined: one fixed window shape, inside the engine's edges
             window = DEFAULT_TILE + 2 * self.halo
@@ -396,9 +439,16 @@ class Upscaler(Closing):
                     f"tile + 2*halo must be at least {low}, the smallest input edge of the model's "
                     f"engine, got {tile} + 2*{self.halo} = {window}; use tile >= {low - 2 * self.halo}"
                 )
-        self._executor = PipelineExecutor(
-            factory, self._device, window=(window, window), batch=self.batch, slots=self.slots, cuda_graphs=graphs
-        )
+        try:
+            self._executor = PipelineExecutor(
+                factory, self._device, window=(window, window), batch=self.batch, slots=self.slots, cuda_graphs=graphs
+            )
+        except MemoryError as exc:
+            raise OutOfMemoryError(
+                f"the buffers for {self.slots} slot(s) of batch={self.batch} windows of {window}x{window} "
+                f"(tile={tile} + 2*halo={self.halo}) could not be allocated; use a smaller tile (CLI: --tile 128), "
+                "tile='auto' on the CPU (windows sized to memory_budget_mb) or a smaller batch"
+            ) from exc
 
     def _auto_window_pixels(self, limits: tuple[int, int] | None) -> int:
         """The most pixels one ``tile="auto"`` window may have: the budget over the model's
@@ -513,6 +563,10 @@ class Upscaler(Closing):
             jobs = (self._prepare(*read_image(image)) for image in images)
             for result in self.executor.run(jobs, on_batch=bar.update):
                 yield _clamp_float(result)
+        except MemoryError as exc:
+            if isinstance(exc, OutOfMemoryError) or self._last_plan is None:
+                raise
+            raise self._out_of_memory(self._last_plan) from exc
         finally:
             bar.close()
 
@@ -573,9 +627,19 @@ class Upscaler(Closing):
         """Plan the tiles and allocate the output of one image: everything but the compute."""
         input_scale, output_scale = self._check_dtype(info)
         height, width, channels = array.shape
-        plan = self.plan(height, width)
         scale = self.scale
-        output = np.empty((height * scale, width * scale, channels), dtype=array.dtype)
+        shape = (height * scale, width * scale, channels)
+        try:
+            output = np.empty(shape, dtype=array.dtype)
+        except MemoryError as exc:
+            nbytes = int(np.prod(shape)) * array.dtype.itemsize
+            raise OutOfMemoryError(
+                f"the {width}x{height} image's x{scale} result is a {shape[1]}x{shape[0]}x{channels} {array.dtype} "
+                f"array of {_gigabytes(nbytes)}, and that much memory could not be allocated; the output is held "
+                "whole, so a smaller tile does not help: free memory, or upscale the image in parts"
+            ) from exc
+        plan = self.plan(height, width)  # after the output: a plan of an image too large to hold is moot
+        self._check_overhead(plan)
 
         colour = 3 if channels >= 3 else 1
         passes = [Pass(array[:, :, :colour], output[:, :, :colour], colour == 1)]
@@ -615,6 +679,7 @@ class Upscaler(Closing):
         if ready is not None:  # the producer's pending work on the frame comes first
             self._device.synchronize_handle(ready)
         plan = self.plan(image.height, image.width)
+        self._check_overhead(plan)
         scale = self.scale
         result: Any
         target: Any
@@ -655,13 +720,82 @@ class Upscaler(Closing):
         try:
             (result,) = self.executor.run([job], on_batch=bar.update)
             return _clamp_float(result)
+        except MemoryError as exc:
+            raise self._out_of_memory(job.plan) from exc
         finally:
             bar.close()
+
+    def _out_of_memory(self, plan: TilePlan) -> OutOfMemoryError:
+        """What to say when a model call runs out of memory: its windows are too large."""
+        height, width = plan.window_shape
+        if self._auto_pixels is not None:
+            cure = (
+                f"lower memory_budget_mb (now {self.memory_budget_mb:g}; CLI: a fixed --tile 128) or batch={self.batch}"
+            )
+        else:
+            cure = "use a smaller tile (CLI: --tile 128) or tile='auto' on the CPU (windows sized to memory_budget_mb)"
+        return OutOfMemoryError(
+            f"out of memory while running batches of {self.batch} window(s) of {width}x{height} ({plan.describe()}); "
+            f"{cure}"
+        )
 
     def _progress(self, total: int | None) -> Any:
         if self._tqdm is None:
             return _NoProgress()
-        return self._tqdm(total=total, unit="tile", leave=False)
+        return self._tqdm(**{"total": total, "unit": "tile", "leave": False, **self._progress_options})
+
+    def _check_overhead(self, plan: TilePlan) -> None:
+        """Warn when ``plan`` computes over :data:`WARN_OVERHEAD` × the image's pixels, refuse it
+        over ``max_overhead`` (both only past a megapixel of extra work: tiny images pass)."""
+        overlap = plan.overlap
+        image_pixels = plan.image_height * plan.image_width
+        if overlap <= WARN_OVERHEAD or plan.window_pixels - image_pixels <= _OVERHEAD_FLOOR_PIXELS:
+            return
+        what = (
+            f"tile={self.tile!r}, halo={self.halo}"
+            if self._auto_pixels is None
+            else f"tile='auto' (windows <= {self._auto_pixels} px), halo={self.halo}"
+        )
+        cost = f"{what} computes {overlap:,.1f}x this image's pixels ({plan.describe()})"
+        cure = (
+            "use tile='auto' (CLI: --tile auto)" if self._auto_pixels is None else "raise memory_budget_mb"
+        ) + f" or a tile of at least {8 * max(self.halo, 1)} (8x the halo), or a smaller halo"
+        if self.max_overhead is not None and overlap > self.max_overhead:
+            raise InvalidArgumentError(
+                f"refused: {cost}, above max_overhead={self.max_overhead:g}; {cure}; or allow it with "
+                f"max_overhead={int(np.ceil(overlap))} (CLI: --max-overhead {int(np.ceil(overlap))})"
+            )
+        warnings.warn(f"{cost}: the halo costs more than the image; {cure}", OverheadWarning, stacklevel=4)
+
+
+CHECKPOINT_SUFFIXES = frozenset({".safetensors", ".pt", ".pth", ".ckpt"})
+"""Training checkpoints: only ``torch-cuda`` runs one (``.safetensors``); the rest need an export."""
+
+
+def check_model_kind(model: Any, backend: str) -> None:
+    """Refuse a training checkpoint given to a backend that runs ONNX or engine files, saying
+    what it is and the two ways forward, instead of ONNX Runtime's ``INVALID_PROTOBUF``."""
+    if not isinstance(model, (str, os.PathLike)):
+        return
+    path = Path(model)
+    suffix = path.suffix.lower()
+    if suffix not in CHECKPOINT_SUFFIXES or backend == "torch-cuda":
+        return
+    if suffix == ".safetensors":
+        raise ModelError(
+            f"{path}: a PyTorch training checkpoint (safetensors), not a model the {backend} backend runs; "
+            f"export it to ONNX with `python export/to_onnx.py {path}` and pass the .onnx file, or run the "
+            "checkpoint on a GPU with backend='torch-cuda' (CLI: --backend torch-cuda)"
+        )
+    raise ModelError(
+        f"{path}: a {suffix} file is a pickled PyTorch checkpoint, which the runtime never loads (loading it "
+        "could run code); the project's checkpoints are .safetensors (train/), exported to ONNX with "
+        "python export/to_onnx.py CHECKPOINT"
+    )
+
+
+def _gigabytes(nbytes: int) -> str:
+    return f"{nbytes / 1e9:,.2f} GB"
 
 
 def _clamp_float(result: Any) -> Any:
