@@ -56,6 +56,8 @@ __all__ = [
     "DirtyTreeError",
     "HelpFormatter",
     "add_common_args",
+    "add_out_args",
+    "results_dir",
     "add_allow_dirty",
     "require_clean_tree",
     "parse_int_list",
@@ -91,14 +93,51 @@ class HelpFormatter(DefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter)
 # --------------------------------------------------------------------------- arguments
 
 
-def add_common_args(p: argparse.ArgumentParser, *, name: str) -> None:
-    """--out, --name, --threads, --backend, --allow-dirty: the same on every script."""
+def add_out_args(p: argparse.ArgumentParser, *, what: str = "folder for the JSON, Markdown and PNG results") -> None:
+    """--out and --update-results: results go to a fresh temporary folder unless ``--out``
+    names one; the committed ``benchmarks/results/`` is written only with ``--update-results``
+    (a trial run must not overwrite them). Resolve with :func:`results_dir` after parsing."""
     p.add_argument(
         "--out",
         type=Path,
-        default=DEFAULT_OUT,
-        help="folder for the JSON, Markdown and PNG results (default: benchmarks/results/ of the repository)",
+        default=None,
+        help=f"{what} (default: a fresh temporary folder, printed; --update-results: benchmarks/results/)",
     )
+    p.add_argument(
+        "--update-results",
+        action="store_true",
+        help="write the committed results in benchmarks/results/ (needs a clean tree unless --allow-dirty)",
+    )
+
+
+def results_dir(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, *, committed: Path = DEFAULT_OUT, stem: bool = False
+) -> Path:
+    """Where ``args`` (from :func:`add_out_args`) sends the results, also set as ``args.out``.
+
+    ``--update-results``: ``committed``; ``--out``: that; neither: a new temporary folder
+    (named after ``--name``), said on stderr. A temporary folder is for looking at, so there
+    the dirty-tree refusal is waived (the record still says ``dirty``). With ``stem``,
+    ``--out`` and ``committed`` are file stems (int8_gate.py), and the temporary default
+    keeps the committed stem's name.
+    """
+    if args.update_results and args.out is not None and args.out.resolve() != committed.resolve():
+        parser.error(f"--out {args.out} and --update-results exclude each other (that writes {committed})")
+    if args.update_results:
+        args.out = committed
+    elif args.out is None:
+        prefix = getattr(args, "name", None) or (committed.name if stem else "results")
+        folder = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+        args.out = folder / committed.name if stem else folder
+        if hasattr(args, "allow_dirty"):
+            args.allow_dirty = True
+        print(f"results go to {folder} (benchmarks/results/ is written only with --update-results)", file=sys.stderr)
+    return args.out
+
+
+def add_common_args(p: argparse.ArgumentParser, *, name: str) -> None:
+    """--out, --update-results, --name, --threads, --backend, --allow-dirty: the same on every script."""
+    add_out_args(p)
     p.add_argument("--name", default=name, help="stem of the result files (<out>/<name>.json, .md, .png)")
     p.add_argument(
         "--threads",

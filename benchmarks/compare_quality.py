@@ -25,15 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    DEFAULT_OUT,
     BenchmarkError,
     HelpFormatter,
     add_allow_dirty,
+    add_out_args,
     environment,
     fmt_float,
     import_pyplot,
     markdown_table,
     require_clean_tree,
+    results_dir,
     write_results,
 )
 
@@ -167,14 +168,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", nargs="+", default=None, help="one name per run (default: each file's folder name)")
     p.add_argument("--baseline-label", default="baseline", help="name of the baseline in tables and plot")
     p.add_argument("--metrics", nargs="+", choices=list(METRICS), default=["niqe", "psnr_y"], help="metrics compared")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for <name>.md, .json, .png")
+    add_out_args(p, what="folder for <name>.md, .json, .png")
     p.add_argument("--name", default="compare_quality", help="stem of the result files")
     add_allow_dirty(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    results_dir(args, parser)
     try:
         git = require_clean_tree(args.allow_dirty)
         labels = args.labels or [p.parent.name for p in args.runs]

@@ -37,17 +37,18 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import (
-    DEFAULT_OUT,
     REPO_ROOT,
     BenchmarkError,
     HelpFormatter,
     add_allow_dirty,
+    add_out_args,
     commit_label,
     environment,
     fmt_float,
     load_image_uint8,
     markdown_table,
     require_clean_tree,
+    results_dir,
     write_results,
 )
 from benchmarks.parity import compare
@@ -224,12 +225,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="-o path given to to_onnx.py --precision both --io both; its four files are used",
     )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=DEFAULT_OUT,
-        help="folder for the JSON and Markdown results (default: benchmarks/results/ of the repository)",
-    )
+    add_out_args(p, what="folder for the JSON and Markdown results")
     p.add_argument("--name", default="fp16_onnx", help="stem of the result files (<out>/<name>.json, .md)")
     p.add_argument(
         "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ONNX Runtime's choice)"
@@ -239,7 +235,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    results_dir(args, parser)
     from export.to_onnx import MIN_PSNR_FP16_DB
 
     try:

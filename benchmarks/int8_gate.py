@@ -28,11 +28,14 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.common import (
+    DEFAULT_OUT,
     add_allow_dirty,
+    add_out_args,
     environment,
     markdown_table,
     package_version,
     require_clean_tree,
+    results_dir,
 )
 from calibration.cli import DEFAULT_TEST_IMAGES
 from calibration.collect import load_npz
@@ -124,14 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, required=True, help="calibration windows (python -m calibration collect)")
     ap.add_argument("--test-images", type=Path, default=DEFAULT_TEST_IMAGES)
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads for the timings")
-    ap.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).parent / "results" / "int8_gate",
-        help="stem of the result files: <out>.json and <out>.md",
-    )
+    add_out_args(ap, what="stem of the result files: <out>.json and <out>.md")
     add_allow_dirty(ap)
     args = ap.parse_args(argv)
+    results_dir(args, ap, committed=DEFAULT_OUT / "int8_gate", stem=True)
     try:
         git = require_clean_tree(args.allow_dirty)
     except UpscaleError as exc:

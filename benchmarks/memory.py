@@ -50,6 +50,7 @@ from benchmarks.common import (
     environment,
     markdown_table,
     require_clean_tree,
+    results_dir,
     write_results,
 )
 from benchmarks.rss import proc_status_kib
@@ -261,6 +262,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    results_dir(args, parser)
     for name in ("size", "batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")

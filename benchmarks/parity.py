@@ -61,6 +61,7 @@ from benchmarks.common import (
     markdown_table,
     prepared_model,
     require_clean_tree,
+    results_dir,
     with_border,
     write_results,
 )
@@ -440,6 +441,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    results_dir(args, parser)
     if args.tile < 1:
         parser.error("--tile must be >= 1")
     if (args.halo is not None and args.halo < 0) or args.max_nan < 0:

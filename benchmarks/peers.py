@@ -72,11 +72,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from benchmarks.common import (
-    DEFAULT_OUT,
     REPO_ROOT,
     BenchmarkError,
     HelpFormatter,
     add_allow_dirty,
+    add_out_args,
     commit_label,
     environment,
     fmt_float,
@@ -87,6 +87,7 @@ from benchmarks.common import (
     parse_int_list,
     parse_sizes,
     require_clean_tree,
+    results_dir,
     write_results,
 )
 from benchmarks.flops import conv_macs_per_pixel, cpu_flags, cpu_peaks
@@ -225,7 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the paper/tiny random weights (and of noise images)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the JSON, Markdown and PNG")
+    add_out_args(p, what="folder for the JSON, Markdown and PNG")
     p.add_argument("--name", default="peers", help="stem of the result files")
     add_allow_dirty(p)
     return p
@@ -736,6 +737,7 @@ def markdown(data: dict[str, Any], args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    results_dir(args, parser)
     _settle(args)
     for flag in ("warmup", "naive_pad"):
         if getattr(args, flag) < 0:

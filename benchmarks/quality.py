@@ -63,6 +63,7 @@ from benchmarks.common import (
     environment,
     prepared_model,
     require_clean_tree,
+    results_dir,
 )
 from runtime.errors import UpscaleError
 from runtime.evaluation import (  # the scoring core; its names stay importable from here
@@ -213,6 +214,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    results_dir(args, parser)
     for name in ("tile", "batch", "scale"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")

@@ -64,6 +64,7 @@ from benchmarks.common import (
     parse_int_list,
     prepared_model,
     require_clean_tree,
+    results_dir,
     write_results,
 )
 from runtime.errors import UpscaleError
@@ -493,6 +494,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    results_dir(args, parser)
     if min(args.tiles) < 1:
         parser.error("--tiles must be >= 1")
     if min(args.halos) < 0:

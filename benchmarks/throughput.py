@@ -104,6 +104,7 @@ from benchmarks.common import (
     parse_int_list,
     parse_sizes,
     require_clean_tree,
+    results_dir,
     with_border,
     write_results,
 )
@@ -521,6 +522,7 @@ def plot(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    results_dir(args, parser)
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
     if args.repeats < 1:

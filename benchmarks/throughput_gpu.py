@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import (
-    DEFAULT_OUT,
     HelpFormatter,
     add_allow_dirty,
+    add_out_args,
     commit_label,
     environment,
     fmt_float,
@@ -55,6 +55,7 @@ from benchmarks.common import (
     package_version,
     parse_sizes,
     require_clean_tree,
+    results_dir,
     write_results,
 )
 from benchmarks.throughput_models import COMPACT_CHECKPOINT, CONFIGS, SCALE, build_config
@@ -87,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="smoke run: one small size, few repeats")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for <name>.json and <name>.md")
+    add_out_args(p, what="folder for <name>.json and <name>.md")
     p.add_argument("--name", default="throughput_gpu", help="stem of the result files")
     add_allow_dirty(p)
     return p
@@ -403,7 +404,9 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    results_dir(args, parser)
     configs = [c for c in args.configs.split(",") if c]
     bad = [c for c in configs if c not in CONFIGS]
     if bad or not configs:
