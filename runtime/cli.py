@@ -305,6 +305,11 @@ def _plan_outputs(args: argparse.Namespace, images: list[Path], scale: int) -> l
         len(args.images) == 1 and not args.images[0].is_dir() and suffix in WRITE_FORMATS and not out.is_dir()
     )  # an existing folder is a folder, whatever its name
     if single_file:
+        if args.format != "png":
+            print(
+                f"warning: --format {args.format} ignored: -o {out} names the file, its extension picks the format",
+                file=sys.stderr,
+            )
         return [out]
     if suffix in IMAGE_LIKE_SUFFIXES - WRITE_FORMATS.keys() and not out.is_dir():
         raise _UsageError(

@@ -122,6 +122,15 @@ def test_gpu_options_on_a_cpu_backend_are_warned_about(
     assert "slots=3 ignored: the onnxruntime backend runs on the CPU" in caplog.text
 
 
+def test_format_with_a_file_output_is_warned_about(
+    tmp_path: Path, nearest_model: Path, capsys: pytest.CaptureFixture
+) -> None:
+    write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    argv = ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.webp"), "--model", str(nearest_model)]
+    assert main([*argv, "--format", "same", "-q"]) == 0
+    assert "--format same ignored: -o" in capsys.readouterr().err and (tmp_path / "b.webp").is_file()
+
+
 # ------------------------------------------------------------------ info
 
 
