@@ -57,6 +57,7 @@ from benchmarks.common import (
     markdown_table,
     parse_int_list,
     require_clean_tree,
+    results_dir,
     write_results,
 )
 from benchmarks.rss import proc_status_kib
@@ -283,7 +284,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dst", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     add_common_args(p, name="large_image")
-    p.set_defaults(out=None)
     return p
 
 
@@ -362,10 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = parse_int_list(args.sizes)
     if any(s < 1 for s in sizes) or not args.limit_mb > 0 or args.region < 1:
         parser.error("--sizes must be >= 1, --limit-mb > 0, --region >= 1")
+    out_dir = results_dir(args, parser)
     try:
         env = environment(threads=args.threads, git=require_clean_tree(args.allow_dirty))
         work = Path(tempfile.mkdtemp(prefix="bench-large-", dir=args.work_dir))
-        out_dir = Path(args.out) if args.out is not None else Path(tempfile.mkdtemp(prefix="large_image-results-"))
         rows = []
         measured: list[dict[str, Any]] = []
         try:
