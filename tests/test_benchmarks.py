@@ -392,6 +392,10 @@ RESULT_SCRIPTS = [
     "compare_quality",
     "int8_gate",
     "peers",
+    "border_band",
+    "serve",
+    "triton_check",
+    "large_image",
 ]
 
 
