@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -563,8 +564,8 @@ class Upscaler(Closing):
             jobs = (self._prepare(*read_image(image)) for image in images)
             for result in self.executor.run(jobs, on_batch=bar.update):
                 yield _clamp_float(result)
-        except MemoryError as exc:
-            if isinstance(exc, OutOfMemoryError) or self._last_plan is None:
+        except Exception as exc:
+            if not _allocation_failed(exc) or self._last_plan is None:
                 raise
             raise self._out_of_memory(self._last_plan) from exc
         finally:
@@ -720,7 +721,9 @@ class Upscaler(Closing):
         try:
             (result,) = self.executor.run([job], on_batch=bar.update)
             return _clamp_float(result)
-        except MemoryError as exc:
+        except Exception as exc:
+            if not _allocation_failed(exc):
+                raise
             raise self._out_of_memory(job.plan) from exc
         finally:
             bar.close()
@@ -735,8 +738,8 @@ class Upscaler(Closing):
         else:
             cure = "use a smaller tile (CLI: --tile 128) or tile='auto' on the CPU (windows sized to memory_budget_mb)"
         return OutOfMemoryError(
-            f"out of memory while running batches of {self.batch} window(s) of {width}x{height} ({plan.describe()}); "
-            f"{cure}"
+            f"out of memory while running batches of {self.batch} window(s) of {width}x{height} ({plan.describe()}): "
+            f"the model's activations did not fit; {cure}"
         )
 
     def _progress(self, total: int | None) -> Any:
@@ -792,6 +795,17 @@ def check_model_kind(model: Any, backend: str) -> None:
         "could run code); the project's checkpoints are .safetensors (train/), exported to ONNX with "
         "python export/to_onnx.py CHECKPOINT"
     )
+
+
+_ALLOCATION_FAILED = re.compile(r"bad_alloc|failed to allocate|unable to allocate|out of memory", re.IGNORECASE)
+
+
+def _allocation_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure not yet explained: a MemoryError, or a backend's
+    own (ONNX Runtime: ``RUNTIME_EXCEPTION ... std::bad_alloc``, OpenVINO, CUDA's out of memory)."""
+    if isinstance(exc, OutOfMemoryError):
+        return False
+    return isinstance(exc, MemoryError) or bool(_ALLOCATION_FAILED.search(str(exc)))
 
 
 def _gigabytes(nbytes: int) -> str:

@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import struct
+import subprocess
 import sys
 import termios
 import threading
@@ -124,6 +125,40 @@ def test_buffers_too_large_for_memory_name_the_tile(nearest_model: Path) -> None
     with pytest.raises(OutOfMemoryError, match=r"tile=10000000.*smaller tile \(CLI: --tile 128\)") as caught:
         Upscaler(nearest_model, backend="onnxruntime", tile=10_000_000)
     assert isinstance(caught.value, MemoryError)  # still a MemoryError for callers that catch that
+
+
+_BACKEND_OUT_OF_MEMORY = """
+import resource, sys
+import numpy as np
+from runtime import Upscaler
+from runtime.errors import OutOfMemoryError
+up = Upscaler(sys.argv[1], backend="onnxruntime", tile=1500, halo=0)  # buffers: 1500² in, 6000² out
+up.upscale(np.zeros((8, 8, 3), np.uint8))  # the session set up
+size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (300 << 20),) * 2)  # the 108 MB output fits, ORT's 432 MB not
+try:
+    up.upscale(np.zeros((1500, 1500, 3), np.uint8))
+except OutOfMemoryError as exc:
+    print("OutOfMemoryError:", exc, "| cause:", type(exc.__cause__).__name__, exc.__cause__)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc/self/status: Linux")
+def test_a_backend_out_of_memory_names_the_tile_that_helps(nearest_model: Path) -> None:
+    """ONNX Runtime's own allocation failure (``RUNTIME_EXCEPTION ... std::bad_alloc``, not a
+    MemoryError) under a real address-space limit: said as running out of memory, with the fix."""
+    run = subprocess.run(
+        [sys.executable, "-c", _BACKEND_OUT_OF_MEMORY, str(nearest_model)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert "OutOfMemoryError: out of memory while running batches of 1 window(s) of 1500x1500" in run.stdout, (
+        run.stdout + run.stderr
+    )
+    assert "use a smaller tile (CLI: --tile 128) or tile='auto'" in run.stdout
+    assert "bad_alloc" in run.stdout  # the backend's own words stay in the cause
 
 
 # ------------------------------------------------------------------ --max-pixels
