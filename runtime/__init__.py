@@ -34,6 +34,7 @@ from .errors import (
     InvalidArgumentError,
     MissingDependencyError,
     ModelError,
+    OutOfMemoryError,
     OutputExistsError,
     UpscaleError,
 )
@@ -81,4 +82,5 @@ __all__ = [
     "ModelError",
     "BackendUnavailableError",
     "MissingDependencyError",
+    "OutOfMemoryError",
 ]

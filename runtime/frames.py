@@ -172,7 +172,8 @@ def _check_budget(path: Path, count: int, pixels_per_frame: int, limit: int | No
         raise ImageReadError(
             path,
             f"{count} frames of about {pixels_per_frame} pixels are {count * pixels_per_frame} pixels in all, "
-            f"above the limit of {limit}; pass max_pixels= a larger number (or None) if the memory is there",
+            f"above the limit of {limit}; if the memory is there, raise it: --max-pixels {count * pixels_per_frame} "
+            "on the command line, read_frames(max_pixels=) or PIL.Image.MAX_IMAGE_PIXELS in Python",
         )
 
 
