@@ -192,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPU backends: batches in flight, each with its own CUDA stream and buffers (default 3)",
     )
     up.add_argument(
+        "--output-budget-mb",
+        type=float,
+        default=None,
+        help="an output image larger than this (MB) is streamed to disk band by band; it must then be .tif "
+        "(-o big.tif, or --format same for a .tif input) (default: half the memory available)",
+    )
+    up.add_argument(
         "--max-pixels",
         type=_int_at_least(1),
         default=DEFAULT_MAX_PIXELS,
@@ -389,6 +396,7 @@ def _upscale(args: argparse.Namespace) -> int:
             halo=args.halo,
             batch=args.batch,
             max_overhead=args.max_overhead,
+            output_budget_mb=args.output_budget_mb,
             progress=_tile_progress(args.quiet),
             **extra,
         )

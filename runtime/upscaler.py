@@ -196,6 +196,9 @@ class Upscaler(Closing):
     ``batch=None`` :data:`DEFAULT_BATCH` on the host or :data:`DEFAULT_GPU_BATCH` on a GPU.
     ``progress`` shows a tqdm bar over tiles, with ETA (a mapping: extra tqdm arguments, such
     as ``{"delay": 1}`` to show it only for images that take over a second).
+    ``output_budget_mb``: :meth:`upscale_file` streams an output array larger than this to a
+    tiled TIFF band by band (:mod:`runtime.streaming`; default: half the memory available),
+    or refuses other formats.
     A plan computing over :data:`WARN_OVERHEAD` × an image's pixels (small tiles, a large
     halo) gets an :class:`OverheadWarning`, one over ``max_overhead``
     (:data:`DEFAULT_MAX_OVERHEAD`; None: no limit) an :class:`~runtime.errors.InvalidArgumentError`
@@ -217,6 +220,7 @@ class Upscaler(Closing):
         halo: int | None = None,
         batch: int | None = None,
         memory_budget_mb: float | None = None,
+        output_budget_mb: float | None = None,
         max_overhead: float | None = DEFAULT_MAX_OVERHEAD,
         progress: bool | Mapping[str, Any] = False,
         backend_options: Mapping[str, Any] | None = None,
@@ -241,6 +245,13 @@ class Upscaler(Closing):
         ):
             raise InvalidArgumentError(f"memory_budget_mb must be a number > 0, got {memory_budget_mb!r}")
         self.memory_budget_mb = DEFAULT_MEMORY_BUDGET_MB if memory_budget_mb is None else float(memory_budget_mb)
+        if output_budget_mb is not None and (
+            isinstance(output_budget_mb, bool)
+            or not isinstance(output_budget_mb, (int, float))
+            or not output_budget_mb > 0
+        ):
+            raise InvalidArgumentError(f"output_budget_mb must be a number > 0, got {output_budget_mb!r}")
+        self.output_budget_mb = None if output_budget_mb is None else float(output_budget_mb)
         if max_overhead is not None and (
             isinstance(max_overhead, bool) or not isinstance(max_overhead, (int, float)) or not max_overhead >= 1
         ):
@@ -534,10 +545,18 @@ class Upscaler(Closing):
 
         ``dst``'s extension picks the format. An existing ``dst`` raises
         :class:`~runtime.errors.OutputExistsError` unless ``overwrite``; the check runs
-        before any compute.
+        before any compute. An output array larger than ``output_budget_mb`` is streamed to
+        a .tif ``dst`` band by band (:func:`runtime.streaming.stream_if_large`), with memory
+        bounded by the band whatever the image size; other formats are then refused before
+        any compute, with a message that says to write .tif.
         """
+        from .streaming import stream_if_large  # numpy + Pillow; tifffile only when it streams
+
         dst = Path(dst)
         check_output_path(dst, overwrite=overwrite)
+        streamed = stream_if_large(self, src, dst, overwrite=overwrite, budget_mb=self.output_budget_mb)
+        if streamed is not None:
+            return streamed.path
         frames, finfo = read_frames(src)
         if len(frames) == 1:  # exactly read_image's array and ImageInfo
             check_output_path(dst, overwrite=overwrite, info=finfo.image)  # depth/alpha before compute

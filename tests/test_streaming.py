@@ -255,3 +255,35 @@ def test_stream_if_large_streams_tiff_and_refuses_other_formats(rng: np.random.G
         result = stream_if_large(upscaler, src, tmp_path / "big.tif", budget_mb=0.01, band_budget_mb=TINY_MB)
         assert result is not None and len(result.bands) > 1
         np.testing.assert_array_equal(tifffile.imread(tmp_path / "big.tif"), upscaler.upscale(image))
+
+
+def test_upscale_file_and_the_cli_stream_past_the_output_budget(rng: np.random.Generator, tmp_path: Path) -> None:
+    """The hook: Upscaler(output_budget_mb=) and `upscale --output-budget-mb` stream a large
+    output to .tif (same pixels as in memory) and refuse .png before any compute."""
+    import subprocess
+    import sys
+
+    image = _image(rng, (37, 29, 3))
+    src = tmp_path / "in.png"
+    Image.fromarray(image).save(src)
+    with Upscaler(backend=BlurUp(), tile=8, halo=2, output_budget_mb=TINY_MB) as up:
+        expected = up.upscale(image)
+        out = up.upscale_file(src, tmp_path / "out.tif")
+        np.testing.assert_array_equal(tifffile.imread(out), expected)
+        with pytest.raises(ImageWriteError, match=r"\.tif"):
+            up.upscale_file(src, tmp_path / "out.png")
+        assert not (tmp_path / "out.png").exists()
+    with pytest.raises(InvalidArgumentError, match="output_budget_mb"):
+        Upscaler(backend=BlurUp(), output_budget_mb=0)
+
+    def cli(dst: str) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", "runtime", "upscale", str(src), "-o", str(tmp_path / dst)]
+        args += ["--output-budget-mb", "0.001", "--backend", "onnxruntime", "--threads", "1", "--quiet"]
+        return subprocess.run(args, capture_output=True, text=True, timeout=300)
+
+    refused = cli("cli.png")  # the flag reached the Upscaler: over budget, PNG cannot stream
+    assert refused.returncode != 0 and ".tif" in refused.stderr and not (tmp_path / "cli.png").exists()
+    res = cli("cli.tif")
+    assert res.returncode == 0, res.stderr
+    with Upscaler(backend="onnxruntime") as bundled:
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "cli.tif"), bundled.upscale(image))
