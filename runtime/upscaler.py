@@ -656,7 +656,8 @@ class Upscaler(Closing):
             raise OutOfMemoryError(
                 f"the {width}x{height} image's x{scale} result is a {shape[1]}x{shape[0]}x{channels} {array.dtype} "
                 f"array of {_gigabytes(nbytes)}, and that much memory could not be allocated; the output is held "
-                "whole, so a smaller tile does not help: free memory, or upscale the image in parts"
+                "whole, so a smaller tile does not help: write it to a .tif file instead (upscale_file / the CLI "
+                "stream outputs over output_budget_mb / --output-budget-mb band by band), or free memory"
             ) from exc
         plan = self.plan(height, width)  # after the output: a plan of an image too large to hold is moot
         self._check_overhead(plan)
