@@ -230,6 +230,9 @@ class TritonServer(Closing):
             "--allow-metrics=true",
             "--exit-on-error=false",
             "--strict-readiness=false",
+            # in-flight requests get 10 s on shutdown: Triton's default 30 s equals serve's own
+            # stop timeout, after which the process group is killed anyway
+            "--exit-timeout-secs=10",
             f"--log-verbose={self.verbose}",
         ]
         if (self.home / "caches").is_dir():
