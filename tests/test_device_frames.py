@@ -171,6 +171,9 @@ def test_producer_stream_is_waited_for() -> None:
 
 
 # -- DLPack --------------------------------------------------------------------------------
+# The producer side, written out here from dlpack.h on purpose rather than imported from
+# runtime.device_arrays: a capsule built with the parser's own structures could not catch a
+# wrong field in them.
 
 
 class _DLDevice(ctypes.Structure):
