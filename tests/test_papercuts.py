@@ -58,6 +58,12 @@ def large_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _default_sigint() -> None:
+    """The child's SIGINT back to default: a test run started in the background (`cmd &`, nohup)
+    has SIGINT ignored, children inherit that, and Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig,status,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_a_signal_while_writing_prints_one_line_and_leaves_no_temporary_file(
     large_png: Path, nearest_model: Path, tmp_path: Path, sig: signal.Signals, status: int, word: str
@@ -66,7 +72,11 @@ def test_a_signal_while_writing_prints_one_line_and_leaves_no_temporary_file(
     argv = ["upscale", str(large_png), "-o", str(out), "--model", str(nearest_model), "--backend", "onnxruntime"]
     for _attempt in range(3):  # on a loaded machine the write may finish before the signal lands
         child = subprocess.Popen(
-            [sys.executable, "-m", "runtime", *argv, "-q"], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-m", "runtime", *argv, "-q"],
+            cwd=REPO_ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_default_sigint,
         )
         deadline = time.monotonic() + 120
         while not list(tmp_path.glob(".out.png.*.tmp")):  # the atomic writer's temporary file: encoding now

@@ -386,6 +386,9 @@ def test_serve_command_prints_endpoints_and_ctrl_c_stops_cleanly(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
+        # SIGINT back to default: a test run started in the background (`cmd &`, nohup) has it
+        # ignored, children inherit that, and Python then installs no KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: list[str] = []
     try:
