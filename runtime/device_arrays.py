@@ -42,6 +42,7 @@ __all__ = [
     "is_host_dlpack",
     "host_array_from_dlpack",
     "device_image",
+    "packed_cuda_array_interface",
 ]
 
 KDL_CPU = 1
@@ -51,6 +52,12 @@ KDL_CUDA_MANAGED = 13
 _HOST_DLPACK = (KDL_CPU, KDL_CUDA_HOST)
 _DEVICE_DLPACK = (KDL_CUDA, KDL_CUDA_MANAGED)
 _DLPACK_DTYPES = {(0, 8): "i1", (1, 8): "u1", (1, 16): "u2", (2, 16): "f2", (2, 32): "f4", (2, 64): "f8"}
+
+
+def packed_cuda_array_interface(ptr: int, shape: tuple[int, ...], dtype: np.dtype) -> dict[str, Any]:
+    """``__cuda_array_interface__`` v3 of a C-contiguous device array whose work is complete
+    (no stream to wait for): what DeviceFrame and runtime.cuda.DeviceArray hand out."""
+    return {"shape": shape, "typestr": dtype.str, "data": (ptr, False), "strides": None, "version": 3, "stream": None}
 
 
 @dataclass(frozen=True)
@@ -114,14 +121,8 @@ class DeviceFrame:
 
     @property
     def __cuda_array_interface__(self) -> dict[str, Any]:
-        return {
-            "shape": self.shape,
-            "typestr": self.dtype.str,
-            "data": (self.ptr, False),
-            "strides": None,
-            "version": 3,
-            "stream": None,  # complete when returned: upscale() waited for every copy into it
-        }
+        # complete when returned: upscale() waited for every copy into it
+        return packed_cuda_array_interface(self.ptr, self.shape, self.dtype)
 
     def close(self) -> None:
         """Free the device memory now instead of when this object is collected."""

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..closing import Closing
+from ..device_arrays import packed_cuda_array_interface
 from ..errors import InvalidArgumentError, UpscaleError
 from ..utils import check_int
 from .api import CudaUnavailableError, call, check, cudart
@@ -175,14 +176,7 @@ class DeviceArray:
 
     @property
     def __cuda_array_interface__(self) -> dict[str, Any]:
-        return {
-            "shape": self.shape,
-            "typestr": self.dtype.str,
-            "data": (self.ptr, False),
-            "strides": None,
-            "version": 3,
-            "stream": None,
-        }
+        return packed_cuda_array_interface(self.ptr, self.shape, self.dtype)
 
     def __repr__(self) -> str:
         return f"DeviceArray(0x{self.ptr:x}, {self.dtype}, {self.shape})"
