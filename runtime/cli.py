@@ -25,6 +25,7 @@ from .batch import add_batch_command, output_name
 from .batch import run_command as run_batch_command
 from .errors import MissingDependencyError, UpscaleError
 from .image_io import READ_EXTENSIONS, WRITE_FORMATS, is_image_path, pixel_limit
+from .serve import add_serve_command, run_serve_command
 from .upscaler import (
     DEFAULT_BATCH,
     DEFAULT_HALO,
@@ -251,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_precision(info)
     info.add_argument("--json", action="store_true", help="print the raw metadata JSON only")
+
+    add_serve_command(commands)
     return parser
 
 
@@ -265,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s: %(message)s",
     )
+    if args.command == "serve":  # a long-running server: it maps SIGTERM and Ctrl-C to a clean stop itself
+        return run_serve_command(args)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:

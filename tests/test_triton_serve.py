@@ -377,7 +377,9 @@ def test_serve_command_prints_endpoints_and_ctrl_c_stops_cleanly(
 ) -> None:
     repo = tmp_path / "only_upscale"
     write_repository(repo, upscale=UpscaleModel(threads=1), onnx_model=None)
-    cmd = [sys.executable, "-m", "runtime.serve", "--model-repository", str(repo), "--triton-home", str(triton_home)]
+    # the documented form, `python -m runtime serve` (the CLI's subcommand, not runtime.serve's own main)
+    cmd = [sys.executable, "-m", "runtime", "serve", "--model-repository", str(repo)]
+    cmd += ["--triton-home", str(triton_home)]
     cmd += ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--log", str(tmp_path / "serve.log")]
     proc = subprocess.Popen(
         cmd,
