@@ -465,6 +465,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"({result.psnr_y_model - result.psnr_y_bicubic:+.2f} dB); "
         f"SSIM-Y {result.ssim_y_model:.4f} vs {result.ssim_y_bicubic:.4f}"
     )
+    print(f"backend:     {result.backend} ({result.seconds:.2f} s, model compilation included)")
     return EXIT_OK
 
 

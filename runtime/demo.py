@@ -8,6 +8,7 @@ their PSNR/SSIM on Y, plus a zoomed row where the difference shows.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,10 @@ class DemoResult:
     psnr_y_bicubic: float
     ssim_y_model: float
     ssim_y_bicubic: float
+    backend: str = ""
+    """The backend that ran (``"auto"`` resolved, e.g. ``"openvino"``)."""
+    seconds: float = 0.0
+    """Wall time of the model's upscale alone."""
 
 
 MIN_PHOTO_SCALES = 4
@@ -124,7 +129,10 @@ def run_demo(
             )
         hr = hr[: hr.shape[0] - hr.shape[0] % scale, : hr.shape[1] - hr.shape[1] % scale]
         lr = imresize(hr, 1.0 / scale)
+        t0 = time.perf_counter()
         sr = up.upscale(lr)
+        seconds = time.perf_counter() - t0
+        backend_name = str(getattr(up.backend, "name", type(up.backend).__name__))
     bicubic = imresize(lr, float(scale))
     stem = photo.stem
     lr_path = out_dir / f"{stem}_lr.png"
@@ -156,4 +164,4 @@ def run_demo(
         zoom_box=zoom,
     )
     strip.save(cmp_path)
-    return DemoResult(lr_path, sr_path, cmp_path, **scores)
+    return DemoResult(lr_path, sr_path, cmp_path, **scores, backend=backend_name, seconds=seconds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 from PIL import Image
 
@@ -25,6 +27,7 @@ def test_demo_writes_lr_result_and_comparison(tmp_path, nearest_model):
     assert strip.height > h  # plus the zoomed row
     # Nearest-neighbour upscaling is worse than bicubic: the scores must say so.
     assert result.psnr_y_model < result.psnr_y_bicubic
+    assert result.backend == "onnxruntime" and result.seconds > 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         p.name for p in (result.lr_path, result.sr_path, result.comparison_path)
     )
@@ -34,6 +37,9 @@ def test_demo_cli_prints_scores(tmp_path, nearest_model, capsys):
     assert main(["demo", "-o", str(tmp_path), "--model", str(nearest_model)]) == 0
     out = capsys.readouterr().out
     assert "comparison:" in out and "PSNR-Y" in out and "bicubic" in out
+    # which backend "auto" chose: the fastest installed one on the CPU (OpenVINO where it is)
+    backend = next(line for line in out.splitlines() if line.startswith("backend:")).split()[1]
+    assert backend == ("openvino" if importlib.util.find_spec("openvino") else "onnxruntime")
 
 
 def test_demo_cli_missing_photo_is_a_clear_error(tmp_path, capsys):
