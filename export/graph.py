@@ -24,6 +24,7 @@ import torch
 
 from export.errors import ExporterFailure, ExportError
 from export.fp16 import precision_module
+from export.graph_rewrites import fuse_stacked_pixel_shuffle
 from export.load import ModelSource, check_scale, eval_mode, load_source
 from export.onnx_io import (
     INPUT_NAME,
@@ -206,6 +207,8 @@ def build_graph(source: ModelSource, options: ExportOptions, *, io: ModelIO, pre
             f"the {options.exporter} exporter produced opset {got}, not the requested {options.opset}; "
             f"use --opset {DEFAULT_OPSET} (or --exporter torchscript for {options.opset})"
         )
+    # exact: the taps' stack → reshape → DepthToSpace(CRD) becomes concat → DepthToSpace(DCR)
+    fuse_stacked_pixel_shuffle(proto)
     if layout.is_integer:
         # TensorRT takes UINT8 only as a network I/O tensor: the input's first and only
         # reader must be the Cast to float (the exporter's Shape(lr) reads are moved onto it).
