@@ -241,7 +241,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     from runtime.streaming import DEFAULT_BAND_BUDGET_MB
-    from runtime.upscaler import DEFAULT_MEMORY_BUDGET_MB
+    from runtime.upscaler import MIN_MEMORY_BUDGET_MB
 
     p.add_argument("--sizes", default=DEFAULT_SIZES, help="input edges, comma-separated: size x size x 3 uint8")
     p.add_argument("--limit-mb", type=float, default=DEFAULT_LIMIT_MB, help="allowed peak RSS, MB (10^6 bytes)")
@@ -262,8 +262,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--memory-budget-mb",
         type=float,
-        default=DEFAULT_MEMORY_BUDGET_MB,
-        help="Upscaler(memory_budget_mb=): activations one model call may take (tile='auto')",
+        default=MIN_MEMORY_BUDGET_MB,
+        help="Upscaler(memory_budget_mb=): activations one model call may take (tile='auto'); default: the "
+        "smallest default budget, so the figure does not depend on the free memory",
     )
     p.add_argument("--region", type=int, default=64, help="edge (LR pixels) of each region checked against a crop")
     p.add_argument(

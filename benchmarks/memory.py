@@ -224,7 +224,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     from runtime import DEFAULT_BATCH, DEFAULT_HALO, DEFAULT_TILE
-    from runtime.upscaler import DEFAULT_MEMORY_BUDGET_MB
+    from runtime.upscaler import MIN_MEMORY_BUDGET_MB
 
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="input edge: a size x size x 3 uint8 image")
     p.add_argument(
@@ -248,8 +248,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--memory-budget-mb",
         type=float,
-        default=DEFAULT_MEMORY_BUDGET_MB,
-        help="Upscaler(memory_budget_mb=): activations one call may take with --tile auto",
+        default=MIN_MEMORY_BUDGET_MB,
+        help="Upscaler(memory_budget_mb=): activations one call may take with --tile auto; default: the "
+        "smallest default budget (the Upscaler's own default grows with the free memory, to 2048 MB)",
     )
     p.add_argument("--halo", type=int, default=DEFAULT_HALO, help="Upscaler halo")
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="Upscaler tiles per call")

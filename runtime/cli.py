@@ -193,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPU backends: batches in flight, each with its own CUDA stream and buffers (default 3)",
     )
     up.add_argument(
+        "--memory-budget-mb",
+        type=_float_at_least(1),
+        default=None,
+        help="--tile auto on the CPU: activations one model call may take, in MB (default: a quarter of the "
+        "memory available, 256-2048 MB; -v shows the windows it gives)",
+    )
+    up.add_argument(
         "--output-budget-mb",
         type=float,
         default=None,
@@ -401,6 +408,7 @@ def _upscale(args: argparse.Namespace) -> int:
             halo=args.halo,
             batch=args.batch,
             max_overhead=args.max_overhead,
+            memory_budget_mb=args.memory_budget_mb,
             output_budget_mb=args.output_budget_mb,
             progress=_tile_progress(args.quiet),
             **extra,

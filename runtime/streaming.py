@@ -49,6 +49,7 @@ from ._deps import require
 from .errors import ImageReadError, ImageWriteError, InvalidArgumentError, UpscaleError
 from .image_io import ChannelLayout, check_output_path, read_image
 from .pipeline import ImageJob, Pass
+from .sysmem import available_memory_bytes
 from .tiling import BORDER_MODE, Box, Tile, TilePlan, index_map
 
 __all__ = [
@@ -578,14 +579,8 @@ def _size(nbytes: float) -> str:
 
 def default_output_budget_mb() -> float:
     """Half the memory available now (MemAvailable), 2000 MB where /proc/meminfo is missing."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 / 2 / MB
-    except (OSError, ValueError, IndexError):
-        pass
-    return 2000.0
+    available = available_memory_bytes()
+    return 2000.0 if available is None else available / 2 / MB
 
 
 def probe(src: str | os.PathLike[str]) -> tuple[int, int, int, np.dtype] | None:

@@ -60,6 +60,7 @@ import numpy as np
 
 from ._deps import require
 from .backends import BackendOptions, GpuOptions, StageFactory, resolve, resolve_auto, with_overrides
+from .backends.contract import ACTIVATION_TENSORS
 from .bundled import BUNDLED_FILES, bundled_model, models_dir, resolve_model
 from .closing import Closing
 from .device_arrays import DeviceFrame, device_image, host_array_from_dlpack, is_device_source, is_host_dlpack
@@ -71,6 +72,7 @@ from .image_io import FLOAT_RANGE, ImageInfo, ImageSource, check_output_path, re
 from .layout import Precision
 from .model_info import ModelInfo
 from .pipeline import DEFAULT_SLOTS, ImageJob, Pass, PipelineExecutor
+from .sysmem import available_memory_bytes
 from .tiling import TilePlan, plan_auto, plan_tiles
 from .utils import check_int
 
@@ -78,7 +80,9 @@ __all__ = [
     "Upscaler",
     "DEFAULT_TILE",
     "DEFAULT_HALO",
-    "DEFAULT_MEMORY_BUDGET_MB",
+    "MIN_MEMORY_BUDGET_MB",
+    "MAX_MEMORY_BUDGET_MB",
+    "default_memory_budget_mb",
     "window_bytes_per_pixel",
     "DEFAULT_BATCH",
     "DEFAULT_GPU_BATCH",
@@ -97,16 +101,23 @@ DEFAULT_TILE = 128
 """Core edge of a tile, in low-resolution pixels, where the tile is fixed: on GPU backends
 (``tile="auto"`` resolves to it there) and for models whose activation size is unknown."""
 
-DEFAULT_MEMORY_BUDGET_MB = 256.0
-"""What one model call may take in activations on the CPU with ``tile="auto"`` (MB = 10^6
-bytes). Peak memory is then about the output array + this + the session; 256 keeps
-``benchmarks/memory.py`` (2048² image, output + 500 MB) passing with room to spare, and lets
-the bundled compact model take ~25k-pixel windows (whole 120×68 and 160×160 images)."""
+MIN_MEMORY_BUDGET_MB = 256.0
+"""The smallest default activation budget (MB = 10^6 bytes): what a machine with under 1 GB
+free gets. ``benchmarks/memory.py`` checks peak memory at this budget (2048² image: output +
+500 MB), and the bundled compact model still takes ~40k-pixel windows under OpenVINO."""
 
-_ACTIVATION_TENSORS = 4
-"""Feature maps at the output resolution alive at once during a call, counted high: ONNX
-Runtime's peak for the bundled compact model is 3.4-5.5 of them per pixel (measured in
-fresh processes at 144² to 480×270), the paper configuration's 3.0-5.0."""
+MAX_MEMORY_BUDGET_MB = 2048.0
+"""The largest default activation budget: past ~2 GB a bigger window no longer runs faster
+per pixel on a CPU (the halo of a 500-pixel window is already under 7 %), it only holds
+memory. It lets 480×270 run as one window for the compact and the paper configuration."""
+
+MEMORY_BUDGET_SHARE = 0.25
+"""The part of the memory available when an Upscaler is made that ``tile="auto"`` may give
+one model call by default (within the bounds above): the output array, the input and
+whatever else the application holds need the rest."""
+
+UNKNOWN_MEMORY_BUDGET_MB = 1024.0
+"""The default activation budget where the free memory cannot be read (no /proc/meminfo)."""
 
 DEFAULT_HALO = 16
 """Context kept around each tile, in low-resolution pixels, for models whose metadata
@@ -150,20 +161,31 @@ def default_model_path() -> Path:
     return models_dir() / DEFAULT_MODEL_NAME
 
 
-def window_bytes_per_pixel(info: ModelInfo) -> int | None:
+def default_memory_budget_mb() -> float:
+    """:data:`MEMORY_BUDGET_SHARE` of the memory available now, within
+    [:data:`MIN_MEMORY_BUDGET_MB`, :data:`MAX_MEMORY_BUDGET_MB`]; :data:`UNKNOWN_MEMORY_BUDGET_MB`
+    where it cannot be read. Pass ``memory_budget_mb`` for plans that do not depend on it."""
+    available = available_memory_bytes()
+    if available is None:
+        return UNKNOWN_MEMORY_BUDGET_MB
+    return min(max(available * MEMORY_BUDGET_SHARE / 1e6, MIN_MEMORY_BUDGET_MB), MAX_MEMORY_BUDGET_MB)
+
+
+def window_bytes_per_pixel(info: ModelInfo, tensors: float = ACTIVATION_TENSORS) -> int | None:
     """Activation bytes one input pixel of a window costs during a call, from the metadata.
 
     An EUSR ×s network's largest tensors are its ``features`` channels at the output
     resolution (the last upscaling module's pixel shuffle and the output convolution read
-    them): ``4 bytes × features × s²`` each, :data:`_ACTIVATION_TENSORS` of them, plus 2 KB for
-    the float32 input/output copies. None when the model's metadata gives no feature count
-    (an ONNX file exported elsewhere): ``tile="auto"`` then keeps today's window area.
+    them): ``4 bytes × features × s²`` each, ``tensors`` of them alive at once (the backend's
+    :attr:`~runtime.backends.StageFactory.activation_tensors`), plus 2 KB for the float32
+    input/output copies. None when the model's metadata gives no feature count (an ONNX file
+    exported elsewhere): ``tile="auto"`` then keeps the fixed tile's window area.
     """
     config = info.metadata.get("config") if isinstance(info.metadata, Mapping) else None
     features = config.get("features") if isinstance(config, Mapping) else None
     if isinstance(features, bool) or not isinstance(features, int) or features < 1:
         return None
-    return 4 * features * info.scale * info.scale * _ACTIVATION_TENSORS + 2048
+    return int(4 * features * info.scale * info.scale * tensors) + 2048
 
 
 class _NoProgress:
@@ -188,7 +210,8 @@ class Upscaler(Closing):
     precision the file records instead (never a silent swap). Default: the exact fp32 model.
     ``tile``, ``halo`` and ``batch`` trade memory for speed, see :mod:`runtime.tiling`:
     ``tile="auto"`` (the default) on the CPU runs the whole image when its activations fit
-    ``memory_budget_mb`` (:data:`DEFAULT_MEMORY_BUDGET_MB`), else the evenly split grid of the
+    ``memory_budget_mb`` (default :func:`default_memory_budget_mb`: a quarter of the free
+    memory, 256-2048 MB), else the evenly split grid of the
     largest windows that fit; on a GPU it is :data:`DEFAULT_TILE` (one window shape for every
     image: one engine profile, CUDA graphs that replay, no re-tuning); an int fixes the core
     edge everywhere. :meth:`plan` shows the tiles an image gets, ``--verbose`` logs them.
@@ -244,7 +267,8 @@ class Upscaler(Closing):
             or not memory_budget_mb > 0
         ):
             raise InvalidArgumentError(f"memory_budget_mb must be a number > 0, got {memory_budget_mb!r}")
-        self.memory_budget_mb = DEFAULT_MEMORY_BUDGET_MB if memory_budget_mb is None else float(memory_budget_mb)
+        self.memory_budget_mb = default_memory_budget_mb() if memory_budget_mb is None else float(memory_budget_mb)
+        """Activations (MB) one ``tile="auto"`` call on the CPU may take."""
         if output_budget_mb is not None and (
             isinstance(output_budget_mb, bool)
             or not isinstance(output_budget_mb, (int, float))
@@ -465,7 +489,7 @@ class Upscaler(Closing):
     def _auto_window_pixels(self, limits: tuple[int, int] | None) -> int:
         """The most pixels one ``tile="auto"`` window may have: the budget over the model's
         bytes per pixel and the batch, within the engine's largest edge squared."""
-        per_pixel = window_bytes_per_pixel(self.info)
+        per_pixel = window_bytes_per_pixel(self.info, self._factory.activation_tensors)
         if per_pixel is None:
             pixels = (DEFAULT_TILE + 2 * self.halo) ** 2
             log.info(

@@ -28,7 +28,6 @@ from runtime.errors import (
 from runtime.image_io import read_image, write_image
 from runtime.model_info import ModelInfo, ModelIO
 from runtime.tiling import BORDER_MODE, plan_tiles
-from runtime.upscaler import DEFAULT_MEMORY_BUDGET_MB
 
 
 def nearest4(a: np.ndarray) -> np.ndarray:
@@ -465,6 +464,53 @@ def test_auto_budget_scales_with_the_batch() -> None:
         assert plan.window_height * plan.window_width <= 100
 
 
+@pytest.mark.parametrize(
+    ("available", "expected_mb"),
+    [(400e6, 256.0), (4e9, 1000.0), (100e9, 2048.0), (None, 1024.0)],
+    ids=["little-free-floor", "a-quarter", "plenty-cap", "unknown"],
+)
+def test_the_default_budget_is_a_quarter_of_the_free_memory_within_bounds(
+    monkeypatch: pytest.MonkeyPatch, available: float | None, expected_mb: float
+) -> None:
+    monkeypatch.setattr(
+        runtime.upscaler, "available_memory_bytes", lambda: None if available is None else int(available)
+    )
+    assert runtime.upscaler.default_memory_budget_mb() == pytest.approx(expected_mb)
+    with Upscaler(backend=FeatureBlur()) as up:
+        assert up.memory_budget_mb == pytest.approx(expected_mb)
+        assert f"windows <= {int(expected_mb * 1e6) // (4 * 1 * 2 * 2 * 4 + 2048)} px" in repr(up)
+    with Upscaler(backend=FeatureBlur(), memory_budget_mb=3) as up:  # an explicit budget ignores the free memory
+        assert up.memory_budget_mb == 3.0
+
+
+def test_the_free_memory_is_read_where_linux_reports_it() -> None:
+    from runtime.sysmem import available_memory_bytes
+
+    free = available_memory_bytes()
+    if Path("/proc/meminfo").is_file():
+        assert free is not None and 0 < free < 1 << 50
+    else:
+        assert free is None
+
+
+def test_a_backend_with_fewer_live_tensors_gets_larger_windows() -> None:
+    class Lean(FeatureBlur):
+        activation_tensors = 2.0
+
+    fat_backend, lean_backend = FeatureBlur(features=64), Lean(features=64)
+    fat_per_pixel = runtime.upscaler.window_bytes_per_pixel(fat_backend.info, fat_backend.activation_tensors)
+    lean_per_pixel = runtime.upscaler.window_bytes_per_pixel(lean_backend.info, lean_backend.activation_tensors)
+    assert (fat_per_pixel, lean_per_pixel) == (4 * 64 * 2 * 2 * 4 + 2048, 4 * 64 * 2 * 2 * 2 + 2048)
+    budget = 400 * fat_per_pixel / 1e6
+    with (
+        Upscaler(backend=fat_backend, memory_budget_mb=budget) as fat,
+        Upscaler(backend=lean_backend, memory_budget_mb=budget) as lean,
+    ):
+        assert "windows <= 400 px" in repr(fat)
+        assert f"windows <= {400 * fat_per_pixel // lean_per_pixel} px" in repr(lean)
+        assert len(lean.plan(40, 40)) < len(fat.plan(40, 40))
+
+
 def test_auto_without_a_feature_count_keeps_the_fixed_tiles_area(conv_model: Path, rng: np.random.Generator) -> None:
     image = rng.uniform(0, 255, (29, 31, 3)).astype(np.float32)
     with Upscaler(conv_model, backend="onnxruntime") as up:
@@ -482,7 +528,7 @@ def test_the_bundled_model_gets_its_activation_size_from_its_metadata() -> None:
     with Upscaler(backend="onnxruntime", batch=1) as up:
         per_pixel = runtime.upscaler.window_bytes_per_pixel(up.info)
         assert per_pixel == 4 * 32 * 4 * 4 * 4 + 2048  # compact: 32 features, x4
-        pixels = int(DEFAULT_MEMORY_BUDGET_MB * 1e6) // per_pixel
+        pixels = int(up.memory_budget_mb * 1e6) // per_pixel
         assert f"windows <= {pixels} px" in repr(up)
         assert len(up.plan(120, 68)) == 1  # the smallest named size runs whole
         plan = up.plan(270, 480)

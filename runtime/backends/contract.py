@@ -35,11 +35,16 @@ from ..errors import InvalidArgumentError, ModelError, UpscaleError
 from ..layout import ModelIO
 from ..model_info import ModelInfo
 
-__all__ = ["Stage", "StageFactory", "Backend", "host_array", "Memory"]
+__all__ = ["Stage", "StageFactory", "Backend", "host_array", "Memory", "ACTIVATION_TENSORS"]
 
 Memory = Literal["host", "device"]
 
 _NO_LIMIT = 1 << 30
+
+ACTIVATION_TENSORS = 4.0
+"""Feature maps at the output resolution a backend holds at once during a call, counted
+high: ONNX Runtime's peak for the bundled compact model is 3.4-5.5 of them per pixel
+(measured in fresh processes at 144² to 480×270), the paper configuration's 3.0-5.0."""
 
 
 def _check_pointer(name: str, ptr: object) -> int:
@@ -137,6 +142,9 @@ class StageFactory(Closing, abc.ABC):
     """Where the bound pointers live; see the module docstring."""
     supports_cuda_graphs: bool = False
     """Whether a slot's copy-enqueue-copy may be captured into a CUDA graph."""
+    activation_tensors: float = ACTIVATION_TENSORS
+    """Output-resolution feature maps alive at once in one call, counted high: sizes the
+    ``tile="auto"`` windows (:func:`runtime.upscaler.window_bytes_per_pixel`)."""
 
     _info: ModelInfo
     _max_batch: int = _NO_LIMIT
