@@ -12,12 +12,12 @@ executor (CUDAExecutionProvider, cuda-python and a GPU) → ONNX Runtime with it
 provider (no cuda-python) → on the CPU, :class:`OpenVino` for an ONNX file when openvino is
 installed, else ONNX Runtime CPU; and logs the choice and why.
 
-Why OpenVINO first on the CPU: on the bundled compact model (whole 480×270 image, fp32, 2
-threads, Intel Xeon with AVX-512 VNNI/AMX, the two timed back to back in one run) the median
-per-pair speed-up over ONNX Runtime was 1.24× and 1.13× in two runs on a busy shared machine
-(single pairs 0.84–1.91×), at 136 dB PSNR against it; and OpenVINO runs the calibrated INT8
-Q/DQ graph as INT8 kernels (2.1–2.4× ONNX Runtime fp32), where ONNX Runtime runs it slower
-than float32. Not yet measured on AMD CPUs.
+Why OpenVINO first on the CPU: on the bundled compact model (480×270, fp32, 2 threads, quiet
+host, one run per machine) the default OpenVINO path ran 1.41× ONNX Runtime's whole image on
+an Intel Xeon (AVX-512 VNNI/AMX; benchmarks/results/peers_acceptance.md) and 1.29× on an AMD
+EPYC (AVX-512 VNNI/BF16; peers_amd.md), at 136 dB PSNR against PyTorch; and OpenVINO runs the
+calibrated INT8 Q/DQ graph as INT8 kernels (2.67× and 2.96× ONNX Runtime fp32 on the two),
+where ONNX Runtime runs it slower than float32.
 """
 
 from __future__ import annotations
