@@ -57,6 +57,7 @@ from benchmarks.common import (
 )
 from benchmarks.throughput_models import quiet_halo_warning
 from runtime.errors import UpscaleError
+from runtime.tiling import BORDER_MODE
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 DEFAULT_IMAGES = REPO_ROOT / "data" / "photos" / "test"
@@ -114,6 +115,12 @@ def measure_photo(
         row[f"band_gain_{name}"] = gains(sr, outer, yh, yb)
         row[f"interior_gain_{name}"] = gains(sr, ~outer, yh, yb)
         row[f"gap_{name}"] = row[f"interior_gain_{name}"] - row[f"band_gain_{name}"]
+    # the alternatives to the runtime's fill: other numpy.pad modes, a wider border
+    for mode, border in border_variants(halo):
+        if (mode, border) != (BORDER_MODE, halo):
+            sr = with_border(run, border, scale, mode)(lr)
+            row[variant_key(mode, border)] = gains(sr, outer, yh, yb)
+    row[variant_key(BORDER_MODE, halo)] = row["band_gain_mirrored"]
     # the oracle: an inner crop alone vs the same pixels with the real context around them
     m, s = margin, margin * scale
     inner = (slice(s, -s), slice(s, -s))
@@ -128,6 +135,19 @@ def measure_photo(
         row[f"crop_band_loss_{name}"] = row["crop_band_gain_real_context"] - row[f"crop_band_gain_{name}"]
         row[f"crop_band_psnr_vs_real_{name}"] = masked_psnr(_y(sr), _y(real), crop_band)
     return row, {"hr": hr, "lr": lr, "bicubic": bicubic, "zero": zero, "mirrored": mirrored}
+
+
+BORDER_MODES = ("symmetric", "reflect", "edge")
+
+
+def border_variants(halo: int) -> list[tuple[str, int]]:
+    """(numpy.pad mode, border width) pairs measured beside the runtime's own: every mode at
+    the halo, and the runtime's mode at twice and four times the halo."""
+    return [(mode, halo) for mode in BORDER_MODES] + [(BORDER_MODE, 2 * halo), (BORDER_MODE, 4 * halo)]
+
+
+def variant_key(mode: str, border: int) -> str:
+    return f"band_gain_{mode}_{border}"
 
 
 def mean_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -188,6 +208,28 @@ def markdown(data: dict[str, Any]) -> str:
             for r in rows
         ],
     )
+    variants = border_variants(s["halo"])
+    variant_table = markdown_table(
+        [
+            "photo",
+            "zero pad",
+            *(
+                f"{mode} {border}{' (runtime)' if (mode, border) == (BORDER_MODE, s['halo']) else ''}"
+                for mode, border in variants
+            ),
+        ],
+        [
+            [
+                r["image"],
+                f"{r['band_gain_zero']:+.2f}",
+                *(
+                    f"{r[variant_key(mode, border)]:+.2f}" if variant_key(mode, border) in r else "-"
+                    for mode, border in variants
+                ),
+            ]
+            for r in rows
+        ],
+    )
     return "\n\n".join(
         [
             "# Border band: outer output rows/columns vs the interior",
@@ -203,6 +245,12 @@ def markdown(data: dict[str, Any]) -> str:
             f"An inner crop ({s['margin']} LR px in from each side) upscaled on its own; its band's gain (dB) against the "
             "same output pixels computed with the real pixels around them. Loss = real context − alone.",
             oracle_table,
+            "## How the border is filled",
+            "The band's gain (dB) over bicubic with the border filled by each numpy.pad mode at the halo's width "
+            "(symmetric: mirrored with the edge pixel repeated; reflect: mirrored about the edge pixel; edge: the edge "
+            "pixel replicated), and with the runtime's mode at twice and four times the halo. Bicubic, and the MATLAB "
+            "downscale that made the LR image, pad symmetrically.",
+            variant_table,
             "![corner](border_band.png)",
             f"Corner: the top-left of {data['figure_photo']} (48² output px, 4× enlarged).",
         ]
@@ -251,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.margin < halo:
                 raise BenchmarkError(f"--margin {args.margin} must be >= the halo {halo} (the oracle's real context)")
             # one window for the largest image plus its border: buffers are sized by the tile
-            tile = max(max(_size(p)) for p in paths) // scale + 2 * halo
+            tile = max(max(_size(p)) for p in paths) // scale + 2 * max(b for _, b in border_variants(halo))
             with quiet_halo_warning(), Upscaler(backend=default.backend, tile=tile, halo=0) as whole:
                 rows, figures = [], {}
                 worst_delta = 0.0

@@ -287,19 +287,20 @@ def backend_for(name: str, threads: int | None, model: str | os.PathLike[str] | 
     return options
 
 
-def with_border(run: Callable[[Any], Any], border: int, scale: int) -> Callable[[Any], Any]:
+def with_border(run: Callable[[Any], Any], border: int, scale: int, mode: str | None = None) -> Callable[[Any], Any]:
     """``run`` (H×W×C -> sH×sW×C) as the Upscaler computes it: on the image with ``border``
-    pixels of mirrored context (:func:`runtime.tiling.pad_border`), cropped back. A
-    whole-image reference for a runtime whose border context is ``border`` (its halo);
-    ``border`` 0 returns ``run`` itself."""
-    from runtime.tiling import pad_border
+    pixels of mirrored context (:func:`runtime.tiling.pad_border`; ``mode`` a numpy.pad mode,
+    default the runtime's), cropped back. A whole-image reference for a runtime whose border
+    context is ``border`` (its halo); ``border`` 0 returns ``run`` itself."""
+    from runtime.tiling import BORDER_MODE, pad_border
 
     if border == 0:
         return run
     crop = scale * border
+    fill: Any = mode or BORDER_MODE
 
     def bordered(image: Any) -> Any:
-        out = run(pad_border(image, border))
+        out = run(pad_border(image, border, fill))
         return out[crop:-crop, crop:-crop]
 
     return bordered

@@ -67,8 +67,10 @@ BorderMode = Literal["symmetric", "reflect", "edge"]
 BORDER_MODE: BorderMode = "symmetric"
 """How window pixels beyond the image edge are filled (a :func:`numpy.pad` mode): mirror
 with the edge pixel repeated; it also serves 1-pixel axes and windows larger than twice
-the image, where ``reflect`` cannot mirror. Chosen by measurement (benchmarks/seams.py,
-border band)."""
+the image, where ``reflect`` cannot mirror. Chosen by measurement (benchmarks/border_band.py,
+"How the border is filled"): on the held-out photos its band gains +0.55 dB over bicubic on
+average, ``edge`` +0.44, ``reflect`` -0.12, zero padding -0.46; the LR images and bicubic
+itself pad symmetrically, and a border wider than the halo changes under 0.01 dB."""
 
 CALL_PIXELS = 4096
 """What one extra model call costs, in window pixels, when :func:`plan_auto` compares grids:

@@ -31,5 +31,14 @@ def test_mirrored_border_beats_zero_padding_on_a_photo(tmp_path: Path) -> None:
     assert row["crop_band_loss_mirrored"] < 1.0 < row["crop_band_loss_zero"]
     assert np.isfinite(row["crop_band_psnr_vs_real_mirrored"]) and row["crop_band_psnr_vs_real_mirrored"] > 40
     assert data["default_vs_bordered_max_abs"] < 1.0  # the runtime computes what "mirrored" means here
+    # the fills beside the runtime's: its own entry is the mirrored band; reflecting about the
+    # edge pixel loses to the symmetric mirror (the LR image was made with symmetric padding);
+    # a border wider than the halo changes nothing the halo did not already decide
+    halo = data["settings"]["halo"]
+    gains = {(m, b): row[border_band.variant_key(m, b)] for m, b in border_band.border_variants(halo)}
+    assert gains[("symmetric", halo)] == row["band_gain_mirrored"]
+    assert gains[("reflect", halo)] < gains[("symmetric", halo)] - 0.3
+    assert abs(gains[("symmetric", 2 * halo)] - gains[("symmetric", halo)]) < 0.1
     assert (tmp_path / "border_band.png").stat().st_size > 0
-    assert "## Border handling alone" in (tmp_path / "border_band.md").read_text()
+    md = (tmp_path / "border_band.md").read_text()
+    assert "## Border handling alone" in md and "## How the border is filled" in md and "symmetric 8 (runtime)" in md
