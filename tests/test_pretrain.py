@@ -471,6 +471,34 @@ def test_augmentation_applies_the_same_transform_to_both(noise_dataset):
     assert len(transforms) >= 5, f"augmentation draws few of the 8 rot/flip combinations: {transforms}"
 
 
+@pytest.mark.parametrize("scale", [2, 4])
+def test_mirror_border_draws_aligned_patches_across_the_mirrored_edge(noise_dataset, scale):
+    """--mirror-border b: LR and HR are the images padded symmetrically by b and b*scale, an
+    exact pair (MATLAB's bicubic pads the same way), and patches cross the image edge."""
+    folder, img = noise_dataset
+    b = 3
+    ds = PatchDataset(folder, [scale], lr_patch=8, augment=False, mirror_border=b)
+    item = ds.items[0]
+    plain = make_lr(img, scale)
+    np.testing.assert_array_equal(item.lr[scale], np.pad(plain, ((b, b), (b, b), (0, 0)), mode="symmetric"))
+    hr_pad = np.pad(img, ((b * scale,) * 2, (b * scale,) * 2, (0, 0)), mode="symmetric")
+    # the padded pair is what the downscale of the padded HR gives, away from its own new edge
+    inner = make_lr(hr_pad, scale)[b : -b or None, b : -b or None]
+    assert np.abs(inner.astype(int) - item.lr[scale][b:-b, b:-b].astype(int)).max() <= 1
+    lr, hr = ds.sample(np.random.default_rng(5), scale, 64)
+    crosses = 0
+    for i in range(64):
+        lr_p = lr[i].transpose(1, 2, 0).astype(np.uint8)
+        (y, x), *_ = _find(item.lr[scale], lr_p)
+        np.testing.assert_array_equal(
+            hr[i].transpose(1, 2, 0).astype(np.uint8), hr_pad[y * scale : (y + 8) * scale, x * scale : (x + 8) * scale]
+        )
+        crosses += min(y, x) < b or y + 8 > item.lr[scale].shape[0] - b or x + 8 > item.lr[scale].shape[1] - b
+    assert crosses > 0, "no patch crossed the mirrored edge"
+    with pytest.raises(ValueError, match="mirror_border must be >= 0"):
+        PatchDataset(folder, [scale], lr_patch=8, mirror_border=-1)
+
+
 def test_same_rng_seed_same_batch(noise_dataset):
     folder, _ = noise_dataset
     ds = PatchDataset(folder, [2], lr_patch=8)

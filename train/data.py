@@ -93,10 +93,23 @@ class _Item:
     path: Path
     hr: np.ndarray
     lr: dict[int, np.ndarray]
+    hr_padded: dict[int, np.ndarray] | None = None  # per scale, with --mirror-border only
+
+    def hr_for(self, scale: int) -> np.ndarray:
+        return self.hr if self.hr_padded is None else self.hr_padded[scale]
+
+
+def _mirror(img: np.ndarray, border: int) -> np.ndarray:
+    return np.pad(img, ((border, border), (border, border), (0, 0)), mode="symmetric")
 
 
 class PatchDataset:
-    """Random aligned patch pairs, drawn with a caller-owned numpy Generator (reproducible)."""
+    """Random aligned patch pairs, drawn with a caller-owned numpy Generator (reproducible).
+
+    ``mirror_border=b`` pads every LR image by ``b`` pixels and its HR image by ``b·scale`` in
+    the runtime's border mode before patches are drawn, so patches that cross an image edge
+    show the network the mirrored context the runtime gives border windows (issue 16's band).
+    """
 
     def __init__(
         self,
@@ -107,9 +120,12 @@ class PatchDataset:
         augment: bool = True,
         lr_dirs: Mapping[int, str | Path] | None = None,
         sample_by: str = "image",
+        mirror_border: int = 0,
     ) -> None:
         if sample_by not in SAMPLE_BY:
             raise ValueError(f"sample_by must be one of {SAMPLE_BY}, got {sample_by!r}")
+        if mirror_border < 0:
+            raise ValueError(f"mirror_border must be >= 0 LR pixels, got {mirror_border}")
         paths = list_image_sources(hr_dir)
         self.sample_by = sample_by
         self.scales = tuple(scales)
@@ -125,7 +141,13 @@ class PatchDataset:
                     lrs[s] = load_rgb(lr_path)
                 else:
                     lrs[s] = make_lr(hr, s)
-            self.items.append(_Item(path, hr, lrs))
+            padded = None
+            if mirror_border:
+                # the runtime's border context (runtime.tiling.BORDER_MODE, symmetric): LR padded by
+                # b and HR by b*s stay an exact pair, since MATLAB's bicubic pads symmetrically too
+                lrs = {s: _mirror(lr, mirror_border) for s, lr in lrs.items()}
+                padded = {s: _mirror(mod_crop(hr, s), mirror_border * s) for s in self.scales}
+            self.items.append(_Item(path, hr, lrs, padded))
         self._eligible = {
             s: [i for i, it in enumerate(self.items) if min(it.lr[s].shape[:2]) >= lr_patch] for s in self.scales
         }
@@ -168,7 +190,7 @@ class PatchDataset:
             y = int(rng.integers(lr_img.shape[0] - p + 1))
             x = int(rng.integers(lr_img.shape[1] - p + 1))
             lr = lr_img[y : y + p, x : x + p]
-            hr = item.hr[y * scale : (y + p) * scale, x * scale : (x + p) * scale]
+            hr = item.hr_for(scale)[y * scale : (y + p) * scale, x * scale : (x + p) * scale]
             if self.augment:
                 k = int(rng.integers(4))
                 flip = bool(rng.integers(2))

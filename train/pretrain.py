@@ -75,6 +75,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "'area' in proportion to its patch positions, i.e. uniform over all patches (images of very different sizes)",
     )
     d.add_argument(
+        "--mirror-border",
+        type=int,
+        default=0,
+        metavar="B",
+        help="pad each image symmetrically by B LR pixels (B*scale HR) before drawing patches, the border "
+        "context the runtime gives edge windows, so patches across an edge train it (default 0: none)",
+    )
+    d.add_argument(
         "--lr-dir",
         action="append",
         default=[],
@@ -320,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = seeded_rng(args.seed)
     if args.resume and args.init:
         raise SystemExit("error: give --resume or --init, not both")
+    if args.mirror_border < 0:
+        raise SystemExit(f"error: --mirror-border expects LR pixels >= 0, got {args.mirror_border}")
     if not 0.0 <= args.ema < 1.0:
         raise SystemExit(f"error: --ema must be in [0, 1), got {args.ema}")
     model, config, config_name, resume, source = _load_model(args)
@@ -344,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         augment=not args.no_augment,
         lr_dirs=_parse_lr_dirs(args.lr_dir),
         sample_by=args.sample_by,
+        mirror_border=args.mirror_border,
     )
     validator = Validator(args.val_dir, args.val_scale) if str(args.val_dir) not in ("", ".") else None
     train_log, val_log = open_run(args)
