@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Ships the second bundled model (issue 19) once models/train_bundled_v2.sh has finished its
+# schedule: picks the weights, writes the bundled checkpoint, its ×4 ONNX and the INT8 variant,
+# then prints the measurements to make from a clean clone (models/TRAINING_LOG.md, "After the
+# schedule").
+#
+#   bash models/ship_bundled_v2.sh                 # after step 15000
+#   bash models/ship_bundled_v2.sh --weights raw --halo 8
+#
+# Which weights (moving average or raw) is decided on data/photos/val only, from the last
+# evaluation in models/bundled_v2/eval_log.jsonl: the one whose *smallest* PSNR-Y gain over
+# bicubic across ×2/×4/×8 is larger (every path must beat bicubic; a mean would let a strong ×4
+# hide a weak ×2). Set5/Set14/BSD100 never enter this choice.
+#
+# Options:
+#   --weights W   ema or raw instead of the rule above
+#   --halo H      recommended halo written into the ONNX (default 8, v1's seam-curve choice;
+#                 re-measure with benchmarks/seams.py and rerun with --halo if the curve moves)
+#   --force       ship although the schedule has not reached its last step
+#   --no-int8     skip `python -m calibration bundle` (the INT8 test then fails until it runs)
+#   --dry-run     only say which weights it would ship
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WEIGHTS=""
+HALO=8
+FORCE=0
+INT8=1
+DRY=0
+usage() { sed -n '/^# Options:/,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --weights) WEIGHTS=${2:?--weights needs ema or raw}; shift 2 ;;
+        --halo) HALO=${2:?--halo needs LR pixels}; shift 2 ;;
+        --force) FORCE=1; shift ;;
+        --no-int8) INT8=0; shift ;;
+        --dry-run) DRY=1; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "error: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+done
+case "$WEIGHTS" in "" | ema | raw) ;; *) echo "error: --weights expects ema or raw, got '$WEIGHTS'" >&2; exit 2 ;; esac
+[[ "$HALO" =~ ^[0-9]+$ ]] || { echo "error: --halo expects a non-negative integer, got '$HALO'" >&2; exit 2; }
+
+STATE=models/bundled_v2
+FINAL=$(sed -n 's/^STAGE_END=(.* \([0-9]*\))$/\1/p' models/train_bundled_v2.sh)
+CHOICE=$(python - "$STATE/eval_log.jsonl" "$FINAL" "$FORCE" "$WEIGHTS" <<'EOF'
+import json, sys
+path, final, force, given = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+records = [json.loads(line) for line in open(path)]
+last = max(r["step"] for r in records)
+if last < final and not force:
+    sys.exit(f"error: {path} ends at step {last}, the schedule at {final}: train on, or pass --force")
+gains = {}
+for r in records:
+    if r["step"] == last:
+        gains.setdefault(r["weights"], {})[r["scale"]] = r["gain_db"]
+print(f"step {last}, data/photos/val, PSNR-Y gain over bicubic (dB):", file=sys.stderr)
+for w, g in sorted(gains.items()):
+    row = "  ".join(f"x{s} {g[s]:+.3f}" for s in sorted(g))
+    print(f"  {w:4s} {row}  (smallest {min(g.values()):+.3f})", file=sys.stderr)
+choice = given or max(gains, key=lambda w: min(gains[w].values()))
+print(f"weights: {choice}" + (" (given)" if given else " (larger smallest gain)"), file=sys.stderr)
+print(choice)
+EOF
+)
+[ "$DRY" = 1 ] && exit 0
+
+echo "== checkpoint: models/eusr-compact.safetensors ($CHOICE weights of $STATE/last.safetensors)"
+python -m train.slim "$STATE/last.safetensors" models/eusr-compact.safetensors --weights "$CHOICE"
+echo "== ×4 ONNX: runtime/models/eusr-compact-x4.onnx (halo $HALO)"
+python export/to_onnx.py models/eusr-compact.safetensors -o runtime/models/eusr-compact-x4.onnx --halo "$HALO"
+if [ "$INT8" = 1 ]; then
+    echo "== INT8 variant and its gate (python -m calibration bundle)"
+    python -m calibration bundle
+fi
+ls -l models/eusr-compact.safetensors runtime/models/eusr-compact-x4*.onnx
+
+cat <<EOF
+
+Shipped. Commit these files, then measure from a clean clone (results must come from a clean tree):
+  git clone . /tmp/v2 && cd /tmp/v2
+  python benchmarks/seams.py --update-results              # the seam curve: is halo $HALO still the choice?
+  python benchmarks/quality.py --model runtime/models/eusr-compact-x4.onnx --data data/photos/test --update-results
+  python benchmarks/quality.py --model models/eusr-compact.safetensors --scale 2 --data data/photos/test --name quality_x2 --strips 1 --update-results
+  python benchmarks/quality.py --model models/eusr-compact.safetensors --scale 8 --data data/photos/test --name quality_x8 --strips 1 --update-results
+  python benchmarks/field_table.py SRBENCH --update-results # Set5/Set14/BSD100: issue 19's targets
+  python benchmarks/border_band.py --update-results         # issue 16's border band
+  python benchmarks/parity.py --update-results
+and copy benchmarks/results/ back. Then the README's tables, docs/results.md and the demo image.
+EOF
