@@ -18,7 +18,7 @@
 #                 re-measure with benchmarks/seams.py and rerun with --halo if the curve moves)
 #   --force       ship although the schedule has not reached its last step
 #   --no-int8     skip `python -m calibration bundle` (the INT8 test then fails until it runs)
-#   --dry-run     only say which weights it would ship
+#   --dry-run     only say which weights it would ship (their name on stdout)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,7 +64,7 @@ print(f"weights: {choice}" + (" (given)" if given else " (larger smallest gain)"
 print(choice)
 EOF
 )
-[ "$DRY" = 1 ] && exit 0
+[ "$DRY" = 1 ] && { echo "$CHOICE"; exit 0; }
 
 echo "== checkpoint: models/eusr-compact.safetensors ($CHOICE weights of $STATE/last.safetensors)"
 python -m train.slim "$STATE/last.safetensors" models/eusr-compact.safetensors --weights "$CHOICE"
