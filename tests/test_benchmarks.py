@@ -396,6 +396,7 @@ RESULT_SCRIPTS = [
     "serve",
     "triton_check",
     "large_image",
+    "field_table",
 ]
 
 

@@ -407,7 +407,10 @@ def test_int8_variant_of_the_bundled_model_passes_the_gate_on_openvino(tmp_path:
         Upscaler(BUNDLED, backend=OpenVino(threads=2, cache=False), tile=128) as fp32,
         Upscaler(q, backend=OpenVino(threads=2, cache=False), tile=128) as int8,
     ):
-        assert any(k == "Convolution" and p == "i8" for k, p in int8.backend.kernel_precisions((1, 3, 144, 144)))
+        # INT8 kernels report their activation type: i8 on the Xeons measured here, u8 on an EPYC
+        assert any(
+            k == "Convolution" and p in ("i8", "u8") for k, p in int8.backend.kernel_precisions((1, 3, 144, 144))
+        )
         for path in sorted(PHOTOS.glob("*.png")):
             hr = load_rgb(path)
             hr = hr[: hr.shape[0] // 4 * 4, : hr.shape[1] // 4 * 4]

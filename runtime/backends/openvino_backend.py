@@ -257,7 +257,8 @@ class OpenVinoBackend(Backend):
         """``{(layer type, precision it runs in): count}`` of the model compiled for ``shape``.
 
         What the CPU plugin really executes, e.g. ``("Convolution", "i8")`` for the convs of a
-        Q/DQ graph it turned into INT8 kernels, ``("Convolution", "f32")`` for float ones.
+        Q/DQ graph it turned into INT8 kernels (``"u8"`` on some CPUs: the activation type it
+        picked, u8 on an AMD EPYC), ``("Convolution", "f32")`` for float ones.
         """
         counts: dict[tuple[str, str], int] = {}
         for op in self.compiled(shape).get_runtime_model().get_ordered_ops():
