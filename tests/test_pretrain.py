@@ -573,6 +573,35 @@ def test_ema_is_saved_resumed_exactly_and_used_by_load_model(folders, tmp_path):
     assert torch.equal(load_model(straight / "last.safetensors", weights="raw").state_dict()[k], a.model_state[k])
 
 
+def test_ema_restart_starts_the_average_from_the_resumed_weights(folders, tmp_path):
+    from train.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    assert pretrain.main(_args(folders, run, 2, "--ema", "0.9")) == 0
+    before = load_checkpoint(run / "last.safetensors")
+    restarted, continued = tmp_path / "restarted", tmp_path / "continued"
+    for out, extra in ((restarted, ["--ema-restart"]), (continued, [])):
+        out.mkdir()
+        (out / "last.safetensors").write_bytes((run / "last.safetensors").read_bytes())
+        assert (
+            pretrain.main(_args(folders, out, 3, "--ema", "0.9", "--resume", str(out / "last.safetensors"), *extra))
+            == 0
+        )
+    a, b = load_checkpoint(restarted / "last.safetensors"), load_checkpoint(continued / "last.safetensors")
+    for k in ("outputs.4.weight", "shared.blocks.0.conv1.weight"):
+        # one step after the restart: 0.9 x the resumed raw weights + 0.1 x the new ones
+        expected = 0.9 * before.model_state[k] + 0.1 * a.model_state[k]
+        torch.testing.assert_close(a.ema_state[k], expected)
+        torch.testing.assert_close(b.ema_state[k], 0.9 * before.ema_state[k] + 0.1 * b.model_state[k])
+        assert torch.equal(a.model_state[k], b.model_state[k])  # the restart touches the average only
+    assert not torch.equal(a.ema_state["outputs.4.weight"], b.ema_state["outputs.4.weight"])
+
+
+def test_ema_restart_needs_a_resumed_average(folders, tmp_path):
+    with pytest.raises(SystemExit, match="--ema-restart restarts"):
+        pretrain.main(_args(folders, tmp_path / "o", 2, "--ema", "0.9", "--ema-restart"))
+
+
 def test_bad_ema_decay_is_refused(folders, tmp_path):
     with pytest.raises(SystemExit, match="--ema must be in"):
         pretrain.main(_args(folders, tmp_path / "o", 2, "--ema", "1.5"))

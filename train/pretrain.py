@@ -122,6 +122,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
         "validation, export and load_model use it. Smooths the step-to-step jitter of short runs",
     )
+    o.add_argument(
+        "--ema-restart",
+        action="store_true",
+        help="with --resume: start the moving average afresh from the resumed (raw) weights instead of "
+        "continuing the checkpoint's, so a new stage's average carries nothing of the stages before it",
+    )
     o.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("run")
     r.add_argument("--out", type=Path, default=Path("runs/pretrain"), help="output folder")
@@ -209,8 +215,13 @@ def _warm_start(args: argparse.Namespace, model: EUSR, source: Checkpoint | None
 def _weight_average(
     args: argparse.Namespace, model: EUSR, scales: Sequence[int], resume: Checkpoint | None
 ) -> WeightAverage | None:
-    """The ``--ema`` average, continued from ``resume`` (warm-started like the model)."""
+    """The ``--ema`` average, continued from ``resume`` (warm-started like the model), or
+    restarted from the resumed weights with ``--ema-restart``."""
     ema_state = resume.ema_state if resume is not None else None
+    if args.ema_restart:
+        if resume is not None and resume.ema_state:
+            log.info("moving average restarted from the weights of step %d", int(resume.train_state.get("step", 0)))
+        ema_state = None
     if ema_state and args.warm_start_from is not None:
         # The average must start from the warm-started modules too, not from their old values.
         averaged = EUSR(model.config)
@@ -332,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"error: --mirror-border expects LR pixels >= 0, got {args.mirror_border}")
     if not 0.0 <= args.ema < 1.0:
         raise SystemExit(f"error: --ema must be in [0, 1), got {args.ema}")
+    if args.ema_restart and (args.ema == 0 or args.resume is None):
+        raise SystemExit("error: --ema-restart restarts the moving average of a resumed run: give --resume and --ema")
     model, config, config_name, resume, source = _load_model(args)
     scales, weights = _parse_scales(args, config.scales)
     _warm_start(args, model, source, scales)
