@@ -19,7 +19,7 @@
 #   stage 2a  steps 12001-14000  ×2/×4/×8 drawn 0.3/0.2/0.5; ×2 and ×8 warm-started from ×4's
 #                                modules at step 12000; lr 1e-4
 #   stage 2b  steps 14001-15000  as 2a, lr 5e-5; the moving average restarts from the raw
-#                                weights of step 14000 (added at step 13150, before 2b began:
+#                                weights of step 14000 (added during steps 12909-13150, before 2b began:
 #                                the average of 2a mixes ×2/×8 weights from before and right
 #                                after the warm start, -15.9/-6.8 dB vs bicubic on val at 12908)
 # (Stage 1 was planned to 20000 with a second halving at 16000 and cut to 12000 at step 9000,
