@@ -33,7 +33,6 @@ if __package__ in (None, ""):  # run as a script: make the repository's packages
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,15 +44,16 @@ from benchmarks.common import (
     BenchmarkError,
     HelpFormatter,
     add_allow_dirty,
+    add_out_args,
     environment,
     markdown_table,
     require_clean_tree,
+    results_dir,
     write_results,
 )
 from runtime.errors import UpscaleError
 from runtime.evaluation import EvaluationOptions, evaluate
 
-RESULTS = REPO_ROOT / "benchmarks" / "results"
 SETS = ("Set5", "Set14", "BSD100")
 X4_MODEL = REPO_ROOT / "runtime" / "models" / "eusr-compact-x4.onnx"
 CHECKPOINT = REPO_ROOT / "models" / "eusr-compact.safetensors"
@@ -251,8 +251,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, default=CHECKPOINT, help="checkpoint whose ×2/×8 paths are measured")
     p.add_argument("--threads", type=int, default=None, help="inference threads")
     p.add_argument("--name", default="field_table", help="stem of the result files")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default: a fresh temporary folder)")
-    p.add_argument("--update-results", action="store_true", help="write benchmarks/results/<name>*")
+    add_out_args(p, what="folder for <name>.md, .json and the per-scale <name>_x<scale> files")
     add_allow_dirty(p)
     return p
 
@@ -266,12 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--scales expects integers such as 2,4,8, got {args.scales!r}")
     if not scales or any(s not in (2, 4, 8) for s in scales):
         parser.error(f"--scales takes 2, 4 and/or 8, got {args.scales!r}")
-    if args.out is not None and args.update_results:
-        parser.error("--out and --update-results exclude each other")
+    out = results_dir(args, parser)
     try:
         env = environment(threads=args.threads, git=require_clean_tree(args.allow_dirty))
         sets = find_sets(args.srbench)
-        out = RESULTS if args.update_results else (args.out or Path(tempfile.mkdtemp(prefix="field_table-")))
         out.mkdir(parents=True, exist_ok=True)
         runs: dict[int, dict[str, Any]] = {}
         names = []
