@@ -26,9 +26,11 @@ def test_mirrored_border_beats_zero_padding_on_a_photo(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "border_band.json").read_text())
     (row,) = data["rows"]
     assert data["settings"]["halo"] > 0 and data["settings"]["band"] == 8
-    # zero padding costs retina's band ~4 dB against bicubic; the mirrored border recovers it
-    assert row["band_gain_zero"] < -1.0 < 0 < row["band_gain_mirrored"]
-    assert row["crop_band_loss_mirrored"] < 1.0 < row["crop_band_loss_zero"]
+    # the mirrored border gives retina's band more than zero padding does (bundled v2: +0.86 vs
+    # +0.28 dB over bicubic; the first bundled model's zero padding was at -3.65), and an inner
+    # crop loses less against real context with it (0.46 vs 1.02 dB)
+    assert 0 < row["band_gain_mirrored"] and row["band_gain_zero"] < row["band_gain_mirrored"] - 0.3
+    assert row["crop_band_loss_mirrored"] < min(1.0, row["crop_band_loss_zero"] - 0.3)
     assert np.isfinite(row["crop_band_psnr_vs_real_mirrored"]) and row["crop_band_psnr_vs_real_mirrored"] > 40
     assert data["default_vs_bordered_max_abs"] < 1.0  # the runtime computes what "mirrored" means here
     # the fills beside the runtime's: its own entry is the mirrored band; reflecting about the
